@@ -1,0 +1,43 @@
+# The two commands of the README: `make demo` and `make test`.
+# Each creates .venv from the pinned set (requirements/dev.txt) when it is missing or stale.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: test demo lint format agent-tree matrix bench clean
+
+$(STAMP): requirements/dev.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements/dev.txt
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+agent-tree: $(STAMP)
+	$(BIN)/python hack/build_agent_tree.py
+
+matrix: $(STAMP)
+	$(BIN)/python hack/matrix.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: lint agent-tree matrix
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+demo: agent-tree
+	$(BIN)/python hack/demo.py
+
+bench: agent-tree
+	$(BIN)/python hack/bench/run_all.py
+
+clean:
+	rm -rf build .venv .venvs .pytest_cache .mypy_cache .ruff_cache

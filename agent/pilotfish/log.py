@@ -1,0 +1,108 @@
+"""The agent's own logging: one line to stderr, prefixed ``pilotfish:``.
+
+Why not the ``logging`` module: importing it costs milliseconds at interpreter
+start-up, and configuring it could change how the app's own log records look.
+The agent writes its few lines straight to stderr instead, filtered by
+``PILOTFISH_LOG_LEVEL`` (``debug`` | ``info`` | ``warning`` | ``error``,
+default ``warning``), and every failure path logs through :func:`once` so a
+broken patch cannot flood the app's logs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+
+LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "off": 100}
+_DEFAULT_LEVEL = "warning"
+
+_seen: set[str] = set()
+_seen_lock = threading.Lock()
+_threshold: int | None = None
+
+
+def _level_from_env() -> int:
+    raw = os.environ.get("PILOTFISH_LOG_LEVEL", _DEFAULT_LEVEL).strip().lower()
+    if raw in LEVELS:
+        return LEVELS[raw]
+    _write(
+        "warning",
+        "PILOTFISH_LOG_LEVEL=%r is not one of %s; using %r"
+        % (raw, "|".join(sorted(LEVELS, key=LEVELS.__getitem__)), _DEFAULT_LEVEL),
+    )
+    return LEVELS[_DEFAULT_LEVEL]
+
+
+def threshold() -> int:
+    """The numeric level below which messages are dropped (read once from env)."""
+    global _threshold
+    if _threshold is None:
+        _threshold = _level_from_env()
+    return _threshold
+
+
+def set_level(name: str) -> None:
+    """Change the level at run time (central config may set ``log_level``)."""
+    global _threshold
+    if name in LEVELS:
+        _threshold = LEVELS[name]
+
+
+def _write(level: str, message: str) -> None:
+    try:
+        sys.stderr.write("pilotfish: %s: %s\n" % (level, message))
+        sys.stderr.flush()
+    except Exception:  # stderr closed or broken: nothing sensible left to do
+        pass
+
+
+def log(level: str, message: str) -> None:
+    if LEVELS.get(level, 0) >= threshold():
+        _write(level, message)
+
+
+def debug(message: str) -> None:
+    log("debug", message)
+
+
+def info(message: str) -> None:
+    log("info", message)
+
+
+def warning(message: str) -> None:
+    log("warning", message)
+
+
+def error(message: str) -> None:
+    log("error", message)
+
+
+def once(key: str, level: str, message: str) -> None:
+    """Log ``message`` the first time ``key`` is seen in this process, then never again."""
+    with _seen_lock:
+        if key in _seen:
+            return
+        _seen.add(key)
+    log(level, message)
+
+
+def exception_once(key: str, message: str) -> None:
+    """Log the exception being handled, once per ``key``, with a short reason.
+
+    The traceback is added only at ``debug`` level: users see one line saying
+    what was disabled; developers can ask for the rest.
+    """
+    exc = sys.exc_info()[1]
+    detail = "%s: %s" % (type(exc).__name__, exc) if exc is not None else ""
+    once(key, "warning", "%s (%s)" % (message, detail) if detail else message)
+    if threshold() <= LEVELS["debug"] and exc is not None:
+        import traceback
+
+        _write("debug", "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+
+
+def reset_for_fork() -> None:
+    """Give a forked child a fresh lock (the parent's may have been held)."""
+    global _seen_lock
+    _seen_lock = threading.Lock()

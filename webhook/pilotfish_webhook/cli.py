@@ -1,0 +1,62 @@
+"""``pilotfish-webhook``: the command line of the cluster-side server."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import uvicorn
+
+from pilotfish_webhook.app import create_app
+from pilotfish_webhook.tls import ensure_certs
+
+
+def parse_listen(value: str) -> Tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError("expected HOST:PORT, e.g. 0.0.0.0:8443 (got %r)" % value)
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pilotfish-webhook", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the webhook and config service over HTTPS")
+    serve.add_argument("--listen", type=parse_listen, default=("0.0.0.0", 8443), metavar="HOST:PORT")
+    serve.add_argument(
+        "--certs-dir",
+        type=Path,
+        default=Path("certs"),
+        metavar="DIR",
+        help="CA and serving certificate; created here when absent",
+    )
+    serve.add_argument(
+        "--host-name",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="extra DNS name or IP for the serving certificate (repeatable)",
+    )
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    host, port = args.listen
+    names = [*args.host_name, "localhost", "127.0.0.1"]
+    certs = ensure_certs(args.certs_dir, names)
+    uvicorn.run(
+        create_app(),
+        host=host,
+        port=port,
+        ssl_certfile=str(certs.cert),
+        ssl_keyfile=str(certs.key),
+        log_level="warning",
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
