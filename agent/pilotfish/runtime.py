@@ -19,19 +19,22 @@ when a gRPC server starts, whose C core listens without Python seeing it):
 
 from __future__ import annotations
 
+import _thread  # not threading/typing: neither is loaded yet at interpreter start-up
 import os
 import sys
-import threading
 import time
-from typing import Any, Callable, List, Optional, Tuple
 
 from pilotfish import importhooks, log
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, List, Optional, Tuple
 
 DORMANT, OWNER, WORKER, STANDALONE = "dormant", "owner", "worker", "standalone"
 
 bootstrap_dir = ""
 _role = DORMANT
-_lock = threading.RLock()
+_lock = _thread.RLock()
 _wake_callbacks: List[Callable[[], None]] = []
 _woken_callbacks_ran = False
 _app_addresses: List[Tuple[str, Any]] = []
@@ -231,7 +234,7 @@ def _after_fork_in_child() -> None:
     """A forked child is a worker of its parent's owner: new locks, own slot, no server."""
     global _role, _lock
     try:
-        _lock = threading.RLock()
+        _lock = _thread.RLock()
         log.reset_for_fork()
         if _role == DORMANT:
             return
