@@ -82,8 +82,9 @@ def _install_optional(module: str) -> None:
     """Start a feature package if it is present in this build of the agent."""
     try:
         __import__(module, fromlist=["install"]).install()
-    except ImportError:
-        pass
+    except ImportError as error:
+        if not (error.name and module.startswith(error.name)):
+            log.exception_once("install:" + module, "could not start %s" % module)
     except Exception:
         log.exception_once("install:" + module, "could not start %s" % module)
 
@@ -148,6 +149,7 @@ def wake(family: str = "", address: Any = None) -> None:
         if not current.enabled:
             return
         log.set_level(current.log_level)
+        settings.subscribe(_follow_log_level)
         if shared.attach_from_env() is not None:
             _role = WORKER
             shared.claim()
@@ -162,12 +164,16 @@ def wake(family: str = "", address: Any = None) -> None:
     _run_wake_callbacks()
 
 
+def _follow_log_level(old: Any, new: Any) -> None:
+    if old.log_level != new.log_level:
+        log.set_level(new.log_level)
+
+
 def _become_owner(current: Any) -> str:
     from pilotfish import shared, status_server
 
     server = status_server.bind(current.status_host, current.status_port)
-    shared.create("%d" % current.status_port)
-    shared.claim()
+    shared.create("%d" % current.status_port)  # slots are claimed by processes that serve requests
     if server is None:
         log.once(
             "status-port-taken",
