@@ -12,3 +12,8 @@ bootstrap_dir = ""
 def install(bootstrap_dir: str = "") -> None:
     """Register the agent's import hooks. Cheap: imports nothing the app has not."""
     globals()["bootstrap_dir"] = bootstrap_dir
+
+    # Traffic tags (issue 7): post-import hooks only; guarded inside.
+    from pilotfish.tags import install as tags
+
+    tags.install()

@@ -1,0 +1,1 @@
+"""One module per library the agent patches, each with ``patch()`` / ``unpatch()``."""
