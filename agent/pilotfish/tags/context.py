@@ -13,7 +13,6 @@ hands one request's tag to the next.
 
 from __future__ import annotations
 
-import re
 from contextvars import ContextVar, Token
 from typing import Optional
 
@@ -28,7 +27,9 @@ MAX_TAG_LENGTH = 63
 # on the wire is ignored: it could never match an instance, and refusing it
 # here means every outbound writer can copy the tag into a header or a baggage
 # value without escaping.
-_VALID_TAG = re.compile(r"[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?\Z")
+# (No `re`: this module is imported at interpreter start-up.)
+_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+_TAG_CHARS = _ALNUM | frozenset("-_.")
 
 
 def valid_tag(value: str) -> Optional[str]:
@@ -36,7 +37,12 @@ def valid_tag(value: str) -> Optional[str]:
     if not isinstance(value, str):
         return None
     value = value.strip(" \t")
-    if value and _VALID_TAG.match(value):
+    if (
+        0 < len(value) <= MAX_TAG_LENGTH
+        and value[0] in _ALNUM
+        and value[-1] in _ALNUM
+        and _TAG_CHARS.issuperset(value)
+    ):
         return value
     return None
 
