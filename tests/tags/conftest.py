@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, Iterator
 
 import pytest
-
 from pilotfish import settings
 from pilotfish.tags import inbound, outbound
 from pilotfish.tags.context import CURRENT_TAG

@@ -6,7 +6,6 @@ import zlib
 
 import pytest
 from conftest import environ  # type: ignore[import-not-found]
-
 from pilotfish.tags import inbound
 from pilotfish.tags.lanes import compile_lanes
 
@@ -104,7 +103,11 @@ def test_broken_input_never_raises() -> None:
 
 # --- entry tagging -----------------------------------------------------------
 
-HEADER_LANE = {"name": "beta", "tag": "gray", "match": {"header": "X-User-Group", "values": ["beta", "staff"]}}
+HEADER_LANE = {
+    "name": "beta",
+    "tag": "gray",
+    "match": {"header": "X-User-Group", "values": ["beta", "staff"]},
+}
 COOKIE_LANE = {"name": "cookie", "tag": "blue", "match": {"cookie": "lane", "value": "blue"}}
 
 
@@ -139,7 +142,9 @@ def _in_bucket(name: str, key: str, percent: float) -> bool:
 
 
 def test_a_percentage_lane_tags_a_stable_share_of_keys(extract, central) -> None:
-    central(lanes=[{"name": "ten", "tag": "gray", "match": {"percent": 10, "hash_on": {"header": "x-user-id"}}}])
+    central(
+        lanes=[{"name": "ten", "tag": "gray", "match": {"percent": 10, "hash_on": {"header": "x-user-id"}}}]
+    )
     tagged = [str(i) for i in range(2000) if extract(x_user_id=str(i)) == "gray"]
     assert 150 < len(tagged) < 250
     assert tagged == [str(i) for i in range(2000) if _in_bucket("ten", str(i), 10)]
@@ -148,7 +153,9 @@ def test_a_percentage_lane_tags_a_stable_share_of_keys(extract, central) -> None
 
 def test_raising_a_percentage_only_adds_keys(central) -> None:
     def share(percent: float) -> set:
-        central(lanes=[{"name": "p", "tag": "gray", "match": {"percent": percent, "hash_on": {"cookie": "uid"}}}])
+        central(
+            lanes=[{"name": "p", "tag": "gray", "match": {"percent": percent, "hash_on": {"cookie": "uid"}}}]
+        )
         return {i for i in range(1000) if inbound.tag_from_environ(environ(cookie="uid=%d" % i)) == "gray"}
 
     five, twenty = share(5), share(20)
@@ -156,7 +163,9 @@ def test_raising_a_percentage_only_adds_keys(central) -> None:
 
 
 def test_a_percentage_lane_never_matches_a_request_without_the_key(central) -> None:
-    central(lanes=[{"name": "all", "tag": "gray", "match": {"percent": 100, "hash_on": {"header": "x-user-id"}}}])
+    central(
+        lanes=[{"name": "all", "tag": "gray", "match": {"percent": 100, "hash_on": {"header": "x-user-id"}}}]
+    )
     assert inbound.tag_from_environ(environ()) is None
     assert inbound.tag_from_environ(environ(x_user_id="1")) == "gray"
 
@@ -177,9 +186,18 @@ def test_lanes_follow_live_config_changes(central) -> None:
         ({"name": "n", "tag": "gray"}, "lanes[0].match"),
         ({"name": "n", "tag": "gray", "match": {"header": "h"}}, "lanes[0].match: expected 'values'"),
         ({"name": "n", "tag": "gray", "match": {"header": "h", "values": []}}, "lanes[0].match.values"),
-        ({"name": "n", "tag": "gray", "match": {"header": "h", "cookie": "c", "value": "v"}}, "lanes[0].match"),
-        ({"name": "n", "tag": "gray", "match": {"percent": 101, "hash_on": {"header": "h"}}}, "match.percent"),
-        ({"name": "n", "tag": "gray", "match": {"percent": True, "hash_on": {"header": "h"}}}, "match.percent"),
+        (
+            {"name": "n", "tag": "gray", "match": {"header": "h", "cookie": "c", "value": "v"}},
+            "lanes[0].match",
+        ),
+        (
+            {"name": "n", "tag": "gray", "match": {"percent": 101, "hash_on": {"header": "h"}}},
+            "match.percent",
+        ),
+        (
+            {"name": "n", "tag": "gray", "match": {"percent": True, "hash_on": {"header": "h"}}},
+            "match.percent",
+        ),
         ({"name": "n", "tag": "gray", "match": {"percent": 5}}, "lanes[0].match.hash_on"),
     ],
 )

@@ -6,11 +6,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from pilotfish.tags import install
 from support.agent import run_python
 from support.capture import CaptureServer, header
 from support.interpreters import matrix_versions, require_app_python
-
-from pilotfish.tags import install
 
 APP = Path(__file__).resolve().parent / "apps" / "outbound_app.py"
 PATHS = ["/requests-pool", "/urllib-thread", "/httpx-task", "/aiohttp-task", "/httpx-executor"]
@@ -71,7 +70,7 @@ def test_a_hook_runs_once_after_its_module_is_imported(module_dir) -> None:
     assert calls == [1]
     assert type(pf_hooked_a.__loader__).__name__ == "SourceFileLoader"  # the real loader, not ours
     del sys.modules["pf_hooked_a"]
-    import pf_hooked_a  # type: ignore[import-not-found]  # noqa: F811
+    import pf_hooked_a  # type: ignore[import-not-found]
 
     assert calls == [1]
 
@@ -88,7 +87,7 @@ def test_a_hook_on_a_submodule_runs_when_the_submodule_is_imported(module_dir) -
     (module_dir / "pf_hooked_pkg" / "sub.py").write_text("X = 2\n")
     calls = []
     install.register("pf_hooked_pkg.sub", lambda module: calls.append(module.X))
-    import pf_hooked_pkg  # type: ignore[import-not-found]  # noqa: F401
+    import pf_hooked_pkg  # type: ignore[import-not-found]
 
     assert calls == []
     import pf_hooked_pkg.sub  # type: ignore[import-not-found]  # noqa: F401

@@ -15,7 +15,6 @@ from typing import Any, Callable, Iterator, List, Tuple
 import grpc
 import grpc.aio
 import pytest
-
 from pilotfish.integrations import grpc_client
 from pilotfish.tags.context import CURRENT_TAG
 
@@ -36,8 +35,7 @@ class Recorder:
 
     def stream(self, requests: Iterator[bytes], context: Any) -> Iterator[bytes]:
         self._record(context)
-        for item in requests:
-            yield item
+        yield from requests
 
 
 @pytest.fixture(scope="module")
@@ -78,16 +76,24 @@ def sync_calls(target: str, metadata: Any, positional: bool = False) -> None:
             unary.future(b"x", timeout=5, metadata=metadata).result()
             list(channel.unary_stream("/%s/UnaryStream" % SERVICE)(b"x", timeout=5, metadata=metadata))
             channel.stream_unary("/%s/StreamUnary" % SERVICE)(iter([b"x"]), timeout=5, metadata=metadata)
-            list(channel.stream_stream("/%s/StreamStream" % SERVICE)(iter([b"x"]), timeout=5, metadata=metadata))
+            list(
+                channel.stream_stream("/%s/StreamStream" % SERVICE)(
+                    iter([b"x"]), timeout=5, metadata=metadata
+                )
+            )
 
 
 def aio_calls(target: str, metadata: Any, positional: bool = False) -> None:
     async def main() -> None:
         async with grpc.aio.insecure_channel(target) as channel:
             await channel.unary_unary("/%s/Unary" % SERVICE)(b"x", timeout=5, metadata=metadata)
-            async for _ in channel.unary_stream("/%s/UnaryStream" % SERVICE)(b"x", timeout=5, metadata=metadata):
+            async for _ in channel.unary_stream("/%s/UnaryStream" % SERVICE)(
+                b"x", timeout=5, metadata=metadata
+            ):
                 pass
-            await channel.stream_unary("/%s/StreamUnary" % SERVICE)(iter([b"x"]), timeout=5, metadata=metadata)
+            await channel.stream_unary("/%s/StreamUnary" % SERVICE)(
+                iter([b"x"]), timeout=5, metadata=metadata
+            )
             async for _ in channel.stream_stream("/%s/StreamStream" % SERVICE)(
                 iter([b"x"]), timeout=5, metadata=metadata
             ):
@@ -151,8 +157,14 @@ def test_an_intercepted_channel_is_tagged_once_and_sees_its_interceptors_metadat
 
         class Add(grpc.UnaryUnaryClientInterceptor):
             def intercept_unary_unary(self, continuation, details, request):
-                new = D(details.method, details.timeout, [*(details.metadata or ()), ("x-pilotfish-tag", "mine")],
-                        details.credentials, details.wait_for_ready, details.compression)
+                new = D(
+                    details.method,
+                    details.timeout,
+                    [*(details.metadata or ()), ("x-pilotfish-tag", "mine")],
+                    details.credentials,
+                    details.wait_for_ready,
+                    details.compression,
+                )
                 return continuation(new, request)
 
         with grpc.insecure_channel(target) as channel:
@@ -166,7 +178,9 @@ def test_a_failure_inside_the_patch_sends_the_call_untagged(server, calls, monke
     from pilotfish.tags import outbound
 
     monkeypatch.setattr(outbound, "additions", lambda *a: 1 / 0)
-    assert record(server, calls, None, "gray", patched=True) == record(server, calls, None, "gray", patched=False)
+    assert record(server, calls, None, "gray", patched=True) == record(
+        server, calls, None, "gray", patched=False
+    )
 
 
 def test_patch_and_unpatch_are_symmetric() -> None:
@@ -178,4 +192,7 @@ def test_patch_and_unpatch_are_symmetric() -> None:
     grpc_client.patch()
     assert _channel._UnaryUnaryMultiCallable.__call__ is not before[0]
     grpc_client.unpatch()
-    assert (_channel._UnaryUnaryMultiCallable.__call__, aio_channel.UnaryUnaryMultiCallable.__call__) == before
+    assert (
+        _channel._UnaryUnaryMultiCallable.__call__,
+        aio_channel.UnaryUnaryMultiCallable.__call__,
+    ) == before

@@ -18,10 +18,9 @@ import httpx
 import pytest
 import requests
 import urllib3
-from support.capture import CaptureServer, header, headers_of
-
 from pilotfish.integrations import aiohttp_client, http_client, httpx_client
 from pilotfish.tags.context import CURRENT_TAG
+from support.capture import CaptureServer, header, headers_of
 
 Headers = Dict[str, str]
 
@@ -176,9 +175,9 @@ def test_requests_session_default_headers_count_as_set_by_the_caller(server) -> 
 def test_aiohttp_session_default_headers_count_as_set_by_the_caller(server) -> None:
     def send(url: str, headers: Headers) -> None:
         async def main() -> None:
-            async with aiohttp.ClientSession(headers={"X-Pilotfish-Tag": "blue", "baggage": "a=1"}) as s:
-                async with s.get(url + "/p") as response:
-                    await response.read()
+            defaults = {"X-Pilotfish-Tag": "blue", "baggage": "a=1"}
+            async with aiohttp.ClientSession(headers=defaults) as s, s.get(url + "/p") as response:
+                await response.read()
 
         asyncio.run(main())
 
@@ -200,12 +199,20 @@ def test_a_failure_inside_the_patch_sends_the_request_untagged(server, monkeypat
 
 
 def test_patch_and_unpatch_are_symmetric_and_idempotent() -> None:
-    originals = (http.client.HTTPConnection.endheaders, httpx.Client.send, httpx.AsyncClient.send,
-                 aiohttp.ClientSession._request)
+    originals = (
+        http.client.HTTPConnection.endheaders,
+        httpx.Client.send,
+        httpx.AsyncClient.send,
+        aiohttp.ClientSession._request,
+    )
     patch_all()
     patch_all()
     assert http.client.HTTPConnection.endheaders is not originals[0]
     unpatch_all()
     unpatch_all()
-    assert (http.client.HTTPConnection.endheaders, httpx.Client.send, httpx.AsyncClient.send,
-            aiohttp.ClientSession._request) == originals
+    assert (
+        http.client.HTTPConnection.endheaders,
+        httpx.Client.send,
+        httpx.AsyncClient.send,
+        aiohttp.ClientSession._request,
+    ) == originals

@@ -14,7 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator, List, Optional
 
 import pytest
-
 from pilotfish.tags import propagation
 from pilotfish.tags.context import CURRENT_TAG
 
@@ -132,7 +131,12 @@ def test_a_reused_thread_serving_requests_sees_only_each_requests_tag(patched) -
     thread = threading.Thread(target=serve, args=(["gray", None, "blue", None],))
     thread.start()
     thread.join(10)
-    assert results == [("gray", "gray", "gray"), (None, None, None), ("blue", "blue", "blue"), (None, None, None)]
+    assert results == [
+        ("gray", "gray", "gray"),
+        (None, None, None),
+        ("blue", "blue", "blue"),
+        (None, None, None),
+    ]
 
 
 async def _tag_in_task() -> Optional[str]:

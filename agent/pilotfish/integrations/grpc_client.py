@@ -104,14 +104,18 @@ def _patch(key: str, module: Any, targets: Tuple[Tuple[str, Tuple[str, ...]], ..
 def patch_sync(module: Any = None) -> None:
     """Patch the sync channel's multi-callables (``grpc._channel``), idempotent."""
     if module is None:
-        from grpc import _channel as module
+        import grpc._channel
+
+        module = grpc._channel
     _patch("sync", module, SYNC_TARGETS)
 
 
 def patch_aio(module: Any = None) -> None:
     """Patch the asyncio channel's multi-callables (``grpc.aio._channel``), idempotent."""
     if module is None:
-        from grpc.aio import _channel as module
+        import grpc.aio._channel
+
+        module = grpc.aio._channel
     _patch("aio", module, AIO_TARGETS)
 
 

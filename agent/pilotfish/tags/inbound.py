@@ -185,7 +185,7 @@ def tag_from_grpc_metadata(metadata: Optional[Iterable[Tuple[str, Any]]]) -> Opt
     try:
         state = _state
         if not metadata:
-            return entry_tag(state.lanes, {}.get) if state.lanes else None
+            return entry_tag(state.lanes, lambda name: None) if state.lanes else None
         wanted = state.wanted
         found: Dict[str, str] = {}
         baggages: List[str] = []

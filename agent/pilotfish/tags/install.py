@@ -103,7 +103,7 @@ class _HookFinder:
         loader = getattr(spec, "loader", None)
         if loader is None or not hasattr(loader, "exec_module"):
             return spec
-        spec.loader = _HookLoader(loader, fullname)
+        spec.loader = _HookLoader(loader, fullname)  # type: ignore[assignment]
         return spec
 
 
@@ -129,9 +129,9 @@ def register(module_name: str, fn: Hook) -> None:
 
 def _when_imported() -> Callable[[str, Hook], None]:
     try:
-        from pilotfish import importhooks  # type: ignore[attr-defined]
+        from pilotfish import importhooks  # type: ignore[attr-defined,unused-ignore]
 
-        return importhooks.when_imported  # type: ignore[no-any-return]
+        return importhooks.when_imported  # type: ignore[no-any-return,unused-ignore]
     except Exception:
         return register
 
@@ -156,7 +156,7 @@ def status() -> Dict[str, Any]:
 
 def _add_status_section() -> None:
     try:
-        from pilotfish import status_server  # type: ignore[attr-defined]
+        from pilotfish import status_server  # type: ignore[attr-defined,unused-ignore]
 
         status_server.add_status_section("tag", status)
     except Exception:

@@ -125,7 +125,7 @@ def unpatch_futures() -> None:
     import concurrent.futures.thread as module
 
     if _original_submit is not None and module.ThreadPoolExecutor.submit is _submit:
-        module.ThreadPoolExecutor.submit = _original_submit
+        module.ThreadPoolExecutor.submit = _original_submit  # type: ignore[method-assign]
     _original_submit = None
 
 
