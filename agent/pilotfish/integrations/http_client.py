@@ -26,18 +26,14 @@ _original: Optional[Callable[..., Any]] = None
 _patched_class: Any = None
 
 
-def _header_name(line: bytes) -> bytes:
-    return line.split(b":", 1)[0].strip().lower()
-
-
 def tag_buffer(buffer: List[bytes], tag: str) -> None:
     """Write the tag into an http.client request buffer (request line + header lines)."""
-    if len(buffer) < 1:
-        return
-    names = {_header_name(line) for line in buffer[1:]}
-    baggage_at = [i for i in range(1, len(buffer)) if _header_name(buffer[i]) == b"baggage"]
+    names = [line.split(b":", 1)[0].strip().lower() for line in buffer]
+    names[0] = b""  # the request line
+    baggage_at = [i for i, name in enumerate(names) if name == b"baggage"]
     existing = [buffer[i].split(b":", 1)[1].strip(b" \t").decode("latin-1") for i in baggage_at]
-    header, merged = outbound.additions(tag, lambda name: name.encode("latin-1") in names, existing)
+    present = set(names)
+    header, merged = outbound.additions(tag, lambda name: name.encode("latin-1") in present, existing)
     if merged is not None:
         line = b"baggage: " + merged.encode("latin-1")
         if baggage_at:

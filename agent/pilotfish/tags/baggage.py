@@ -35,7 +35,8 @@ _TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABC
 # baggage-octet = %x21 / %x23-2B / %x2D-3A / %x3C-5B / %x5D-7E
 _VALUE_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F) if c not in (0x22, 0x2C, 0x3B, 0x5C))
 # What may stay unescaped when we encode a value: baggage-octets except "%" itself.
-_SAFE_UNENCODED = "".join(sorted(_VALUE_CHARS - {"%"}))
+_SAFE_SET = _VALUE_CHARS - {"%"}
+_SAFE_UNENCODED = "".join(sorted(_SAFE_SET))
 _OWS = " \t"
 
 
@@ -52,6 +53,8 @@ def _decode(value: str) -> Optional[str]:
 
 def encode_value(value: str) -> str:
     """Percent-encode ``value`` (UTF-8) so it is a valid baggage value."""
+    if _SAFE_SET.issuperset(value):
+        return value  # every valid tag: no import, no copy
     from urllib.parse import quote
 
     return quote(value, safe=_SAFE_UNENCODED)
