@@ -49,76 +49,36 @@ def test_untagged_calls_under_the_agent_are_byte_for_byte_the_calls_without_it(m
     assert "pilotfish" not in under.stderr
 
 
-# --- the minimal post-import hook of install.register ---------------------------
-
-
-@pytest.fixture
-def module_dir(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield tmp_path
-    for name in [n for n in sys.modules if n.startswith("pf_hooked")]:
-        del sys.modules[name]
-
-
-def test_a_hook_runs_once_after_its_module_is_imported(module_dir) -> None:
-    (module_dir / "pf_hooked_a.py").write_text("VALUE = 1\n")
-    calls = []
-    install.register("pf_hooked_a", lambda module: calls.append(module.VALUE))
-    assert calls == []
-    import pf_hooked_a  # type: ignore[import-not-found]
-
-    assert calls == [1]
-    assert type(pf_hooked_a.__loader__).__name__ == "SourceFileLoader"  # the real loader, not ours
-    del sys.modules["pf_hooked_a"]
-    import pf_hooked_a  # type: ignore[import-not-found]
-
-    assert calls == [1]
-
-
-def test_a_hook_for_an_imported_module_runs_at_once(module_dir) -> None:
-    calls = []
-    install.register("json", lambda module: calls.append(module.__name__))
-    assert calls == ["json"]
-
-
-def test_a_hook_on_a_submodule_runs_when_the_submodule_is_imported(module_dir) -> None:
-    (module_dir / "pf_hooked_pkg").mkdir()
-    (module_dir / "pf_hooked_pkg" / "__init__.py").write_text("")
-    (module_dir / "pf_hooked_pkg" / "sub.py").write_text("X = 2\n")
-    calls = []
-    install.register("pf_hooked_pkg.sub", lambda module: calls.append(module.X))
-    import pf_hooked_pkg  # type: ignore[import-not-found]
-
-    assert calls == []
-    import pf_hooked_pkg.sub  # type: ignore[import-not-found]  # noqa: F401
-
-    assert calls == [2]
-
-
-def test_a_failing_hook_never_fails_the_apps_import(module_dir, capsys) -> None:
-    (module_dir / "pf_hooked_b.py").write_text("VALUE = 1\n")
-    install.register("pf_hooked_b", lambda module: 1 / 0)
-    import pf_hooked_b  # type: ignore[import-not-found]
-
-    assert pf_hooked_b.VALUE == 1
-
-
-def test_a_module_that_does_not_exist_still_raises_import_error(module_dir) -> None:
-    install.register("pf_hooked_missing", lambda module: None)
-    with pytest.raises(ImportError):
-        import pf_hooked_missing  # type: ignore[import-not-found]  # noqa: F401
-
-
-def test_the_status_section_reports_the_instance_tag_and_the_rules(central, monkeypatch) -> None:
-    from pilotfish import settings
-
-    settings.load({"PILOTFISH_TAG": "gray"})
+def test_the_tags_status_section_shows_how_requests_are_tagged(central) -> None:
     central(
         tag_headers=["x-mse-tag"],
         lanes=[{"name": "beta", "tag": "gray", "match": {"header": "x-group", "value": "beta"}}],
     )
     section = install.status()
-    assert section["tag"] == "gray"
     assert section["tag_headers"] == ["x-mse-tag"]
     assert section["baggage_key"] == "pilotfish-tag"
     assert section["lanes"] == [{"name": "beta", "tag": "gray", "header": "x-group", "values": ["beta"]}]
+
+
+def test_start_up_loads_neither_typing_nor_a_client_library(tmp_path) -> None:
+    """install() only registers hooks: the start-up budget of DESIGN.md section 4."""
+    script = (
+        "import sys; print(sorted(m for m in ('typing', 'httpx', 'aiohttp', 'grpc', 'http.client',"
+        " 'pilotfish.tags.inbound', 'pilotfish.integrations.http_client') if m in sys.modules))"
+    )
+    done = run_python(sys.executable, ["-c", script], timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", done.stdout
+
+
+def test_a_patch_is_installed_when_the_app_imports_the_library(tmp_path) -> None:
+    script = (
+        "import sys; from pilotfish.tags import install; before = list(install.installed);"
+        " import http.client; from concurrent.futures import ThreadPoolExecutor;"
+        " print(before, install.installed)"
+    )
+    done = run_python(sys.executable, ["-c", script], timeout=30)
+    assert done.returncode == 0, done.stderr
+    before, after = done.stdout.strip().split("] [")
+    assert "http.client" not in before
+    assert "http.client" in after and "concurrent.futures.thread" in after

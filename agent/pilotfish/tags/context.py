@@ -13,8 +13,12 @@ hands one request's tag to the next.
 
 from __future__ import annotations
 
-from contextvars import ContextVar, Token
-from typing import Optional
+from contextvars import ContextVar
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing is not loaded yet when the threading hook pulls this module in
+    from contextvars import Token
+    from typing import Optional
 
 CURRENT_TAG: ContextVar[Optional[str]] = ContextVar("pilotfish_tag", default=None)
 """The lane tag (``gray``, ``v2``, ...) of the current request, or None for baseline."""

@@ -28,10 +28,13 @@ would be a bug we introduced.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Optional
 
 from pilotfish import log
 from pilotfish.tags.context import CURRENT_TAG
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing may not be loaded yet when the app imports threading
+    from typing import Any, Callable, Optional
 
 _original_start: Optional[Callable[..., Any]] = None
 _original_submit: Optional[Callable[..., Any]] = None
