@@ -6,7 +6,10 @@ import zlib
 
 import pytest
 from conftest import environ  # type: ignore[import-not-found]
+from hypothesis import given
+from hypothesis import strategies as st
 from pilotfish.tags import inbound
+from pilotfish.tags.context import valid_tag
 from pilotfish.tags.lanes import compile_lanes
 
 
@@ -218,3 +221,22 @@ def test_a_duplicate_lane_name_is_rejected_and_the_first_kept(capsys) -> None:
 def test_lanes_that_are_not_a_list_turn_entry_tagging_off(extract, central) -> None:
     central(lanes={"name": "oops"})
     assert extract(x_user_group="beta") is None
+
+
+_HEADER_NAMES = st.sampled_from([b"x-pilotfish-tag", b"baggage", b"cookie", b"x-user-group", b"accept"])
+
+
+@given(st.lists(st.tuples(_HEADER_NAMES, st.binary(max_size=80)), max_size=8))
+def test_any_asgi_headers_give_no_tag_or_a_valid_one_and_never_raise(headers) -> None:
+    tag = inbound.tag_from_asgi_headers(headers)
+    assert tag is None or valid_tag(tag) == tag
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["HTTP_X_PILOTFISH_TAG", "HTTP_BAGGAGE", "HTTP_COOKIE"]), st.text(max_size=80)
+    )
+)
+def test_any_wsgi_environ_gives_no_tag_or_a_valid_one_and_never_raises(environ_) -> None:
+    tag = inbound.tag_from_environ(environ_)
+    assert tag is None or valid_tag(tag) == tag

@@ -180,6 +180,14 @@ def test_run_in_executor_carries_the_tag_and_concurrent_requests_never_cross(pat
         assert seen == [tag] * 5
 
 
+def test_asyncio_to_thread_carries_the_tag(patched) -> None:
+    async def main():
+        CURRENT_TAG.set("gray")
+        return await asyncio.to_thread(CURRENT_TAG.get)
+
+    assert asyncio.run(main()) == "gray"
+
+
 def test_unpatch_restores_the_originals() -> None:
     import concurrent.futures.thread as cft
 
