@@ -186,6 +186,30 @@ def test_aiohttp_session_default_headers_count_as_set_by_the_caller(server) -> N
     assert [v for k, v in headers_of(raw) if k == "baggage"] == ["a=1,pilotfish-tag=gray"]
 
 
+def test_an_httpx_request_object_is_left_as_the_app_built_it(server) -> None:
+    request_box = []
+
+    def send(url: str, headers: Headers) -> None:
+        with httpx.Client() as client:
+            request = client.build_request("GET", url + "/p", headers={"baggage": "a=1"})
+            request_box.append(request)
+            client.send(request)
+            assert dict(request.headers)["baggage"] == "a=1" and "x-pilotfish-tag" not in request.headers
+            CURRENT_TAG.set(None)
+            client.send(request)  # re-sent untagged: no stale tag
+
+    patch_all()
+    token = CURRENT_TAG.set("gray")
+    try:
+        send(server.url, {})
+    finally:
+        CURRENT_TAG.reset(token)
+        unpatch_all()
+    first, second = server.take()
+    assert header(first, "x-pilotfish-tag") == "gray" and header(first, "baggage") == "a=1,pilotfish-tag=gray"
+    assert header(second, "x-pilotfish-tag") is None and header(second, "baggage") == "a=1"
+
+
 def test_a_failure_inside_the_patch_sends_the_request_untagged(server, monkeypatch) -> None:
     from pilotfish.tags import outbound
 
