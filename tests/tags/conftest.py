@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 from pilotfish import settings
@@ -36,11 +36,3 @@ def untagged() -> Iterator[None]:
     yield
     CURRENT_TAG.reset(token)
     _reset()
-
-
-def environ(**headers: str) -> Dict[str, str]:
-    """A WSGI environ with the given headers (``x_user_id="7"`` -> ``HTTP_X_USER_ID``)."""
-    env = {"REQUEST_METHOD": "GET", "PATH_INFO": "/"}
-    for name, value in headers.items():
-        env["HTTP_" + name.upper()] = value
-    return env

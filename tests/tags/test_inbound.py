@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import zlib
+from typing import Dict
 
 import pytest
-from conftest import environ  # type: ignore[import-not-found]
 from hypothesis import given
 from hypothesis import strategies as st
 from pilotfish.tags import inbound
 from pilotfish.tags.context import valid_tag
 from pilotfish.tags.lanes import compile_lanes
+
+
+def environ(**headers: str) -> Dict[str, str]:
+    """A WSGI environ with the given headers (``x_user_id="7"`` -> ``HTTP_X_USER_ID``)."""
+    env = {"REQUEST_METHOD": "GET", "PATH_INFO": "/"}
+    for name, value in headers.items():
+        env["HTTP_" + name.upper()] = value
+    return env
 
 
 def asgi(**headers: str):

@@ -35,6 +35,22 @@ def test_every_client_and_concurrency_style_carries_the_tag_under_the_agent(mino
 
 @pytest.mark.matrix
 @pytest.mark.parametrize("minor", matrix_versions())
+def test_an_mse_fleet_gets_x_mse_tag_and_its_own_baggage_key_from_env(minor: str) -> None:
+    python = require_app_python(minor)
+    env = {"PILOTFISH_TAG_HEADERS": "x-mse-tag,x-pilotfish-tag", "PILOTFISH_BAGGAGE_KEY": "lane"}
+    with CaptureServer() as server:
+        done = run_python(python, [str(APP), server.url, "gray"], env=env, timeout=60)
+        assert done.returncode == 0, done.stderr
+        captured = by_path(server.take())
+    assert sorted(captured) == sorted(PATHS)
+    for path, raw in captured.items():
+        assert header(raw, "x-mse-tag") == "gray", path
+        assert header(raw, "x-pilotfish-tag") is None, path
+        assert header(raw, "baggage") == "lane=gray", path
+
+
+@pytest.mark.matrix
+@pytest.mark.parametrize("minor", matrix_versions())
 def test_untagged_calls_under_the_agent_are_byte_for_byte_the_calls_without_it(minor: str) -> None:
     python = require_app_python(minor)
     with CaptureServer() as server:
