@@ -1,0 +1,303 @@
+"""The agents' API, ``/v1/...``: long-poll config and instances, register, deregister, status.
+
+Long-poll contract (config and instances alike): the caller sends the version it
+has (``version=``, empty at first) and how long it is willing to wait
+(``timeout=`` seconds, at most 60). The answer is ``200`` with the new version
+and body as soon as the version differs, or ``304`` with no body when
+``timeout`` passes with nothing new. Versions are content hashes, so a change to
+some other app's policy does not wake this app's agents with a no-op.
+
+The long-poll handlers avoid per-request model validation and re-serialisation:
+the effective config body is built once per (namespace, app, version) and sent
+as bytes — 1,000 agents answered after one policy change is the budget case.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, Optional, Tuple, TypeVar
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from pilotfish_webhook.config.auth import AnonymousAuth, TokenReviewAuth, Unauthorized, bearer
+from pilotfish_webhook.config.registry import Caller, KubeRegistry, MemoryRegistry, RegistrationError
+from pilotfish_webhook.config.sources import FileSource, KubeSource
+from pilotfish_webhook.config.store import Changes, PolicyStore
+
+log = logging.getLogger("pilotfish_webhook.config")
+
+MAX_TIMEOUT = 60.0
+DEFAULT_TIMEOUT = 30.0
+T = TypeVar("T")
+
+
+class ConfigService:
+    """Everything the router needs, wired for one of two modes (embedded file or in cluster)."""
+
+    def __init__(
+        self,
+        store: PolicyStore,
+        registry: Any,
+        auth: Any,
+        file_source: Optional[FileSource] = None,
+        kube_source: Optional[KubeSource] = None,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.auth = auth
+        self.file_source = file_source
+        self.kube_source = kube_source
+        self._tasks: List[asyncio.Task] = []
+        self.started_at = time.time()
+
+    @classmethod
+    def embedded(cls, policies: Optional[Any], system_namespace: str = "pilotfish-system") -> ConfigService:
+        from pathlib import Path
+
+        store = PolicyStore(system_namespace)
+        source = FileSource(Path(policies), store) if policies else None
+        if source is not None:
+            source.poll()  # serve the file's policies from the first request on
+        return cls(store, MemoryRegistry(), AnonymousAuth(), file_source=source)
+
+    @classmethod
+    def in_cluster(cls, system_namespace: str, api_client: Any = None) -> ConfigService:
+        if api_client is None:
+            from kubernetes import client, config
+
+            config.load_incluster_config()
+            api_client = client.ApiClient()
+        store = PolicyStore(system_namespace)
+        return cls(
+            store,
+            KubeRegistry(api_client),
+            TokenReviewAuth(api_client),
+            kube_source=KubeSource(store, api_client),
+        )
+
+    @property
+    def mode(self) -> str:
+        return "cluster" if self.kube_source is not None else "embedded"
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.store.changes.bind(loop)
+        self.registry.changes.bind(loop)
+        if self.file_source is not None:
+            self._tasks.append(asyncio.create_task(self.file_source.run()))
+        if isinstance(self.registry, MemoryRegistry):
+            self._tasks.append(asyncio.create_task(self._expire_leases()))
+        if self.kube_source is not None:
+            self.kube_source.start()
+        if isinstance(self.registry, KubeRegistry):
+            self.registry.start()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.kube_source is not None:
+            self.kube_source.stop()
+        if isinstance(self.registry, KubeRegistry):
+            self.registry.stop()
+
+    async def _expire_leases(self) -> None:
+        interval = max(0.05, min(1.0, self.registry.lease_seconds / 5))
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.registry.expire()
+            except Exception:
+                log.exception("lease expiry failed")
+
+    async def caller(self, request: Request) -> Caller:
+        token = bearer(request.headers.get("authorization"))
+        if isinstance(self.auth, TokenReviewAuth):
+            return await asyncio.to_thread(self.auth.authenticate, token)
+        return self.auth.authenticate(token)
+
+    def status(self) -> Dict[str, Any]:
+        source: Dict[str, Any] = {"mode": self.mode}
+        if self.file_source is not None:
+            source.update(path=str(self.file_source.path), reloads=self.file_source.reloads)
+        return {
+            "source": source,
+            **self.store.status(),
+            "registry": self.registry.status(),
+            "auth": self.auth.mode,
+            "started_at": self.started_at,
+        }
+
+
+async def long_poll(
+    changes: Changes, current: Callable[[], Tuple[str, T]], version: str, timeout: float
+) -> Optional[Tuple[str, T]]:
+    """Wait until ``current()``'s version differs from ``version``; None on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        event = changes.event()  # take the event before reading: no lost wake-up
+        found = current()
+        if found[0] != version:
+            return found
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        try:
+            await asyncio.wait_for(event.wait(), remaining)
+        except asyncio.TimeoutError:
+            return None
+
+
+def _timeout(raw: Optional[str]) -> float:
+    try:
+        value = float(raw) if raw is not None else DEFAULT_TIMEOUT
+    except ValueError:
+        raise _BadRequest("timeout: expected seconds (got %r)" % raw)
+    return max(0.0, min(MAX_TIMEOUT, value))
+
+
+class _BadRequest(Exception):
+    pass
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _namespace(caller: Caller, requested: Optional[str]) -> str:
+    if caller.authenticated:
+        if requested and requested != caller.namespace:
+            raise Unauthorized(
+                "namespace %r: a token of namespace %r may only read its own" % (requested, caller.namespace),
+                403,
+            )
+        return str(caller.namespace)
+    return requested or "default"
+
+
+def build_router(service: ConfigService) -> APIRouter:
+    router = APIRouter(prefix="/v1")
+
+    async def guarded(request: Request, handler: Callable[[Caller], Awaitable[Response]]) -> Response:
+        try:
+            caller = await service.caller(request)
+            return await handler(caller)
+        except Unauthorized as problem:
+            return _error(problem.status, str(problem))
+        except RegistrationError as problem:
+            return _error(problem.status, str(problem))
+        except _BadRequest as problem:
+            return _error(400, str(problem))
+
+    @router.get("/config")
+    async def config(request: Request) -> Response:
+        """Long-poll an app's effective config: ?app=&namespace=&version=&timeout=."""
+        query = request.query_params
+
+        async def handle(caller: Caller) -> Response:
+            namespace = _namespace(caller, query.get("namespace"))
+            app = query.get("app", "")
+            found = await long_poll(
+                service.store.changes,
+                lambda: (lambda e: (e.version, e))(service.store.snapshot.effective(namespace, app)),
+                query.get("version", ""),
+                _timeout(query.get("timeout")),
+            )
+            if found is None:
+                return Response(status_code=304)
+            return Response(found[1].body, media_type="application/json")
+
+        return await guarded(request, handle)
+
+    @router.get("/instances")
+    async def instances(request: Request) -> Response:
+        """Long-poll a Service's instances: ?service=&namespace=&version=&timeout=."""
+        query = request.query_params
+
+        async def handle(caller: Caller) -> Response:
+            namespace = _namespace(caller, query.get("namespace"))
+            service_name = query.get("service", "")
+            if not service_name:
+                raise _BadRequest("service: required")
+            found = await long_poll(
+                service.registry.changes,
+                lambda: service.registry.instances(namespace, service_name),
+                query.get("version", ""),
+                _timeout(query.get("timeout")),
+            )
+            if found is None:
+                return Response(status_code=304)
+            version, listing = found
+            body = {"version": version, "service": service_name, "namespace": namespace, "instances": listing}
+            return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
+
+        return await guarded(request, handle)
+
+    async def _json_body(request: Request) -> Dict[str, Any]:
+        try:
+            body = json.loads(await request.body() or b"{}")
+        except ValueError:
+            raise _BadRequest("body: expected a JSON object")
+        if not isinstance(body, dict):
+            raise _BadRequest("body: expected a JSON object")
+        return body
+
+    @router.post("/register")
+    async def register(request: Request) -> Response:
+        """Register (or renew, or change the state of) the calling instance."""
+
+        async def handle(caller: Caller) -> Response:
+            body = await _json_body(request)
+            result = await asyncio.to_thread(service.registry.register, caller, body)
+            return JSONResponse(result)
+
+        return await guarded(request, handle)
+
+    @router.post("/deregister")
+    async def deregister(request: Request) -> Response:
+        async def handle(caller: Caller) -> Response:
+            body = await _json_body(request)
+            result = await asyncio.to_thread(service.registry.deregister, caller, body)
+            return JSONResponse(result)
+
+        return await guarded(request, handle)
+
+    @router.get("/status")
+    async def status(request: Request) -> Response:
+        """The server's view: policies in force, rejected policies and why, registry size."""
+
+        async def handle(caller: Caller) -> Response:
+            return JSONResponse(service.status())
+
+        return await guarded(request, handle)
+
+    return router
+
+
+def attach(app: FastAPI, service: ConfigService) -> None:
+    """Mount the config API on ``app`` and run the service for the app's lifetime.
+
+    Wraps whatever lifespan the app already has, so the admission router and this
+    one stay independent.
+    """
+    app.include_router(build_router(service))
+    previous = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(the_app: Any) -> AsyncIterator[Any]:
+        async with previous(the_app) as state:
+            await service.start()
+            try:
+                yield state
+            finally:
+                await service.stop()
+
+    app.router.lifespan_context = lifespan
+    app.state.config_service = service
