@@ -69,6 +69,13 @@ def add_config_flags(serve: argparse.ArgumentParser) -> None:
         help="namespace whose policies are cluster scope (default: this pod's namespace in "
         "cluster, else pilotfish-system)",
     )
+    serve.add_argument(
+        "--lease-seconds",
+        type=float,
+        default=15.0,
+        metavar="S",
+        help="embedded registry: drop an instance that has not renewed for this long",
+    )
 
 
 def config_service(args: argparse.Namespace) -> Optional[ConfigService]:
@@ -77,7 +84,7 @@ def config_service(args: argparse.Namespace) -> Optional[ConfigService]:
     namespace = args.system_namespace or _own_namespace() or "pilotfish-system"
     if args.in_cluster:
         return ConfigService.in_cluster(namespace)
-    return ConfigService.embedded(args.policies, namespace)
+    return ConfigService.embedded(args.policies, namespace, lease_seconds=args.lease_seconds)
 
 
 def _own_namespace() -> str:

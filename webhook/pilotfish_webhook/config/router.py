@@ -56,14 +56,16 @@ class ConfigService:
         self.started_at = time.time()
 
     @classmethod
-    def embedded(cls, policies: Optional[Any], system_namespace: str = "pilotfish-system") -> ConfigService:
+    def embedded(
+        cls, policies: Optional[Any], system_namespace: str = "pilotfish-system", lease_seconds: float = 15.0
+    ) -> ConfigService:
         from pathlib import Path
 
         store = PolicyStore(system_namespace)
         source = FileSource(Path(policies), store) if policies else None
         if source is not None:
             source.poll()  # serve the file's policies from the first request on
-        return cls(store, MemoryRegistry(), AnonymousAuth(), file_source=source)
+        return cls(store, MemoryRegistry(lease_seconds), AnonymousAuth(), file_source=source)
 
     @classmethod
     def in_cluster(cls, system_namespace: str, api_client: Any = None) -> ConfigService:
