@@ -541,23 +541,15 @@ def client() -> Optional[ConfigClient]:
 
 
 def status() -> Dict[str, Any]:
-    """What ``/status`` shows about central config: the merged config and its version."""
-    current = settings.current()
-    merged = {f.name: _jsonable(getattr(current, f.name)) for f in settings.FIELDS if f.central}
-    merged.update(current.central_extra)
-    section: Dict[str, Any] = {
-        "config": merged,
-        "config_version": current.central_version,
-        "config_sources": {f.name: current.sources.get(f.name) for f in settings.FIELDS if f.central},
-    }
+    """The ``config_service`` section of ``/status``: where central config comes from, and how it goes.
+
+    The merged config and its version are top-level ``config`` / ``config_version``
+    of ``/status`` already (the status server reads :mod:`pilotfish.settings`).
+    """
     active = _client
-    if active is not None:
-        section["config_service"] = active.status()
-    return section
-
-
-def _jsonable(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
+    if active is None:
+        return {"enabled": False}
+    return dict(active.status(), enabled=True)
 
 
 def _add_status_section() -> None:
@@ -568,7 +560,7 @@ def _add_status_section() -> None:
     except ImportError:
         return  # no status server in this build yet
     try:
-        status_server.add_status_section("config", status)
+        status_server.add_status_section("config_service", status)
     except Exception:
         log.exception_once("config-status", "cannot show central config in /status")
 

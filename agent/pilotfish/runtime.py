@@ -71,6 +71,7 @@ def install(bootstrap_dir: str = "") -> None:
     for trigger, name in SERVER_INTEGRATIONS:
         importhooks.when_imported(trigger, _integration_hook(name))
     _install_optional("pilotfish.tags.install")
+    on_wake(_start_central_config)
     if hasattr(os, "register_at_fork"):
         os.register_at_fork(after_in_child=_after_fork_in_child)
 
@@ -83,6 +84,13 @@ def _install_optional(module: str) -> None:
         pass
     except Exception:
         log.exception_once("install:" + module, "could not start %s" % module)
+
+
+def _start_central_config() -> None:
+    """Owner only, after wake-up: live config from PILOTFISH_CONFIG_URL (a no-op without it)."""
+    from pilotfish import config_client
+
+    config_client.start()
 
 
 def _integration_hook(name: str) -> Callable[[Any], None]:
