@@ -113,6 +113,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         ssl_certfile=str(certs.cert),
         ssl_keyfile=str(certs.key),
         log_level="warning",
+        # Parked config long-polls would hold a graceful shutdown for up to 60 s;
+        # agents retry against another replica instead.
+        timeout_graceful_shutdown=3,
     )
     return 0
 

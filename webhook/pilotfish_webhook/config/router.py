@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import signal
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, Optional, Tuple, TypeVar
 
@@ -54,6 +55,7 @@ class ConfigService:
         self.kube_source = kube_source
         self._tasks: List[asyncio.Task] = []
         self.started_at = time.time()
+        self.closing = False
 
     @classmethod
     def embedded(
@@ -90,6 +92,7 @@ class ConfigService:
         loop = asyncio.get_running_loop()
         self.store.changes.bind(loop)
         self.registry.changes.bind(loop)
+        self._release_polls_on_exit_signals()
         if self.file_source is not None:
             self._tasks.append(asyncio.create_task(self.file_source.run()))
         if isinstance(self.registry, MemoryRegistry):
@@ -109,6 +112,29 @@ class ConfigService:
             self.kube_source.stop()
         if isinstance(self.registry, KubeRegistry):
             self.registry.stop()
+
+    def begin_shutdown(self) -> None:
+        """Answer every parked long-poll now (304), so a graceful shutdown is not held by them."""
+        self.closing = True
+        self.store.changes.notify()
+        self.registry.changes.notify()
+
+    def _release_polls_on_exit_signals(self) -> None:
+        # uvicorn waits for open requests before it runs the lifespan shutdown, so
+        # the shutdown hook comes too late for long-polls: chain its signal handlers.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            try:
+                previous = signal.getsignal(signum)
+                if not callable(previous):
+                    continue
+
+                def handler(number: int, frame: Any, previous: Callable[..., Any] = previous) -> None:
+                    self.begin_shutdown()
+                    previous(number, frame)
+
+                signal.signal(signum, handler)
+            except ValueError:  # not the main thread (e.g. a test client): nothing to chain
+                return
 
     async def _expire_leases(self) -> None:
         interval = max(0.05, min(1.0, self.registry.lease_seconds / 5))
@@ -139,9 +165,13 @@ class ConfigService:
 
 
 async def long_poll(
-    changes: Changes, current: Callable[[], Tuple[str, T]], version: str, timeout: float
+    changes: Changes,
+    current: Callable[[], Tuple[str, T]],
+    version: str,
+    timeout: float,
+    closing: Callable[[], bool] = lambda: False,
 ) -> Optional[Tuple[str, T]]:
-    """Wait until ``current()``'s version differs from ``version``; None on timeout."""
+    """Wait until ``current()``'s version differs from ``version``; None on timeout or shutdown."""
     deadline = time.monotonic() + timeout
     while True:
         event = changes.event()  # take the event before reading: no lost wake-up
@@ -149,12 +179,28 @@ async def long_poll(
         if found[0] != version:
             return found
         remaining = deadline - time.monotonic()
-        if remaining <= 0:
+        if remaining <= 0 or closing():
             return None
-        try:
-            await asyncio.wait_for(event.wait(), remaining)
-        except asyncio.TimeoutError:
+        if not await _wait(event, remaining):
             return None
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> bool:
+    """``event.wait()`` with a timeout, without a helper task per waiter where Python allows.
+
+    ``asyncio.wait_for`` wraps the wait in a new Task on Python < 3.12; with a
+    thousand parked polls that doubles the task switches on every wake-up.
+    """
+    timeout = getattr(asyncio, "timeout", None)
+    try:
+        if timeout is not None:
+            async with timeout(seconds):
+                await event.wait()
+        else:
+            await asyncio.wait_for(event.wait(), seconds)
+    except asyncio.TimeoutError:
+        return False
+    return True
 
 
 def _timeout(raw: Optional[str]) -> float:
@@ -185,7 +231,7 @@ def _namespace(caller: Caller, requested: Optional[str]) -> str:
 
 
 def build_router(service: ConfigService) -> APIRouter:
-    router = APIRouter(prefix="/v1")
+    router = APIRouter()
 
     async def guarded(request: Request, handler: Callable[[Caller], Awaitable[Response]]) -> Response:
         try:
@@ -198,7 +244,6 @@ def build_router(service: ConfigService) -> APIRouter:
         except _BadRequest as problem:
             return _error(400, str(problem))
 
-    @router.get("/config")
     async def config(request: Request) -> Response:
         """Long-poll an app's effective config: ?app=&namespace=&version=&timeout=."""
         query = request.query_params
@@ -211,6 +256,7 @@ def build_router(service: ConfigService) -> APIRouter:
                 lambda: (lambda e: (e.version, e))(service.store.snapshot.effective(namespace, app)),
                 query.get("version", ""),
                 _timeout(query.get("timeout")),
+                lambda: service.closing,
             )
             if found is None:
                 return Response(status_code=304)
@@ -218,7 +264,6 @@ def build_router(service: ConfigService) -> APIRouter:
 
         return await guarded(request, handle)
 
-    @router.get("/instances")
     async def instances(request: Request) -> Response:
         """Long-poll a Service's instances: ?service=&namespace=&version=&timeout=."""
         query = request.query_params
@@ -233,6 +278,7 @@ def build_router(service: ConfigService) -> APIRouter:
                 lambda: service.registry.instances(namespace, service_name),
                 query.get("version", ""),
                 _timeout(query.get("timeout")),
+                lambda: service.closing,
             )
             if found is None:
                 return Response(status_code=304)
@@ -251,7 +297,6 @@ def build_router(service: ConfigService) -> APIRouter:
             raise _BadRequest("body: expected a JSON object")
         return body
 
-    @router.post("/register")
     async def register(request: Request) -> Response:
         """Register (or renew, or change the state of) the calling instance."""
 
@@ -262,7 +307,6 @@ def build_router(service: ConfigService) -> APIRouter:
 
         return await guarded(request, handle)
 
-    @router.post("/deregister")
     async def deregister(request: Request) -> Response:
         async def handle(caller: Caller) -> Response:
             body = await _json_body(request)
@@ -271,7 +315,6 @@ def build_router(service: ConfigService) -> APIRouter:
 
         return await guarded(request, handle)
 
-    @router.get("/status")
     async def status(request: Request) -> Response:
         """The server's view: policies in force, rejected policies and why, registry size."""
 
@@ -280,6 +323,13 @@ def build_router(service: ConfigService) -> APIRouter:
 
         return await guarded(request, handle)
 
+    # Plain Starlette routes (request in, response out): no FastAPI dependency
+    # solving per call, which is most of the per-request cost of a parked poll.
+    router.add_route("/v1/config", config, methods=["GET"])
+    router.add_route("/v1/instances", instances, methods=["GET"])
+    router.add_route("/v1/register", register, methods=["POST"])
+    router.add_route("/v1/deregister", deregister, methods=["POST"])
+    router.add_route("/v1/status", status, methods=["GET"])
     return router
 
 
