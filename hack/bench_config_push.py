@@ -333,7 +333,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         % (nofile, args.rounds, args.processes, os.cpu_count() or 0, os.getloadavg()[0])
     )
     print(
-        "| agents | p50 ms | p99 ms | max ms | server CPU ms per change | server RSS idle / parked / peak MiB |"
+        "| agents | p50 ms | p99 ms | max ms | server CPU ms per change "
+        "| server RSS idle / parked / peak MiB |"
     )
     print("|---|---|---|---|---|---|")
     for result in results:
