@@ -139,3 +139,39 @@ def test_the_app_answers_exactly_as_without_the_agent_when_the_service_misbehave
             garbage.server_close()
         if fault == "wrong-ca":
             cm.__exit__(None, None, None)
+
+
+def test_every_gunicorn_worker_follows_the_owners_config_without_its_own_connection(
+    server: ConfigServer, tmp_path: Path
+) -> None:
+    from support import servers
+
+    python = require_app_python(matrix_versions()[-1])
+    servers.SERVERS["gunicorn-settings"] = servers._gunicorn("sync", "settings_app:app", workers=3)
+    apps = str(Path(__file__).resolve().parent / "config_apps")
+    env = agent_env(server.url, server.ca, tmp_path)
+    with RunningServer("gunicorn-settings", python, env=env, pythonpath=(apps,)) as app:
+
+        def workers_at(seconds: float, within: float) -> Dict[int, float]:
+            seen: Dict[int, float] = {}
+            deadline = time.monotonic() + within
+            while time.monotonic() < deadline:
+                answer = app.get("/").json()
+                seen[answer["pid"]] = answer["warmup_seconds"]
+                if len(seen) >= 3 and all(v == seconds for v in seen.values()):
+                    return seen
+                if answer["warmup_seconds"] != seconds:
+                    seen.pop(answer["pid"])
+                time.sleep(0.01)
+            raise AssertionError("workers seen: %s" % seen)
+
+        workers_at(60, within=20)
+        assert server.policies is not None
+        written = time.monotonic()
+        server.policies.write_text(server.policies.read_text().replace("seconds: 60", "seconds: 45"))
+        workers_at(45, within=5)
+        assert time.monotonic() - written < 2.0  # owner <= ~0.2 s, then one cache check (0.5 s)
+        status = app.status()
+        assert status["config"]["warmup_seconds"] == 45
+        assert len(status["workers"]) >= 3
+    del servers.SERVERS["gunicorn-settings"]

@@ -162,6 +162,28 @@ def _decode(data: bytes) -> Any:
         raise CallFailed("not JSON: %r" % data[:80])
 
 
+def read_cache(path: str, app: str, namespace: str) -> Optional[Tuple[Dict[str, Any], str]]:
+    """(config, version) from a cache file written for this app, or None (with one warning if unusable)."""
+    try:
+        with open(path, "rb") as handle:
+            cached = json.loads(handle.read().decode("utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as problem:
+        log.once("config-cache-read", "warning", "ignoring config cache %s (%s)" % (path, problem))
+        return None
+    if not (
+        isinstance(cached, dict)
+        and cached.get("app") == app
+        and cached.get("namespace") == namespace
+        and isinstance(cached.get("version"), str)
+        and isinstance(cached.get("config"), dict)
+    ):
+        log.once("config-cache-shape", "warning", "ignoring config cache %s (unexpected content)" % path)
+        return None
+    return cached["config"], cached["version"]
+
+
 class ConfigClient:
     """Long-poll loop + cache for one app. :meth:`run` is the thread body."""
 
@@ -191,26 +213,10 @@ class ConfigClient:
     # -- cache
 
     def load_cache(self) -> bool:
-        try:
-            with open(self.cache_path, "rb") as handle:
-                cached = json.loads(handle.read().decode("utf-8"))
-        except FileNotFoundError:
+        cached = read_cache(self.cache_path, self.app, self.namespace)
+        if cached is None:
             return False
-        except (OSError, ValueError) as problem:
-            message = "ignoring config cache %s (%s)" % (self.cache_path, problem)
-            log.once("config-cache-read", "warning", message)
-            return False
-        if not (
-            isinstance(cached, dict)
-            and cached.get("app") == self.app
-            and cached.get("namespace") == self.namespace
-            and isinstance(cached.get("version"), str)
-            and isinstance(cached.get("config"), dict)
-        ):
-            message = "ignoring config cache %s (unexpected content)" % self.cache_path
-            log.once("config-cache-shape", "warning", message)
-            return False
-        self._use(cached["config"], cached["version"], "cache")
+        self._use(cached[0], cached[1], "cache")
         log.info("config version %s loaded from cache %s" % (self.version, self.cache_path))
         return True
 
@@ -646,6 +652,88 @@ def watch_instances(
     except Exception:
         log.exception_once("config-instances", "cannot watch instances of %s" % service)
         return None
+
+
+class CacheFollower:
+    """In a worker process: apply the config the owner writes to the cache file.
+
+    Only the owner polls the config service (one connection per pod, not per
+    worker), but workers serve the requests that need tag headers, lanes and
+    routing. The owner rewrites the cache atomically on every new version; a
+    worker checks the file's mtime and size every ``interval`` seconds — one
+    ``stat`` — and applies a new version the way the owner did.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        app: str,
+        namespace: str,
+        apply: Callable[[Dict[str, Any], str], Any] = settings.apply_central,
+        interval: float = 0.5,
+    ) -> None:
+        self.path = path
+        self.app = app
+        self.namespace = namespace
+        self._apply = apply
+        self.interval = interval
+        self.version = ""
+        self._signature: Optional[Tuple[float, int]] = None
+        self.stopping = threading.Event()
+
+    def check(self) -> bool:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return False
+        signature = (st.st_mtime, st.st_size)
+        if signature == self._signature:
+            return False
+        self._signature = signature
+        cached = read_cache(self.path, self.app, self.namespace)
+        if cached is None or cached[1] == self.version:
+            return False
+        config, self.version = cached
+        try:
+            self._apply(config, self.version)
+        except Exception:
+            log.exception_once("config-follow-apply", "applying central config in a worker failed")
+        return True
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.check()
+            except Exception:
+                log.exception_once("config-follow", "following the config cache failed")
+            self.stopping.wait(self.interval)
+
+
+_follower: Optional[CacheFollower] = None
+_follower_pid = 0
+
+
+def follow() -> bool:
+    """Start following the owner's config in this worker process (idempotent, never raises)."""
+    global _follower, _follower_pid
+    try:
+        with _lock:
+            if _follower is not None and _follower_pid == os.getpid():
+                return True
+            current = settings.current()
+            if not current.config_url:
+                return False
+            follower = CacheFollower(
+                default_cache_path(current), current.app, current.pod_namespace or "default"
+            )
+            follower.version = current.central_version  # a forked worker already has the owner's
+            _follower, _follower_pid = follower, os.getpid()
+        follower.check()
+        threading.Thread(target=follower.run, name="pilotfish-config-follow", daemon=True).start()
+        return True
+    except Exception:
+        log.exception_once("config-follow-start", "cannot follow central config in this worker")
+        return False
 
 
 def _after_fork_in_child() -> None:

@@ -93,6 +93,17 @@ def _start_central_config() -> None:
     config_client.start()
 
 
+def _follow_central_config() -> None:
+    """Workers: apply what the owner's config client caches (no connection of their own)."""
+    try:
+        if os.environ.get("PILOTFISH_CONFIG_URL"):
+            from pilotfish import config_client
+
+            config_client.follow()
+    except Exception:
+        log.exception_once("config-follow", "central config is not followed in this worker")
+
+
 def _integration_hook(name: str) -> Callable[[Any], None]:
     def hook(_module: Any) -> None:
         integration = __import__("pilotfish.integrations." + name, fromlist=["patch"])
@@ -157,6 +168,7 @@ def wake(family: str = "", address: Any = None) -> None:
             _role = WORKER
             shared.claim()
             log.debug("worker %d attached to %s" % (os.getpid(), shared.segment().path))  # type: ignore[union-attr]
+            _follow_central_config()
             return
         _waking = True
         try:
@@ -250,6 +262,7 @@ def _after_fork_in_child() -> None:
         if _role in (OWNER, STANDALONE, WORKER):
             _role = WORKER
             shared.claim()
+            _follow_central_config()
     except Exception:
         log.exception_once("after-fork", "could not set up the agent in a forked worker")
 
