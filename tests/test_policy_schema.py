@@ -196,3 +196,21 @@ def test_the_agent_accepts_every_value_the_schema_allows_and_no_more(path: Any, 
         assert parse(choice) == choice
     if getattr(node, "type", None) == "boolean":
         assert parse(True) is True and parse(False) is False
+
+
+def test_the_config_services_rbac_is_valid_and_covers_what_the_code_calls() -> None:
+    import kubernetes_validate
+
+    docs = list(yaml.safe_load_all((ROOT / "deploy" / "base" / "rbac-config.yaml").read_text()))
+    for doc in docs:
+        kubernetes_validate.validate(doc, "1.30", strict=True)
+    rules = {
+        (g, r): set(rule["verbs"])
+        for rule in docs[0]["rules"]
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+    }
+    assert {"list", "watch"} <= rules[("pilotfish.io", "governancepolicies")]
+    assert {"list", "watch", "patch"} <= rules[("", "pods")]
+    assert {"list", "watch"} <= rules[("discovery.k8s.io", "endpointslices")]
+    assert "create" in rules[("authentication.k8s.io", "tokenreviews")]
