@@ -21,6 +21,7 @@ import logging
 import signal
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, Optional, Tuple, TypeVar
+from urllib.parse import parse_qs
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -146,7 +147,9 @@ class ConfigService:
                 log.exception("lease expiry failed")
 
     async def caller(self, request: Request) -> Caller:
-        token = bearer(request.headers.get("authorization"))
+        return await self.authenticate(bearer(request.headers.get("authorization")))
+
+    async def authenticate(self, token: str) -> Caller:
         if isinstance(self.auth, TokenReviewAuth):
             return await asyncio.to_thread(self.auth.authenticate, token)
         return self.auth.authenticate(token)
@@ -244,50 +247,6 @@ def build_router(service: ConfigService) -> APIRouter:
         except _BadRequest as problem:
             return _error(400, str(problem))
 
-    async def config(request: Request) -> Response:
-        """Long-poll an app's effective config: ?app=&namespace=&version=&timeout=."""
-        query = request.query_params
-
-        async def handle(caller: Caller) -> Response:
-            namespace = _namespace(caller, query.get("namespace"))
-            app = query.get("app", "")
-            found = await long_poll(
-                service.store.changes,
-                lambda: (lambda e: (e.version, e))(service.store.snapshot.effective(namespace, app)),
-                query.get("version", ""),
-                _timeout(query.get("timeout")),
-                lambda: service.closing,
-            )
-            if found is None:
-                return Response(status_code=304)
-            return Response(found[1].body, media_type="application/json")
-
-        return await guarded(request, handle)
-
-    async def instances(request: Request) -> Response:
-        """Long-poll a Service's instances: ?service=&namespace=&version=&timeout=."""
-        query = request.query_params
-
-        async def handle(caller: Caller) -> Response:
-            namespace = _namespace(caller, query.get("namespace"))
-            service_name = query.get("service", "")
-            if not service_name:
-                raise _BadRequest("service: required")
-            found = await long_poll(
-                service.registry.changes,
-                lambda: service.registry.instances(namespace, service_name),
-                query.get("version", ""),
-                _timeout(query.get("timeout")),
-                lambda: service.closing,
-            )
-            if found is None:
-                return Response(status_code=304)
-            version, listing = found
-            body = {"version": version, "service": service_name, "namespace": namespace, "instances": listing}
-            return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
-
-        return await guarded(request, handle)
-
     async def _json_body(request: Request) -> Dict[str, Any]:
         try:
             body = json.loads(await request.body() or b"{}")
@@ -323,14 +282,94 @@ def build_router(service: ConfigService) -> APIRouter:
 
         return await guarded(request, handle)
 
-    # Plain Starlette routes (request in, response out): no FastAPI dependency
-    # solving per call, which is most of the per-request cost of a parked poll.
-    router.add_route("/v1/config", config, methods=["GET"])
-    router.add_route("/v1/instances", instances, methods=["GET"])
+    # Plain Starlette routes (request in, response out): no FastAPI dependency solving.
+    # The two long-polls are not here: see LongPolls.
     router.add_route("/v1/register", register, methods=["POST"])
     router.add_route("/v1/deregister", deregister, methods=["POST"])
     router.add_route("/v1/status", status, methods=["GET"])
     return router
+
+
+class LongPolls:
+    """Pure ASGI handling of ``GET /v1/config`` and ``GET /v1/instances``, in front of the router.
+
+    Why not routes: after a policy change every parked poll wakes at once, and
+    each then re-polls. With 1,000 agents the per-request cost of the framework
+    (Request/Response objects, routing, exception layers) *is* the push latency
+    on a busy node; here a wake-up is one dict lookup and two ``send`` calls.
+    """
+
+    def __init__(self, app: Any, service: ConfigService) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Dict[str, Any], receive: Any, send: Any) -> None:
+        path = scope.get("path")
+        if scope["type"] != "http" or path not in ("/v1/config", "/v1/instances"):
+            await self.app(scope, receive, send)
+            return
+        if scope.get("method") != "GET":
+            await _send(send, 405, json.dumps({"error": "use GET"}).encode())
+            return
+        query = {k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode("latin-1")).items()}
+        token = ""
+        for name, value in scope.get("headers") or ():
+            if name == b"authorization":
+                token = bearer(value.decode("latin-1"))
+        try:
+            caller = await self.service.authenticate(token)
+            if path == "/v1/config":
+                status, body = await self._config(caller, query)
+            else:
+                status, body = await self._instances(caller, query)
+        except (Unauthorized, RegistrationError) as problem:
+            status, body = problem.status, json.dumps({"error": str(problem)}).encode()
+        except _BadRequest as problem:
+            status, body = 400, json.dumps({"error": str(problem)}).encode()
+        await _send(send, status, body)
+
+    async def _config(self, caller: Caller, query: Dict[str, str]) -> Tuple[int, bytes]:
+        service = self.service
+        namespace = _namespace(caller, query.get("namespace"))
+        app = query.get("app", "")
+
+        def current() -> Tuple[str, Any]:
+            effective = service.store.snapshot.effective(namespace, app)
+            return effective.version, effective
+
+        found = await long_poll(
+            service.store.changes,
+            current,
+            query.get("version", ""),
+            _timeout(query.get("timeout")),
+            lambda: service.closing,
+        )
+        return (304, b"") if found is None else (200, found[1].body)
+
+    async def _instances(self, caller: Caller, query: Dict[str, str]) -> Tuple[int, bytes]:
+        service = self.service
+        namespace = _namespace(caller, query.get("namespace"))
+        name = query.get("service", "")
+        if not name:
+            raise _BadRequest("service: required")
+        found = await long_poll(
+            service.registry.changes,
+            lambda: service.registry.instances(namespace, name),
+            query.get("version", ""),
+            _timeout(query.get("timeout")),
+            lambda: service.closing,
+        )
+        if found is None:
+            return 304, b""
+        body = {"version": found[0], "service": name, "namespace": namespace, "instances": found[1]}
+        return 200, json.dumps(body, separators=(",", ":")).encode()
+
+
+async def _send(send: Any, status: int, body: bytes) -> None:
+    headers = [(b"content-type", b"application/json")] if body else []
+    headers.append((b"content-length", b"%d" % len(body)))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def attach(app: FastAPI, service: ConfigService) -> None:
@@ -340,6 +379,7 @@ def attach(app: FastAPI, service: ConfigService) -> None:
     one stay independent.
     """
     app.include_router(build_router(service))
+    app.add_middleware(LongPolls, service=service)
     previous = app.router.lifespan_context
 
     @contextlib.asynccontextmanager
