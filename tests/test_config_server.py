@@ -176,3 +176,19 @@ def test_an_instance_that_stops_renewing_its_lease_drops_out(http: httpx.Client)
     gone = instances(http, version, timeout=10)  # wakes when the lease expires
     assert gone.status_code == 200 and gone.json()["instances"] == []
     assert time.monotonic() - started < 3
+
+
+def test_sigterm_answers_parked_polls_at_once_so_shutdown_is_not_held(
+    server: ConfigServer, http: httpx.Client
+) -> None:
+    version = get_config(http).json()["version"]
+    result: Dict[str, Any] = {}
+    waiter = threading.Thread(target=lambda: result.update(r=get_config(http, version, timeout=50)))
+    waiter.start()
+    time.sleep(0.5)
+    started = time.monotonic()
+    server.proc.terminate()
+    waiter.join(10)
+    assert result["r"].status_code == 304  # "nothing new": the agent simply polls again elsewhere
+    server.proc.wait(10)
+    assert time.monotonic() - started < 5
