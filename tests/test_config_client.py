@@ -305,3 +305,64 @@ def test_an_instances_watch_sees_registrations(server: ConfigServer) -> None:
         assert seen[0] == [] and ["shop-3"] in seen
     finally:
         watch.stop()
+
+
+def test_a_worker_follows_the_owners_cache_file_and_only_this_apps(tmp_path: Path) -> None:
+    cache = tmp_path / "cache.json"
+    applied = Applied()
+    follower = config_client.CacheFollower(str(cache), "shop", "demo", applied, interval=0.05)
+    assert not follower.check()  # no cache yet
+
+    def write(version: str, app: str = "shop", seconds: int = 60) -> None:
+        record = {"app": app, "namespace": "demo", "version": version, "config": {"warmup_seconds": seconds}}
+        tmp = tmp_path / "tmp.json"
+        tmp.write_text(json.dumps(record))
+        tmp.replace(cache)
+
+    write("v1")
+    assert follower.check() and applied.calls == [({"warmup_seconds": 60}, "v1")]
+    assert not follower.check()  # unchanged file: one stat, nothing applied
+    write("v2", app="cart", seconds=1)  # someone else's cache: ignored
+    assert not follower.check()
+    write("v3", seconds=45)
+    loop = threading.Thread(target=follower.run)
+    loop.start()
+    try:
+        deadline = time.monotonic() + 2
+        while applied.calls[-1][1] != "v3" and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        follower.stopping.set()
+        loop.join(2)
+    assert applied.calls[-1] == ({"warmup_seconds": 45}, "v3") and len(applied.calls) == 2
+
+
+def test_the_registered_identity_is_this_pod_and_the_port_the_app_listens_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pilotfish import runtime
+
+    monkeypatch.setattr(
+        runtime, "app_addresses", lambda: [("AF_UNIX", "/tmp/x.sock"), ("AF_INET", ("0.0.0.0", 8123))]
+    )
+    settings.load(
+        {
+            "PILOTFISH_APP": "shop",
+            "PILOTFISH_POD_NAME": "shop-1",
+            "PILOTFISH_POD_NAMESPACE": "demo",
+            "PILOTFISH_POD_IP": "10.0.0.9",
+            "PILOTFISH_TAG": "gray",
+        }
+    )
+    try:
+        assert config_client._identity(settings.current()) == {
+            "namespace": "demo",
+            "pod": "shop-1",
+            "app": "shop",
+            "service": "shop",
+            "ip": "10.0.0.9",
+            "tag": "gray",
+            "port": 8123,
+        }
+    finally:
+        settings.load({})

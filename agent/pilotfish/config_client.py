@@ -571,6 +571,19 @@ def _add_status_section() -> None:
         log.exception_once("config-status", "cannot show central config in /status")
 
 
+def _app_port() -> int:
+    """The first TCP port the app listens on (0 when unknown): what consumers connect to."""
+    try:
+        from pilotfish import runtime
+
+        for family, address in runtime.app_addresses():
+            if family in ("AF_INET", "AF_INET6") and isinstance(address, tuple) and len(address) >= 2:
+                return int(address[1])
+    except Exception:
+        log.exception_once("config-app-port", "cannot tell which port the app listens on")
+    return 0
+
+
 def _identity(current: settings.Settings) -> Dict[str, Any]:
     return {
         "namespace": current.pod_namespace or "default",
@@ -579,7 +592,7 @@ def _identity(current: settings.Settings) -> Dict[str, Any]:
         "service": current.app,
         "ip": current.pod_ip or "127.0.0.1",
         "tag": current.tag,
-        "port": 0,
+        "port": _app_port(),
     }
 
 
