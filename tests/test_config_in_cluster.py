@@ -266,3 +266,19 @@ def test_every_call_needs_a_valid_token_and_reads_only_its_own_namespace(kube: F
         assert config["config"]["lane_mode"] == "strict"
         status = http.get("/v1/status", headers=auth("checkout-pod-token")).json()
         assert status["source"]["mode"] == "cluster" and status["auth"] == "tokenreview"
+
+
+def test_only_changes_that_matter_to_an_instance_list_wake_the_long_polls() -> None:
+    pods = load("pods.json")["items"]
+    registry = KubeRegistry()
+    registry.replace("Pod", pods)
+    before = registry.changes.generation
+    status_only = json.loads(json.dumps(pods[0]))
+    status_only["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
+    status_only["metadata"]["resourceVersion"] = "9999"
+    registry.apply("Pod", "MODIFIED", status_only)
+    assert registry.changes.generation == before
+    relabelled = json.loads(json.dumps(pods[0]))
+    relabelled["metadata"]["labels"]["pilotfish.io/tag"] = "blue"
+    registry.apply("Pod", "MODIFIED", relabelled)
+    assert registry.changes.generation == before + 1

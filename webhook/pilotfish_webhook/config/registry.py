@@ -205,6 +205,15 @@ def _first_label(labels: Dict[str, str], keys: Iterable[str]) -> str:
     return ""
 
 
+def _same(old: Dict[str, Any], new: Dict[str, Any]) -> bool:
+    """Equal apart from resourceVersion (which every write bumps)."""
+
+    def strip(obj: Dict[str, Any]) -> Dict[str, Any]:
+        return dict(obj, metadata={k: v for k, v in _meta(obj).items() if k != "resourceVersion"})
+
+    return strip(old) == strip(new)
+
+
 def registration_of(pod: Dict[str, Any]) -> Dict[str, Any]:
     """The agent-reported state stored on a Pod, or {} when absent or unreadable."""
     raw = (_meta(pod).get("annotations") or {}).get(ANNOTATION)
@@ -233,20 +242,41 @@ class KubeRegistry:
 
     # -- cache maintenance (watch events, recorded objects in tests)
 
+    @staticmethod
+    def slim(kind: str, obj: Dict[str, Any]) -> Dict[str, Any]:
+        """Keep only what instance lists need: a cluster's Pods are many and mostly spec."""
+        meta = _meta(obj)
+        kept: Dict[str, Any] = {
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace"),
+            "labels": meta.get("labels") or {},
+            "resourceVersion": meta.get("resourceVersion"),
+        }
+        if kind == "Pod":
+            registration = (meta.get("annotations") or {}).get(ANNOTATION)
+            kept["annotations"] = {ANNOTATION: registration} if registration else {}
+            return {"metadata": kept}
+        return {"metadata": kept, "endpoints": obj.get("endpoints") or [], "ports": obj.get("ports") or []}
+
     def apply(self, kind: str, event_type: str, obj: Dict[str, Any]) -> None:
+        obj = self.slim(kind, obj)
         meta = _meta(obj)
         key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
         table = self._pods if kind == "Pod" else self._slices
         with self._lock:
+            old = table.get(key)
             if event_type == "DELETED":
                 table.pop(key, None)
             else:
                 table[key] = obj
-        self.changes.notify()
+        unchanged = old is not None and event_type != "DELETED" and _same(old, obj)
+        if not unchanged:  # most Pod updates are status only: no instance list can change
+            self.changes.notify()
 
     def replace(self, kind: str, objects: Iterable[Dict[str, Any]]) -> None:
         table: Dict[Tuple[str, str], Dict[str, Any]] = {}
         for obj in objects:
+            obj = self.slim(kind, obj)
             meta = _meta(obj)
             table[(str(meta.get("namespace") or ""), str(meta.get("name") or ""))] = obj
         with self._lock:
