@@ -183,7 +183,16 @@ ASGI_HEADERS = [
     for k, v in ENVIRON.items()
     if k.startswith("HTTP_")
 ]
-LANES = [{"name": "beta", "tag": "gray", "match": {"header": "x-user-group", "value": "beta"}}]
+# One lane in the config service's shape (merge.flat_lanes): the bench's headers do not match it.
+LANES = [
+    {
+        "name": "beta",
+        "tag": "gray",
+        "match": [{"source": "header", "name": "x-user-group", "op": "exact", "values": ["beta"]}],
+        "percentage": 100.0,
+        "hash": None,
+    }
+]
 
 
 def case_inbound_wsgi() -> Callable[[], None]:

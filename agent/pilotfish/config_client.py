@@ -48,6 +48,36 @@ MIN_POLL_SPACING = 1.0  # never poll faster than this when nothing changed (a mi
 MAX_BODY = 4 * 1024 * 1024
 
 
+# OpenSSL keeps process-wide locks that loading a CA file or a TLS handshake may
+# hold while the GIL is released. If the app forks at that moment (gunicorn
+# spawning a worker while the owner's poller connects), the child inherits the
+# lock held by a thread that does not exist there, and its first SSLContext
+# (``import requests`` does one) hangs forever: seen on every start under
+# Python 3.8, now and then on 3.13. So our TLS set-up runs under this lock and
+# a fork waits for it, briefly: a handshake stuck on a silent server must not
+# hold up the app's fork, so after FORK_WAIT seconds the fork goes ahead.
+FORK_WAIT = 2.0
+_tls_lock = threading.Lock()
+_tls_held_for_fork = False
+
+
+def _tls_before_fork() -> None:
+    global _tls_held_for_fork
+    _tls_held_for_fork = _tls_lock.acquire(timeout=FORK_WAIT)
+
+
+def _tls_after_fork_in_parent() -> None:
+    global _tls_held_for_fork
+    if _tls_held_for_fork:
+        _tls_held_for_fork = False
+        _tls_lock.release()
+
+
+def _tls_after_fork_in_child() -> None:
+    global _tls_lock, _tls_held_for_fork
+    _tls_lock, _tls_held_for_fork = threading.Lock(), False
+
+
 class CallFailed(Exception):
     """A call to the config service did not give a usable answer; the message says why."""
 
@@ -117,9 +147,15 @@ class Transport:
             headers["Content-Type"] = "application/json"
         try:
             if self.https:
-                conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-                    self.host, self.port, timeout=timeout, context=self._ssl_context()
-                )
+                with _tls_lock:  # see FORK_WAIT: CA load and handshake, not the long-poll wait
+                    conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                        self.host, self.port, timeout=timeout, context=self._ssl_context()
+                    )
+                    try:
+                        conn.connect()
+                    except BaseException:
+                        conn.close()
+                        raise
             else:
                 conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
             try:
@@ -757,3 +793,8 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(
+        before=_tls_before_fork,
+        after_in_parent=_tls_after_fork_in_parent,
+        after_in_child=_tls_after_fork_in_child,
+    )

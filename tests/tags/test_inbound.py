@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import zlib
 from typing import Dict
 
 import pytest
@@ -10,7 +9,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pilotfish.tags import inbound
 from pilotfish.tags.context import valid_tag
-from pilotfish.tags.lanes import compile_lanes
 
 
 def environ(**headers: str) -> Dict[str, str]:
@@ -112,123 +110,7 @@ def test_broken_input_never_raises() -> None:
     assert inbound.tag_from_grpc_metadata(object()) is None  # type: ignore[arg-type]
 
 
-# --- entry tagging -----------------------------------------------------------
-
-HEADER_LANE = {
-    "name": "beta",
-    "tag": "gray",
-    "match": {"header": "X-User-Group", "values": ["beta", "staff"]},
-}
-COOKIE_LANE = {"name": "cookie", "tag": "blue", "match": {"cookie": "lane", "value": "blue"}}
-
-
-def test_an_untagged_request_matching_a_header_lane_gets_its_tag(extract, central) -> None:
-    central(lanes=[HEADER_LANE])
-    assert extract(x_user_group="staff") == "gray"
-    assert extract(x_user_group="others") is None
-    assert extract() is None
-
-
-def test_a_request_that_already_has_a_tag_keeps_it(extract, central) -> None:
-    central(lanes=[HEADER_LANE])
-    assert extract(x_user_group="beta", x_pilotfish_tag="blue") == "blue"
-    assert extract(x_user_group="beta", baggage="pilotfish-tag=blue") == "blue"
-
-
-def test_a_cookie_lane_matches_on_the_named_cookie(central) -> None:
-    central(lanes=[COOKIE_LANE])
-    assert inbound.tag_from_environ(environ(cookie='a=1; lane="blue"; b=2')) == "blue"
-    assert inbound.tag_from_asgi_headers(asgi(cookie="lane=blue")) == "blue"
-    assert inbound.tag_from_environ(environ(cookie="mylane=blue")) is None
-
-
-def test_the_first_matching_lane_wins(central) -> None:
-    central(lanes=[COOKIE_LANE, dict(HEADER_LANE, match={"header": "x-user-group", "value": "beta"})])
-    assert inbound.tag_from_environ(environ(cookie="lane=blue", x_user_group="beta")) == "blue"
-    assert inbound.tag_from_environ(environ(x_user_group="beta")) == "gray"
-
-
-def _in_bucket(name: str, key: str, percent: float) -> bool:
-    return zlib.crc32(("%s:%s" % (name, key)).encode()) % 10000 < percent * 100
-
-
-def test_a_percentage_lane_tags_a_stable_share_of_keys(extract, central) -> None:
-    central(
-        lanes=[{"name": "ten", "tag": "gray", "match": {"percent": 10, "hash_on": {"header": "x-user-id"}}}]
-    )
-    tagged = [str(i) for i in range(2000) if extract(x_user_id=str(i)) == "gray"]
-    assert 150 < len(tagged) < 250
-    assert tagged == [str(i) for i in range(2000) if _in_bucket("ten", str(i), 10)]
-    assert all(extract(x_user_id=key) == "gray" for key in tagged)  # stable on every call
-
-
-def test_raising_a_percentage_only_adds_keys(central) -> None:
-    def share(percent: float) -> set:
-        central(
-            lanes=[{"name": "p", "tag": "gray", "match": {"percent": percent, "hash_on": {"cookie": "uid"}}}]
-        )
-        return {i for i in range(1000) if inbound.tag_from_environ(environ(cookie="uid=%d" % i)) == "gray"}
-
-    five, twenty = share(5), share(20)
-    assert five < twenty
-
-
-def test_a_percentage_lane_never_matches_a_request_without_the_key(central) -> None:
-    central(
-        lanes=[{"name": "all", "tag": "gray", "match": {"percent": 100, "hash_on": {"header": "x-user-id"}}}]
-    )
-    assert inbound.tag_from_environ(environ()) is None
-    assert inbound.tag_from_environ(environ(x_user_id="1")) == "gray"
-
-
-def test_lanes_follow_live_config_changes(central) -> None:
-    central(lanes=[HEADER_LANE])
-    assert inbound.tag_from_environ(environ(x_user_group="beta")) == "gray"
-    central(lanes=[])
-    assert inbound.tag_from_environ(environ(x_user_group="beta")) is None
-
-
-@pytest.mark.parametrize(
-    "lane, field",
-    [
-        ("not an object", "lanes[0]: expected an object"),
-        ({"tag": "gray", "match": {"header": "h", "value": "v"}}, "lanes[0].name"),
-        ({"name": "n", "tag": "no spaces", "match": {"header": "h", "value": "v"}}, "lanes[0].tag"),
-        ({"name": "n", "tag": "gray"}, "lanes[0].match"),
-        ({"name": "n", "tag": "gray", "match": {"header": "h"}}, "lanes[0].match: expected 'values'"),
-        ({"name": "n", "tag": "gray", "match": {"header": "h", "values": []}}, "lanes[0].match.values"),
-        (
-            {"name": "n", "tag": "gray", "match": {"header": "h", "cookie": "c", "value": "v"}},
-            "lanes[0].match",
-        ),
-        (
-            {"name": "n", "tag": "gray", "match": {"percent": 101, "hash_on": {"header": "h"}}},
-            "match.percent",
-        ),
-        (
-            {"name": "n", "tag": "gray", "match": {"percent": True, "hash_on": {"header": "h"}}},
-            "match.percent",
-        ),
-        ({"name": "n", "tag": "gray", "match": {"percent": 5}}, "lanes[0].match.hash_on"),
-    ],
-)
-def test_an_invalid_lane_is_skipped_with_a_warning_naming_the_field(lane, field, capsys) -> None:
-    from pilotfish import log
-
-    log.set_level("warning")
-    lanes = compile_lanes([lane, HEADER_LANE])
-    assert [valid.name for valid in lanes] == ["beta"]
-    assert field in capsys.readouterr().err
-
-
-def test_a_duplicate_lane_name_is_rejected_and_the_first_kept(capsys) -> None:
-    lanes = compile_lanes([HEADER_LANE, dict(COOKIE_LANE, name="beta")])
-    assert [lane.tag for lane in lanes] == ["gray"]
-
-
-def test_lanes_that_are_not_a_list_turn_entry_tagging_off(extract, central) -> None:
-    central(lanes={"name": "oops"})
-    assert extract(x_user_group="beta") is None
+# Entry tagging (lane rules) has its own specification: tests/tags/test_lanes.py.
 
 
 _HEADER_NAMES = st.sampled_from([b"x-pilotfish-tag", b"baggage", b"cookie", b"x-user-group", b"accept"])

@@ -68,12 +68,26 @@ def test_untagged_calls_under_the_agent_are_byte_for_byte_the_calls_without_it(m
 def test_the_tags_status_section_shows_how_requests_are_tagged(central) -> None:
     central(
         tag_headers=["x-mse-tag"],
-        lanes=[{"name": "beta", "tag": "gray", "match": {"header": "x-group", "value": "beta"}}],
+        lanes=[
+            {
+                "name": "beta",
+                "tag": "gray",
+                "match": [{"source": "header", "name": "X-Group", "values": ["beta"]}],
+            }
+        ],
     )
     section = install.status()
     assert section["tag_headers"] == ["x-mse-tag"]
     assert section["baggage_key"] == "pilotfish-tag"
-    assert section["lanes"] == [{"name": "beta", "tag": "gray", "header": "x-group", "values": ["beta"]}]
+    assert section["lanes"] == [
+        {
+            "name": "beta",
+            "tag": "gray",
+            "match": [{"source": "header", "name": "x-group", "op": "exact", "values": ["beta"]}],
+            "percentage": 100.0,
+            "hash": None,
+        }
+    ]
 
 
 def test_start_up_loads_neither_typing_nor_a_client_library(tmp_path) -> None:

@@ -29,7 +29,7 @@ from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Tuple
 from pilotfish import log, settings
 from pilotfish.tags import baggage
 from pilotfish.tags.context import valid_tag
-from pilotfish.tags.lanes import Lane, compile_lanes, entry_tag
+from pilotfish.tags.lanes import Lane, compile_lanes, entry_tag, headers_read
 
 
 class _State:
@@ -50,9 +50,7 @@ class _State:
         self.environ_keys = tuple("HTTP_" + h.upper().replace("-", "_") for h in tag_headers)
         self.baggage_key = baggage_key
         self.lanes = lanes
-        lane_headers = {lane.key for lane in lanes if lane.source == "header"}
-        if any(lane.source == "cookie" for lane in lanes):
-            lane_headers.add("cookie")
+        lane_headers = headers_read(lanes)
         # WSGI: lower-case header name -> environ key, for the lane getter.
         self.lane_environ: Dict[str, str] = {h: "HTTP_" + h.upper().replace("-", "_") for h in lane_headers}
         wanted: FrozenSet[str] = frozenset(tag_headers) | frozenset(lane_headers)
