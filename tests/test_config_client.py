@@ -366,3 +366,57 @@ def test_the_registered_identity_is_this_pod_and_the_port_the_app_listens_on(
         }
     finally:
         settings.load({})
+
+
+_FORK_SCRIPT = r"""
+import json, os, threading, time
+from pilotfish import config_client
+
+config_client.FORK_WAIT = 0.6
+out = {}
+
+
+def fork_and_time():
+    started = time.monotonic()
+    pid = os.fork()
+    if pid == 0:  # the child: its TLS lock must be free whatever the parent's poller was doing
+        os._exit(0 if config_client._tls_lock.acquire(timeout=0.2) else 3)
+    took = time.monotonic() - started
+    return took, os.waitpid(pid, 0)[1]
+
+
+def hold(seconds):
+    with config_client._tls_lock:
+        holding.set()
+        time.sleep(seconds)
+
+
+holding = threading.Event()
+threading.Thread(target=hold, args=(0.3,)).start()
+holding.wait()
+out["short"] = fork_and_time()
+holding.clear()
+threading.Thread(target=hold, args=(3.0,), daemon=True).start()
+holding.wait()
+out["stuck"] = fork_and_time()
+out["free_after"] = config_client._tls_lock.acquire(timeout=5)
+print(json.dumps(out))
+"""
+
+
+def test_a_fork_waits_for_tls_set_up_in_progress_but_never_longer_than_fork_wait() -> None:
+    """Why: a gunicorn worker forked while the owner's poller held OpenSSL's locks hung on its
+    first SSLContext (``import requests``), every time on Python 3.8. The poller's CA load and
+    handshake run under ``_tls_lock``; a fork waits for it, at most FORK_WAIT seconds."""
+    import sys
+
+    from support.agent import run_python
+
+    done = run_python(sys.executable, ["-c", _FORK_SCRIPT], timeout=30)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    short_took, short_status = result["short"]
+    stuck_took, stuck_status = result["stuck"]
+    assert 0.2 <= short_took < 0.6 and short_status == 0  # waited for the set-up to finish
+    assert 0.5 <= stuck_took < 2.5 and stuck_status == 0  # gave up after FORK_WAIT, child fine
+    assert result["free_after"] is True  # the parent's lock is not leaked by the hooks
