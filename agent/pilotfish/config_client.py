@@ -53,7 +53,7 @@ MAX_BODY = 4 * 1024 * 1024
 # spawning a worker while the owner's poller connects), the child inherits the
 # lock held by a thread that does not exist there, and its first SSLContext
 # (``import requests`` does one) hangs forever: seen on every start under
-# Python 3.8, now and then on 3.13. So our TLS set-up runs under this lock and
+# Python 3.8, once in a few runs on 3.13. So our TLS set-up runs under this lock and
 # a fork waits for it, briefly: a handshake stuck on a silent server must not
 # hold up the app's fork, so after FORK_WAIT seconds the fork goes ahead.
 FORK_WAIT = 2.0
@@ -149,10 +149,11 @@ class Transport:
             if self.https:
                 with _tls_lock:  # see FORK_WAIT: CA load and handshake, not the long-poll wait
                     conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-                        self.host, self.port, timeout=timeout, context=self._ssl_context()
+                        self.host, self.port, timeout=min(timeout, CALL_TIMEOUT), context=self._ssl_context()
                     )
                     try:
-                        conn.connect()
+                        conn.connect()  # a silent server holds the lock CALL_TIMEOUT at most
+                        conn.sock.settimeout(timeout)  # then the long-poll may take its time
                     except BaseException:
                         conn.close()
                         raise
