@@ -1,0 +1,244 @@
+#!/usr/bin/env python3
+"""Admission throughput and latency through the real HTTPS server, pinned to one core.
+
+Starts ``pilotfish-webhook serve`` as a subprocess pinned to CPU 0 (``os.sched_setaffinity``
+in the child, like ``taskset -c 0``), with its generated CA; load comes from separate client
+processes pinned to the other CPUs, over keep-alive TLS connections (what kube-apiserver
+does). Two measurements per run:
+
+- throughput: closed loop, ``--connections`` clients each sending back to back;
+- latency at a fixed offered rate (``--rate``, default 500/s, the budget), open loop with
+  latency measured from each request's *scheduled* send time, so a stalled server is not
+  hidden by the client waiting for it (no coordinated omission).
+
+The request bodies are AdmissionReviews of real pod templates (the Istio corpus when
+present, else built-in samples), sent round-robin. Each run is repeated ``--runs`` times;
+the report gives medians with min-max spread.
+
+Usage: ``.venv/bin/python hack/bench_admission.py [--runs 5] [--seconds 5] [--rate 500]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import multiprocessing as mp
+import os
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+BUDGET_RPS = 500.0
+BUDGET_P99_MS = 10.0
+
+
+def review_bodies() -> List[bytes]:
+    from support.pods import admission_review, corpus_pods
+
+    pods = [pod for _, pod in corpus_pods() if not pod["spec"].get("hostNetwork")]
+    if not pods:
+        pods = [
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"generateName": "shop-7d4b9c8f6-", "namespace": "shop", "labels": {"app": "shop"}},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "shop",
+                            "image": "shop:1",
+                            "ports": [{"name": "http", "containerPort": 8080}],
+                            "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}},
+                        }
+                    ]
+                },
+            }
+        ]
+    return [json.dumps(admission_review(pod, uid=str(uuid.uuid4()))).encode() for pod in pods]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(certs: Path, cpu: int) -> Tuple[subprocess.Popen, int]:
+    port = free_port()
+    exe = Path(sys.executable).parent / "pilotfish-webhook"
+    proc = subprocess.Popen(
+        [str(exe), "serve", "--listen", "127.0.0.1:%d" % port, "--certs-dir", str(certs)],
+        preexec_fn=lambda: os.sched_setaffinity(0, {cpu}),
+        stdout=subprocess.DEVNULL,
+    )
+    context = ssl.create_default_context(cafile=None)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if (certs / "ca.crt").exists():
+            try:
+                context = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+                conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=2)
+                conn.request("GET", "/healthz")
+                if conn.getresponse().status == 200:
+                    conn.close()
+                    return proc, port
+            except OSError:
+                pass
+        time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("server did not come up on port %d" % port)
+
+
+def _client(args: Tuple[int, str, List[bytes], float, float, int, int, Any]) -> List[float]:
+    """One connection. rate == 0: closed loop; else open loop at ``rate`` starting at ``t0``."""
+    port, cafile, bodies, seconds, rate, offset, cpu, t0 = args
+    try:
+        os.sched_setaffinity(0, {cpu})
+    except OSError:
+        pass
+    context = ssl.create_default_context(cafile=cafile)
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
+    headers = {"Content-Type": "application/json"}
+    conn.request("GET", "/healthz")
+    conn.getresponse().read()
+    latencies: List[float] = []
+    i = offset
+    while time.monotonic() < t0:
+        time.sleep(0.001)
+    end = t0 + seconds
+    while True:
+        if rate:
+            scheduled = t0 + (i - offset) / rate
+            if scheduled >= end:
+                break
+            delay = scheduled - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            start = scheduled
+        else:
+            start = time.monotonic()
+            if start >= end:
+                break
+        conn.request("POST", "/mutate", body=bodies[i % len(bodies)], headers=headers)
+        response = conn.getresponse()
+        data = response.read()
+        if response.status != 200 or b'"allowed":true' not in data:
+            raise RuntimeError("bad answer %d: %r" % (response.status, data[:200]))
+        latencies.append(time.monotonic() - start)
+        i += 1
+    conn.close()
+    return latencies
+
+
+def run_load(
+    port: int, cafile: str, bodies: List[bytes], connections: int, seconds: float, rate: float, cpus: List[int]
+) -> Tuple[float, List[float]]:
+    t0 = time.monotonic() + 1.0
+    per_conn_rate = rate / connections if rate else 0.0
+    jobs = [
+        (port, cafile, bodies, seconds, per_conn_rate, n * 7919, cpus[n % len(cpus)], t0) for n in range(connections)
+    ]
+    with mp.get_context("fork").Pool(connections) as pool:
+        results = pool.map(_client, jobs)
+    latencies = sorted(x for r in results for x in r)
+    return len(latencies) / seconds, latencies
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process: the server's cost, whatever else shares its core."""
+    fields = Path("/proc/%d/stat" % pid).read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pct(values: List[float], q: float) -> float:
+    return values[min(len(values) - 1, int(q * len(values)))] * 1000.0
+
+
+def summary(name: str, values: List[float], unit: str) -> str:
+    return "%-28s median %8.1f %s  (min %.1f, max %.1f, n=%d)" % (
+        name,
+        statistics.median(values),
+        unit,
+        min(values),
+        max(values),
+        len(values),
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rate", type=float, default=BUDGET_RPS)
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--server-cpu", type=int, default=0)
+    parser.add_argument("--json", type=Path, help="also write raw results here")
+    args = parser.parse_args()
+
+    cpus = sorted(os.sched_getaffinity(0))
+    client_cpus = [c for c in cpus if c != args.server_cpu] or cpus
+    bodies = review_bodies()
+    keys = ("rps", "per_cpu_second", "p50_closed", "p99_closed", "p50_rate", "p99_rate")
+    results: Dict[str, List[float]] = {k: [] for k in keys}
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, port = start_server(Path(tmp), args.server_cpu)
+        cafile = str(Path(tmp) / "ca.crt")
+        try:
+            run_load(port, cafile, bodies, args.connections, 1.0, 0, client_cpus)  # warm-up
+            for run in range(args.runs):
+                cpu_before = cpu_seconds(proc.pid)
+                rps, lat = run_load(port, cafile, bodies, args.connections, args.seconds, 0, client_cpus)
+                results["per_cpu_second"].append(rps * args.seconds / max(1e-9, cpu_seconds(proc.pid) - cpu_before))
+                results["rps"].append(rps)
+                results["p50_closed"].append(pct(lat, 0.50))
+                results["p99_closed"].append(pct(lat, 0.99))
+                _, lat = run_load(port, cafile, bodies, args.connections, args.seconds, args.rate, client_cpus)
+                results["p50_rate"].append(pct(lat, 0.50))
+                results["p99_rate"].append(pct(lat, 0.99))
+                print(
+                    "run %d: %.0f reviews/s closed loop (%.0f per CPU-second, p99 %.2f ms); at %.0f/s p50 %.2f ms p99 %.2f ms"
+                    % (
+                        run + 1,
+                        rps,
+                        results["per_cpu_second"][-1],
+                        results["p99_closed"][-1],
+                        args.rate,
+                        results["p50_rate"][-1],
+                        results["p99_rate"][-1],
+                    ),
+                    flush=True,
+                )
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    print()
+    print(
+        "server pinned to CPU %d; %d client connections on CPUs %s; %d distinct pods; load average %s"
+        % (args.server_cpu, args.connections, client_cpus, len(bodies), " ".join(map(str, os.getloadavg())))
+    )
+    print(summary("throughput (closed loop)", results["rps"], "reviews/s"))
+    print(summary("reviews per server CPU-second", results["per_cpu_second"], "reviews"))
+    print(summary("p50 latency (closed loop)", results["p50_closed"], "ms"))
+    print(summary("p99 latency (closed loop)", results["p99_closed"], "ms"))
+    print(summary("p50 latency at %.0f/s" % args.rate, results["p50_rate"], "ms"))
+    print(summary("p99 latency at %.0f/s" % args.rate, results["p99_rate"], "ms"))
+    ok = statistics.median(results["rps"]) >= BUDGET_RPS and statistics.median(results["p99_rate"]) <= BUDGET_P99_MS
+    print("budget (>= %.0f reviews/s, p99 <= %.0f ms at %.0f/s): %s" % (BUDGET_RPS, BUDGET_P99_MS, args.rate, "MET" if ok else "MISSED"))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,618 @@
+"""The pod mutation of DESIGN.md section 3, as pure functions over plain dicts.
+
+Input: a Pod as the API server sends it in an AdmissionReview (JSON decoded). Output:
+the mutated Pod, the notes to show the user, and the ``pilotfish.io/status`` record.
+No I/O, no Kubernetes client: everything the mutation needs is in :class:`InjectionConfig`.
+
+Idempotence (a second pass adds nothing) is built into every step rather than bolted on:
+objects we own outright (the init container and our two volumes) are *replaced by
+name* with their desired form, so re-running converges on the current template (Istio
+strips and re-renders for the same reason); things we share with the user (env,
+mounts, probes, preStop, grace period) are only added when absent or recognised as
+ours. Notes describe the resulting *state*, never the action taken, so the status
+annotation of a second pass is identical to the first.
+
+Unknown fields are never dropped: the pod is copied as JSON and only the keys named
+here are touched.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from pilotfish_webhook import __version__
+from pilotfish_webhook.admission import contract as c
+from pilotfish_webhook.admission.patch import clone
+
+Obj = Dict[str, Any]
+
+# Istio/Linkerd/Dapr proxies are never Python apps; injecting them would rewrite their probes.
+KNOWN_PROXY_CONTAINERS = frozenset({"istio-proxy", "linkerd-proxy", "daprd", "envoy", "cloudsql-proxy"})
+PROBE_HANDLERS = ("httpGet", "tcpSocket", "grpc", "exec")
+IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+AGENT_TREE_IN_IMAGE = "/pilotfish-agent"  # where the agent image keeps the tree (deploy/docker/agent.Dockerfile)
+DEFAULT_GRACE_SECONDS = 30  # Kubernetes' default terminationGracePeriodSeconds
+
+
+def new_offline_token() -> str:
+    """A per-pod secret for ``/offline``: 192 bits, URL-safe, so it fits a header verbatim."""
+    return secrets.token_urlsafe(24)
+
+
+@dataclass(frozen=True)
+class InjectionConfig:
+    """Everything the mutation needs to know about this installation."""
+
+    agent_image: str = "ghcr.io/pilotfish/agent"  # repository; the tag is the agent version
+    agent_version: str = __version__
+    mount_mode: str = "copy"  # "copy": init container + emptyDir; "image": Kubernetes image volume
+    config_url: str = "https://pilotfish.pilotfish-system.svc:443"
+    own_namespace: str = "pilotfish-system"
+    offline_max_wait_seconds: int = 30  # agent default of PILOTFISH_OFFLINE_MAX_WAIT_SECONDS
+    app_shutdown_seconds: int = 30  # what the app had before we took part of its grace period
+    volume_size_limit: str = "64Mi"
+    token_expiration_seconds: int = 3600
+    new_token: Callable[[], str] = field(default=new_offline_token, compare=False)
+
+    def image_for(self, version: str) -> str:
+        return "%s:%s" % (self.agent_image, version)
+
+
+@dataclass
+class Mutation:
+    """The result of :func:`inject`: the pod to admit and what to tell the user."""
+
+    pod: Obj
+    status: Optional[Obj]  # the pilotfish.io/status record written onto the pod (None: untouched)
+    warnings: List[str] = field(default_factory=list)
+
+    @property
+    def injected(self) -> List[str]:
+        return list((self.status or {}).get("containers", []))
+
+
+# --------------------------------------------------------------------------- small readers
+
+
+def _env_entry(container: Obj, name: str) -> Optional[Obj]:
+    """The effective env entry of ``name`` (the last one wins, as in the kubelet)."""
+    found = None
+    for entry in container.get("env") or []:
+        if isinstance(entry, dict) and entry.get("name") == name:
+            found = entry
+    return found
+
+
+def _literal_env(container: Obj, name: str) -> Optional[str]:
+    entry = _env_entry(container, name)
+    if entry is None or "valueFrom" in entry:
+        return None
+    return str(entry.get("value", ""))
+
+
+def status_port(container: Obj) -> int:
+    """The agent's status port: a literal PILOTFISH_STATUS_PORT overrides 55199 (API default)."""
+    value = _literal_env(container, c.ENV_STATUS_PORT)
+    if value and value.isdigit() and 0 < int(value) < 65536:
+        return int(value)
+    return c.STATUS_PORT
+
+
+def offline_max_wait(container: Obj, config: InjectionConfig) -> int:
+    value = _literal_env(container, c.ENV_OFFLINE_MAX_WAIT)
+    try:
+        return max(0, int(float(value))) if value else config.offline_max_wait_seconds
+    except ValueError:
+        return config.offline_max_wait_seconds
+
+
+def parse_status(annotations: Obj) -> Optional[Obj]:
+    raw = annotations.get(c.STATUS_ANNOTATION)
+    if not isinstance(raw, str):
+        return None
+    try:
+        status = json.loads(raw)
+    except ValueError:
+        return None
+    return status if isinstance(status, dict) else None
+
+
+def dump_status(status: Obj) -> str:
+    return json.dumps(status, sort_keys=True, separators=(",", ":"))
+
+
+_HASH_SUFFIX = re.compile(r"-[0-9]+$")
+
+
+def app_name(meta: Obj) -> str:
+    """PILOTFISH_APP: pilotfish.io/app, app.kubernetes.io/name, app, then the owner's name.
+
+    Pods made by a Deployment only have ``generateName`` (``shop-7d4b9c8f6-``) and an owner
+    ReplicaSet (``shop-7d4b9c8f6``) at admission time; the pod-template-hash is cut off so
+    every revision of a Deployment reports the same app. CronJob Jobs lose their schedule
+    suffix the same way.
+    """
+    labels = meta.get("labels") or {}
+    for key in (c.APP_LABEL, "app.kubernetes.io/name", "app"):
+        value = labels.get(key)
+        if isinstance(value, str) and value:
+            return value
+    template_hash = labels.get("pod-template-hash")
+    owners = [o for o in meta.get("ownerReferences") or [] if isinstance(o, dict) and o.get("name")]
+    owner = next((o for o in owners if o.get("controller")), owners[0] if owners else None)
+    if owner is not None:
+        name = str(owner["name"])
+        if owner.get("kind") == "ReplicaSet" and template_hash and name.endswith("-" + template_hash):
+            return name[: -len(template_hash) - 1]
+        if owner.get("kind") == "Job":
+            return _HASH_SUFFIX.sub("", name) or name
+        return name
+    base = str(meta.get("name") or meta.get("generateName") or "").rstrip("-")
+    if template_hash and base.endswith("-" + template_hash):
+        base = base[: -len(template_hash) - 1]
+    return base or "unknown"
+
+
+def pod_tag(meta: Obj) -> Optional[str]:
+    labels = meta.get("labels") or {}
+    for key in (c.TAG_LABEL, c.MSE_TAG_LABEL):
+        value = labels.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+# --------------------------------------------------------------------------- container choice
+
+
+def choose_containers(spec: Obj, annotations: Obj, previous: Optional[Obj]) -> Tuple[List[Obj], Dict[str, str]]:
+    """Which app containers to inject, and the ones asked for but not found (name -> why).
+
+    ``pilotfish.io/containers`` wins; then the containers a previous pass injected (so a
+    reinvocation after another webhook added a container keeps the same choice); then
+    ``kubectl.kubernetes.io/default-container``; then the first container.
+    """
+    containers = [x for x in spec.get("containers") or [] if isinstance(x, dict)]
+    by_name = {x.get("name"): x for x in containers}
+    problems: Dict[str, str] = {}
+    wanted = annotations.get(c.CONTAINERS_ANNOTATION)
+    if isinstance(wanted, str) and wanted.strip():
+        names = [n.strip() for n in wanted.split(",") if n.strip()]
+        chosen = []
+        for name in dict.fromkeys(names):
+            if name in by_name:
+                chosen.append(by_name[name])
+            else:
+                problems[name] = "named in %s but the pod has no such container" % c.CONTAINERS_ANNOTATION
+        return chosen, problems
+    if previous and previous.get("containers"):
+        chosen = [by_name[n] for n in previous["containers"] if n in by_name]
+        if chosen:
+            return chosen, problems
+    default = annotations.get(c.KUBECTL_DEFAULT_CONTAINER)
+    if isinstance(default, str) and default in by_name and default not in KNOWN_PROXY_CONTAINERS:
+        return [by_name[default]], problems
+    for container in containers:
+        if container.get("name") not in KNOWN_PROXY_CONTAINERS:
+            return [container], problems
+    return [], problems
+
+
+def container_problem(container: Obj) -> Optional[str]:
+    """Why this container cannot be injected safely, or None."""
+    if container.get("name") in KNOWN_PROXY_CONTAINERS:
+        return "a proxy sidecar, not a Python app"
+    entry = _env_entry(container, c.ENV_PYTHONPATH)
+    if entry is not None and "valueFrom" in entry:
+        return "PYTHONPATH comes from valueFrom; pilotfish never overwrites it (set it literally)"
+    for mount in container.get("volumeMounts") or []:
+        path = str(mount.get("mountPath", "")).rstrip("/")
+        owner = mount.get("name")
+        if path == c.MOUNT_PATH and owner != c.AGENT_VOLUME:
+            return "volume %r is already mounted at %s" % (owner, c.MOUNT_PATH)
+        if path == c.TOKEN_DIR and owner != c.TOKEN_VOLUME:
+            return "volume %r is already mounted at %s" % (owner, c.TOKEN_DIR)
+    port = status_port(container)
+    for declared in container.get("ports") or []:
+        if declared.get("containerPort") == port:
+            return "the container itself uses port %d, the agent's status port" % port
+    return None
+
+
+# --------------------------------------------------------------------------- pod-level objects
+
+
+def agent_volume(config: InjectionConfig, image: str) -> Obj:
+    if config.mount_mode == "image":
+        return {"name": c.AGENT_VOLUME, "image": {"reference": image, "pullPolicy": "IfNotPresent"}}
+    return {"name": c.AGENT_VOLUME, "emptyDir": {"sizeLimit": config.volume_size_limit}}
+
+
+def token_volume(config: InjectionConfig) -> Obj:
+    return {
+        "name": c.TOKEN_VOLUME,
+        "projected": {
+            "sources": [
+                {
+                    "serviceAccountToken": {
+                        "audience": c.TOKEN_AUDIENCE,
+                        "expirationSeconds": config.token_expiration_seconds,
+                        "path": "token",
+                    }
+                },
+                {
+                    "configMap": {
+                        "name": c.CA_CONFIGMAP,
+                        "optional": True,
+                        "items": [{"key": "ca.crt", "path": "ca.crt"}],
+                    }
+                },
+            ]
+        },
+    }
+
+
+def init_container(image: str) -> Obj:
+    """``pilotfish-init``: copies the agent tree; compliant with the restricted Pod Security Standard.
+
+    The agent image has no shell: ``/bin/cp`` is a static busybox binary that dispatches
+    on its own name (deploy/docker/agent.Dockerfile). A numeric user is required because
+    ``runAsNonRoot`` cannot be verified for an image whose user is a name or root.
+    """
+    return {
+        "name": c.INIT_CONTAINER,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["/bin/cp", "-R", AGENT_TREE_IN_IMAGE + "/.", c.MOUNT_PATH + "/"],
+        "volumeMounts": [{"name": c.AGENT_VOLUME, "mountPath": c.MOUNT_PATH}],
+        "resources": {
+            "requests": {"cpu": "10m", "memory": "16Mi"},
+            "limits": {"cpu": "100m", "memory": "32Mi"},
+        },
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 65532,
+            "runAsGroup": 65532,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "privileged": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+
+
+def _put_by_name(items: List[Obj], obj: Obj, front: bool = False) -> None:
+    for index, item in enumerate(items):
+        if isinstance(item, dict) and item.get("name") == obj["name"]:
+            items[index] = obj
+            return
+    if front:
+        items.insert(0, obj)
+    else:
+        items.append(obj)
+
+
+def pod_collision(spec: Obj) -> Optional[str]:
+    """Names we would add that the user already uses (only asked when no previous injection)."""
+    for key in ("initContainers", "containers", "ephemeralContainers"):
+        for item in spec.get(key) or []:
+            if isinstance(item, dict) and item.get("name") == c.INIT_CONTAINER:
+                return "the pod already has a container named %s" % c.INIT_CONTAINER
+    for volume in spec.get("volumes") or []:
+        if isinstance(volume, dict) and volume.get("name") in (c.AGENT_VOLUME, c.TOKEN_VOLUME):
+            return "the pod already has a volume named %s" % volume["name"]
+    return None
+
+
+# --------------------------------------------------------------------------- per container
+
+
+def merge_pythonpath(existing: Optional[str], from_annotation: Optional[str]) -> str:
+    """Bootstrap dir first, then the container's literal value verbatim, then the annotation.
+
+    The existing value is kept byte for byte (empty entries and ``$(VAR)`` references
+    mean something), so running this twice gives the same string.
+    """
+    value = existing or ""
+    if value != c.BOOTSTRAP_DIR and not value.startswith(c.BOOTSTRAP_DIR + ":"):
+        value = c.BOOTSTRAP_DIR + (":" + value if value else "")
+    present = value.split(":")
+    for entry in (from_annotation or "").split(":"):
+        entry = entry.strip()
+        if entry and entry not in present:
+            value += ":" + entry
+            present.append(entry)
+    return value
+
+
+def _set_env(container: Obj, name: str, entry: Obj, overwrite: bool = False) -> None:
+    env = container.setdefault("env", [])
+    current = _env_entry(container, name)
+    if current is None:
+        env.append({"name": name, **entry})
+    elif overwrite:
+        current.clear()
+        current.update({"name": name, **entry})
+
+
+def _is_ours(handler: Any, port: int, path: str) -> bool:
+    return isinstance(handler, dict) and handler.get("port") == port and handler.get("path") == path
+
+
+def resolve_port(container: Obj, port: Any) -> Optional[int]:
+    """IntOrString port -> number, looking named ports up in this container only."""
+    if isinstance(port, int) and not isinstance(port, bool):
+        return port
+    if isinstance(port, str):
+        if port.isdigit():
+            return int(port)
+        for declared in container.get("ports") or []:
+            if isinstance(declared, dict) and declared.get("name") == port:
+                number = declared.get("containerPort")
+                return number if isinstance(number, int) else None
+    return None
+
+
+def carried_probe(container: Obj, probe: Obj) -> Tuple[Optional[Obj], Optional[str]]:
+    """The original probe as the agent receives it (named ports resolved), or why not."""
+    carried = clone(probe)
+    for handler in ("httpGet", "tcpSocket"):
+        if isinstance(carried.get(handler), dict):
+            number = resolve_port(container, carried[handler].get("port"))
+            if number is None:
+                return None, "readiness %s port %r matches no containerPort; probe kept as is" % (
+                    handler,
+                    carried[handler].get("port"),
+                )
+            carried[handler]["port"] = number
+    return carried, None
+
+
+def agent_probe(port: int, timing_from: Optional[Obj] = None) -> Obj:
+    probe: Obj = {"httpGet": {"path": c.READINESS_PATH, "port": port, "scheme": "HTTP"}}
+    if timing_from is None:
+        probe.update({"periodSeconds": 5, "timeoutSeconds": 2, "failureThreshold": 3})
+    else:
+        probe.update({k: v for k, v in timing_from.items() if k not in PROBE_HANDLERS})
+    return probe
+
+
+def rewrite_readiness(container: Obj, port: int, notes: List[str]) -> None:
+    """Point readiness at the agent and hand it the original (DESIGN.md section 3, step 3)."""
+    name = container.get("name")
+    probe = container.get("readinessProbe")
+    if probe is None:
+        container["readinessProbe"] = agent_probe(port)
+        return
+    if not isinstance(probe, dict) or _is_ours(probe.get("httpGet"), port, c.READINESS_PATH):
+        return
+    if "exec" in probe:
+        notes.append("container %s: exec readiness probe left alone" % name)
+        return
+    if not any(h in probe for h in ("httpGet", "tcpSocket", "grpc")):
+        notes.append("container %s: readiness probe with an unknown handler left alone" % name)
+        return
+    current = _env_entry(container, c.ENV_APP_PROBE)
+    if current is not None and "valueFrom" in current:
+        notes.append("container %s: %s comes from valueFrom; readiness probe left alone" % (name, c.ENV_APP_PROBE))
+        return
+    carried, problem = carried_probe(container, probe)
+    if carried is None:
+        notes.append("container %s: %s" % (name, problem))
+        return
+    container["readinessProbe"] = agent_probe(port, probe)
+    value = json.dumps(carried, sort_keys=True, separators=(",", ":"))
+    _set_env(container, c.ENV_APP_PROBE, {"value": value}, overwrite=True)
+
+
+def add_prestop(container: Obj, port: int, token: Optional[str], notes: List[str]) -> None:
+    name = container.get("name")
+    lifecycle = container.get("lifecycle")
+    if lifecycle is not None and not isinstance(lifecycle, dict):
+        return
+    pre = (lifecycle or {}).get("preStop")
+    if pre is not None:
+        if not (isinstance(pre, dict) and _is_ours(pre.get("httpGet"), port, c.OFFLINE_PATH)):
+            notes.append("container %s: the user's preStop is kept; the agent goes offline on SIGTERM" % name)
+        return
+    if token is None:
+        notes.append("container %s: %s comes from valueFrom; no preStop added" % (name, c.ENV_OFFLINE_TOKEN))
+        return
+    container.setdefault("lifecycle", {})["preStop"] = {
+        "httpGet": {
+            "path": c.OFFLINE_PATH,
+            "port": port,
+            "scheme": "HTTP",
+            "httpHeaders": [{"name": c.OFFLINE_TOKEN_HEADER, "value": token}],
+        }
+    }
+
+
+def add_mount(container: Obj, mount: Obj) -> None:
+    mounts = container.setdefault("volumeMounts", [])
+    for existing in mounts:
+        if existing.get("name") == mount["name"] and existing.get("mountPath") == mount["mountPath"]:
+            return
+    mounts.append(mount)
+
+
+@dataclass
+class _PodFacts:
+    app: str
+    tag: Optional[str]
+    pythonpath_annotation: Optional[str]
+    long_running: bool
+    config: InjectionConfig
+
+
+def inject_container(container: Obj, facts: _PodFacts, token: Optional[str], notes: List[str]) -> None:
+    config = facts.config
+    name = container.get("name")
+    mount: Obj = {"name": c.AGENT_VOLUME, "mountPath": c.MOUNT_PATH, "readOnly": True}
+    if config.mount_mode == "image":
+        mount["subPath"] = AGENT_TREE_IN_IMAGE.strip("/")
+    add_mount(container, mount)
+    add_mount(container, {"name": c.TOKEN_VOLUME, "mountPath": c.TOKEN_DIR, "readOnly": True})
+
+    existing = _literal_env(container, c.ENV_PYTHONPATH)
+    users_own = None if existing in (None, c.BOOTSTRAP_DIR) else existing
+    if users_own is None and container.get("envFrom") and not facts.pythonpath_annotation:
+        notes.append(
+            "container %s: envFrom may set PYTHONPATH, which env overrides; "
+            "put its value in the %s annotation" % (name, c.PYTHONPATH_ANNOTATION)
+        )
+    merged = merge_pythonpath(existing, facts.pythonpath_annotation)
+    _set_env(container, c.ENV_PYTHONPATH, {"value": merged}, overwrite=True)
+
+    _set_env(container, c.ENV_APP, {"value": facts.app})
+    if facts.tag is not None:
+        _set_env(container, c.ENV_TAG, {"value": facts.tag})
+    _set_env(container, c.ENV_CONFIG_URL, {"value": config.config_url})
+    _set_env(container, c.ENV_CONFIG_CA, {"value": c.CA_FILE})
+    _set_env(container, c.ENV_TOKEN_FILE, {"value": c.TOKEN_FILE})
+    for env_name, field_path in (
+        (c.ENV_POD_NAME, "metadata.name"),
+        (c.ENV_POD_NAMESPACE, "metadata.namespace"),
+        (c.ENV_POD_IP, "status.podIP"),
+    ):
+        _set_env(container, env_name, {"valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": field_path}}})
+    if token is not None:
+        _set_env(container, c.ENV_OFFLINE_TOKEN, {"value": token})
+
+    port = status_port(container)
+    if facts.long_running:
+        rewrite_readiness(container, port, notes)
+        add_prestop(container, port, token, notes)
+
+
+def _offline_token(containers: List[Obj], config: InjectionConfig) -> Tuple[Optional[str], bool]:
+    """The pod's offline token: reuse one a previous pass wrote (idempotence), else a new one.
+
+    Returns (token, usable): ``usable`` is False when a container takes the token from
+    valueFrom, where we cannot read it for the preStop header.
+    """
+    for container in containers:
+        entry = _env_entry(container, c.ENV_OFFLINE_TOKEN)
+        if entry is not None:
+            if "valueFrom" in entry:
+                return None, False
+            if entry.get("value"):
+                return str(entry["value"]), True
+    return config.new_token(), True
+
+
+# --------------------------------------------------------------------------- the whole pod
+
+
+def _agent_version(annotations: Obj, config: InjectionConfig, notes: List[str]) -> str:
+    pinned = annotations.get(c.AGENT_VERSION_ANNOTATION)
+    if pinned is None:
+        return config.agent_version
+    if isinstance(pinned, str) and IMAGE_TAG.match(pinned):
+        return pinned
+    notes.append("%s %r is not a valid image tag; using %s" % (c.AGENT_VERSION_ANNOTATION, pinned, config.agent_version))
+    return config.agent_version
+
+
+def skip_pod(pod: Obj, reason: str) -> Mutation:
+    """Leave the pod as it is, except for a status record saying why (the one place users look)."""
+    pod = clone(pod)
+    status = {"version": __version__, "containers": [], "reason": reason}
+    meta = pod.setdefault("metadata", {})
+    annotations = meta.get("annotations")
+    if not isinstance(annotations, dict):
+        annotations = meta["annotations"] = {}
+    annotations[c.STATUS_ANNOTATION] = dump_status(status)
+    return Mutation(pod, status, ["pilotfish: not injected: " + reason])
+
+
+def inject(pod: Obj, config: InjectionConfig, scratch: Optional[Obj] = None) -> Mutation:
+    """Inject the agent into ``pod`` (not modified; the result holds a mutated copy).
+
+    ``scratch``: an equal, independent copy of ``pod`` that may be mutated in place (the
+    router parses the request body twice, which is cheaper than a deep copy).
+    """
+    pod = clone(pod) if scratch is None else scratch
+    meta = pod.setdefault("metadata", {})
+    spec = pod["spec"]
+    annotations = meta.get("annotations")
+    if annotations is None:
+        annotations = {}
+    previous = parse_status(annotations)
+    injected_before = bool(previous and previous.get("containers"))
+
+    if not injected_before:
+        collision = pod_collision(spec)
+        if collision:
+            return skip_pod(pod, collision)
+
+    notes: List[str] = []
+    version = _agent_version(annotations, config, notes)
+    image = config.image_for(version)
+    targets, skipped = choose_containers(spec, annotations, previous)
+    eligible = []
+    for container in targets:
+        problem = container_problem(container)
+        if problem:
+            skipped[str(container.get("name"))] = problem
+        else:
+            eligible.append(container)
+
+    status: Obj = {"version": __version__, "containers": [x["name"] for x in eligible]}
+    if skipped:
+        status["skipped"] = skipped
+    if not eligible:
+        status["reason"] = "no container to inject" if not skipped else "every chosen container was skipped"
+        meta["annotations"] = annotations
+        annotations[c.STATUS_ANNOTATION] = dump_status(status)
+        warnings = ["pilotfish: container %s not injected: %s" % kv for kv in skipped.items()]
+        return Mutation(pod, status, warnings or ["pilotfish: not injected: " + status["reason"]])
+
+    restart_policy = spec.get("restartPolicy") or "Always"
+    facts = _PodFacts(
+        app=app_name(meta),
+        tag=pod_tag(meta),
+        pythonpath_annotation=annotations.get(c.PYTHONPATH_ANNOTATION) or None,
+        long_running=restart_policy == "Always",
+        config=config,
+    )
+    if not facts.long_running:
+        notes.append("restartPolicy %s: no readiness rewrite or preStop (run-to-completion pod)" % restart_policy)
+
+    volumes = spec.setdefault("volumes", [])
+    _put_by_name(volumes, agent_volume(config, image))
+    _put_by_name(volumes, token_volume(config))
+    init_containers = spec.get("initContainers")
+    if config.mount_mode == "copy":
+        if init_containers is None:
+            init_containers = spec["initContainers"] = []
+        _put_by_name(init_containers, init_container(image), front=True)
+    elif init_containers:
+        spec["initContainers"] = [x for x in init_containers if x.get("name") != c.INIT_CONTAINER]
+
+    token, usable = _offline_token(eligible, config)
+    for container in eligible:
+        inject_container(container, facts, token if usable else None, notes)
+
+    if facts.long_running:
+        needed = max(offline_max_wait(x, config) for x in eligible) + config.app_shutdown_seconds
+        current = spec.get("terminationGracePeriodSeconds")
+        effective = current if isinstance(current, int) and not isinstance(current, bool) else DEFAULT_GRACE_SECONDS
+        if effective < needed:
+            spec["terminationGracePeriodSeconds"] = needed
+
+    status["image"] = image
+    status["mode"] = config.mount_mode
+    if notes:
+        status["notes"] = notes
+    meta["annotations"] = annotations
+    annotations[c.STATUS_ANNOTATION] = dump_status(status)
+    warnings = ["pilotfish: container %s not injected: %s" % kv for kv in skipped.items()]
+    warnings += ["pilotfish: " + note for note in notes]
+    return Mutation(pod, status, warnings)
