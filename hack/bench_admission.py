@@ -52,7 +52,11 @@ def review_bodies() -> List[bytes]:
             {
                 "apiVersion": "v1",
                 "kind": "Pod",
-                "metadata": {"generateName": "shop-7d4b9c8f6-", "namespace": "shop", "labels": {"app": "shop"}},
+                "metadata": {
+                    "generateName": "shop-7d4b9c8f6-",
+                    "namespace": "shop",
+                    "labels": {"app": "shop"},
+                },
                 "spec": {
                     "containers": [
                         {
@@ -142,12 +146,19 @@ def _client(args: Tuple[int, str, List[bytes], float, float, int, int, Any]) -> 
 
 
 def run_load(
-    port: int, cafile: str, bodies: List[bytes], connections: int, seconds: float, rate: float, cpus: List[int]
+    port: int,
+    cafile: str,
+    bodies: List[bytes],
+    connections: int,
+    seconds: float,
+    rate: float,
+    cpus: List[int],
 ) -> Tuple[float, List[float]]:
     t0 = time.monotonic() + 1.0
     per_conn_rate = rate / connections if rate else 0.0
     jobs = [
-        (port, cafile, bodies, seconds, per_conn_rate, n * 7919, cpus[n % len(cpus)], t0) for n in range(connections)
+        (port, cafile, bodies, seconds, per_conn_rate, n * 7919, cpus[n % len(cpus)], t0)
+        for n in range(connections)
     ]
     with mp.get_context("fork").Pool(connections) as pool:
         results = pool.map(_client, jobs)
@@ -177,7 +188,9 @@ def summary(name: str, values: List[float], unit: str) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rate", type=float, default=BUDGET_RPS)
@@ -199,15 +212,20 @@ def main() -> int:
             for run in range(args.runs):
                 cpu_before = cpu_seconds(proc.pid)
                 rps, lat = run_load(port, cafile, bodies, args.connections, args.seconds, 0, client_cpus)
-                results["per_cpu_second"].append(rps * args.seconds / max(1e-9, cpu_seconds(proc.pid) - cpu_before))
+                results["per_cpu_second"].append(
+                    rps * args.seconds / max(1e-9, cpu_seconds(proc.pid) - cpu_before)
+                )
                 results["rps"].append(rps)
                 results["p50_closed"].append(pct(lat, 0.50))
                 results["p99_closed"].append(pct(lat, 0.99))
-                _, lat = run_load(port, cafile, bodies, args.connections, args.seconds, args.rate, client_cpus)
+                _, lat = run_load(
+                    port, cafile, bodies, args.connections, args.seconds, args.rate, client_cpus
+                )
                 results["p50_rate"].append(pct(lat, 0.50))
                 results["p99_rate"].append(pct(lat, 0.99))
                 print(
-                    "run %d: %.0f reviews/s closed loop (%.0f per CPU-second, p99 %.2f ms); at %.0f/s p50 %.2f ms p99 %.2f ms"
+                    "run %d: %.0f reviews/s closed loop (%.0f per CPU-second, p99 %.2f ms);"
+                    " at %.0f/s p50 %.2f ms p99 %.2f ms"
                     % (
                         run + 1,
                         rps,
@@ -233,8 +251,14 @@ def main() -> int:
     print(summary("p99 latency (closed loop)", results["p99_closed"], "ms"))
     print(summary("p50 latency at %.0f/s" % args.rate, results["p50_rate"], "ms"))
     print(summary("p99 latency at %.0f/s" % args.rate, results["p99_rate"], "ms"))
-    ok = statistics.median(results["rps"]) >= BUDGET_RPS and statistics.median(results["p99_rate"]) <= BUDGET_P99_MS
-    print("budget (>= %.0f reviews/s, p99 <= %.0f ms at %.0f/s): %s" % (BUDGET_RPS, BUDGET_P99_MS, args.rate, "MET" if ok else "MISSED"))
+    ok = (
+        statistics.median(results["rps"]) >= BUDGET_RPS
+        and statistics.median(results["p99_rate"]) <= BUDGET_P99_MS
+    )
+    print(
+        "budget (>= %.0f reviews/s, p99 <= %.0f ms at %.0f/s): %s"
+        % (BUDGET_RPS, BUDGET_P99_MS, args.rate, "MET" if ok else "MISSED")
+    )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0 if ok else 1

@@ -135,7 +135,6 @@ def check_mutation(pod: Dict[str, Any], config: Any = None) -> Any:
     3. a second pass over the patched pod adds nothing (empty patch).
     """
     import jsonpatch
-
     from pilotfish_webhook.admission.mutate import InjectionConfig, inject
     from pilotfish_webhook.admission.patch import diff
 

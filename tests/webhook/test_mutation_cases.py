@@ -11,11 +11,10 @@ import json
 from typing import Any, Dict, List, Optional
 
 import pytest
-from support.pods import admission_review, check_mutation
-
 from pilotfish_webhook.admission import contract as c
 from pilotfish_webhook.admission.mutate import InjectionConfig, app_name, inject, merge_pythonpath
 from pilotfish_webhook.admission.review import BadReview, review
+from support.pods import admission_review, check_mutation
 
 
 def make_pod(
@@ -29,7 +28,13 @@ def make_pod(
     if annotations:
         meta["annotations"] = annotations
     meta["ownerReferences"] = [
-        {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "shop-7d4b9c8f6", "uid": "u-1", "controller": True}
+        {
+            "apiVersion": "apps/v1",
+            "kind": "ReplicaSet",
+            "name": "shop-7d4b9c8f6",
+            "uid": "u-1",
+            "controller": True,
+        }
     ]
     return {
         "apiVersion": "v1",
@@ -59,7 +64,9 @@ def status_of(pod: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def test_pythonpath_literal_keeps_the_users_value_after_the_bootstrap_dir() -> None:
-    pod = make_pod([app(env=[{"name": "PYTHONPATH", "value": "/app/src:$(EXTRA)"}, {"name": "EXTRA", "value": "/x"}])])
+    pod = make_pod(
+        [app(env=[{"name": "PYTHONPATH", "value": "/app/src:$(EXTRA)"}, {"name": "EXTRA", "value": "/x"}])]
+    )
     out = check_mutation(pod).pod
     assert env_of(first(out))["PYTHONPATH"] == "/pilotfish/bootstrap:/app/src:$(EXTRA)"
     assert [e["name"] for e in first(out)["env"]][:2] == ["PYTHONPATH", "EXTRA"], "env order is kept"
@@ -94,7 +101,9 @@ def test_pythonpath_maybe_set_by_env_from_is_injected_with_a_warning_naming_the_
 
 
 def test_env_from_warning_goes_away_when_the_annotation_gives_the_images_pythonpath() -> None:
-    pod = make_pod([app(envFrom=[{"secretRef": {"name": "s"}}])], annotations={c.PYTHONPATH_ANNOTATION: "/srv"})
+    pod = make_pod(
+        [app(envFrom=[{"secretRef": {"name": "s"}}])], annotations={c.PYTHONPATH_ANNOTATION: "/srv"}
+    )
     mutation = check_mutation(pod)
     assert not any("envFrom" in w for w in mutation.warnings)
     assert env_of(first(mutation.pod))["PYTHONPATH"] == "/pilotfish/bootstrap:/srv"
@@ -158,14 +167,28 @@ def test_a_users_explicit_env_wins_over_what_the_webhook_would_set() -> None:
             },
             "shop",
         ),
-        ({"generateName": "report-28391234-", "ownerReferences": [{"kind": "Job", "name": "report-28391234"}]}, "report"),
-        ({"generateName": "web-", "ownerReferences": [{"kind": "StatefulSet", "name": "web", "controller": True}]}, "web"),
+        (
+            {
+                "generateName": "report-28391234-",
+                "ownerReferences": [{"kind": "Job", "name": "report-28391234"}],
+            },
+            "report",
+        ),
+        (
+            {
+                "generateName": "web-",
+                "ownerReferences": [{"kind": "StatefulSet", "name": "web", "controller": True}],
+            },
+            "web",
+        ),
         ({"generateName": "shop-7d4b9c8f6-", "labels": {"pod-template-hash": "7d4b9c8f6"}}, "shop"),
         ({"name": "standalone"}, "standalone"),
         ({}, "unknown"),
     ],
 )
-def test_app_name_falls_back_from_labels_to_the_owner_to_the_pod_name(meta: Dict[str, Any], expected: str) -> None:
+def test_app_name_falls_back_from_labels_to_the_owner_to_the_pod_name(
+    meta: Dict[str, Any], expected: str
+) -> None:
     assert app_name(meta) == expected
 
 
@@ -246,7 +269,8 @@ def test_a_user_container_named_pilotfish_init_skips_the_pod() -> None:
 
 def test_a_user_mount_at_slash_pilotfish_skips_that_container() -> None:
     pod = make_pod(
-        [app(volumeMounts=[{"name": "data", "mountPath": "/pilotfish"}])], volumes=[{"name": "data", "emptyDir": {}}]
+        [app(volumeMounts=[{"name": "data", "mountPath": "/pilotfish"}])],
+        volumes=[{"name": "data", "emptyDir": {}}],
     )
     mutation = check_mutation(pod)
     assert mutation.injected == []
@@ -289,7 +313,11 @@ def test_readiness_rewrite_keeps_timing_and_carries_headers_and_grpc() -> None:
         "timeoutSeconds": 4,
     }
     carried = json.loads(env_of(out)[c.ENV_APP_PROBE])
-    assert carried["httpGet"] == {"path": "/ready", "port": 8080, "httpHeaders": [{"name": "Host", "value": "shop"}]}
+    assert carried["httpGet"] == {
+        "path": "/ready",
+        "port": 8080,
+        "httpHeaders": [{"name": "Host", "value": "shop"}],
+    }
     assert carried["periodSeconds"] == 3
     grpc = first(check_mutation(make_pod([app(readinessProbe={"grpc": {"port": 9090, "service": "x"}})])).pod)
     assert json.loads(env_of(grpc)[c.ENV_APP_PROBE]) == {"grpc": {"port": 9090, "service": "x"}}
@@ -351,7 +379,6 @@ def test_unknown_fields_round_trip() -> None:
     pod = make_pod([app(futureField={"x": [1, 2]})], futurePodField=True)
     pod["metadata"]["futureMeta"] = "kept"
     import jsonpatch
-
     from pilotfish_webhook.admission.patch import diff
 
     out = inject(pod, InjectionConfig()).pod
@@ -418,9 +445,16 @@ def test_an_internal_error_admits_the_pod_unchanged_with_a_warning() -> None:
         ({"apiVersion": "admission.k8s.io/v1beta1", "kind": "AdmissionReview", "request": {}}, "apiVersion"),
         ({"apiVersion": "admission.k8s.io/v1", "kind": "Review"}, "kind"),
         ({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}, "request"),
-        ({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"uid": ""}}, "request.uid"),
         (
-            {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"uid": "u", "operation": "CREATE"}},
+            {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"uid": ""}},
+            "request.uid",
+        ),
+        (
+            {
+                "apiVersion": "admission.k8s.io/v1",
+                "kind": "AdmissionReview",
+                "request": {"uid": "u", "operation": "CREATE"},
+            },
             "request.object",
         ),
     ],
@@ -431,7 +465,10 @@ def test_malformed_reviews_are_refused_naming_the_field(doc: Any, field: str) ->
 
 
 def test_warnings_are_clipped_to_what_the_api_server_keeps() -> None:
-    containers = [app("c%d" % i, env=[{"name": "PYTHONPATH", "valueFrom": {"fieldRef": {"fieldPath": "x"}}}]) for i in range(30)]
+    containers = [
+        app("c%d" % i, env=[{"name": "PYTHONPATH", "valueFrom": {"fieldRef": {"fieldPath": "x"}}}])
+        for i in range(30)
+    ]
     pod = make_pod(containers, annotations={c.CONTAINERS_ANNOTATION: ",".join(x["name"] for x in containers)})
     warnings = answer_for(pod)["warnings"]
     assert len(warnings) <= 10 and all(len(w) <= 250 for w in warnings)

@@ -12,18 +12,19 @@ import json
 from typing import Any, Dict
 
 import pytest
-from support.pods import CORPUS, admission_review, check_mutation, corpus_pods
-
 from pilotfish_webhook.admission import contract as c
 from pilotfish_webhook.admission.mutate import InjectionConfig
 from pilotfish_webhook.admission.review import review
+from support.pods import CORPUS, admission_review, check_mutation, corpus_pods
 
 PODS = corpus_pods()
 BY_FILE: Dict[str, Dict[str, Any]] = {}
 for _label, _pod in PODS:
     BY_FILE.setdefault(_label.split("#")[0], _pod)
 
-needs_corpus = pytest.mark.skipif(not PODS, reason="corpus not found at %s (not part of the repository)" % CORPUS)
+needs_corpus = pytest.mark.skipif(
+    not PODS, reason="corpus not found at %s (not part of the repository)" % CORPUS
+)
 
 
 def env_of(container: Dict[str, Any]) -> Dict[str, Any]:
@@ -44,7 +45,9 @@ def test_the_corpus_yields_a_pod_for_every_workload_kind_it_holds() -> None:
 
 @needs_corpus
 @pytest.mark.parametrize("label,pod", PODS, ids=[label for label, _ in PODS])
-def test_corpus_pod_patch_applies_validates_and_second_pass_adds_nothing(label: str, pod: Dict[str, Any]) -> None:
+def test_corpus_pod_patch_applies_validates_and_second_pass_adds_nothing(
+    label: str, pod: Dict[str, Any]
+) -> None:
     mutation = check_mutation(pod)
     status = json.loads(mutation.pod["metadata"]["annotations"][c.STATUS_ANNOTATION])
     assert status["version"]

@@ -14,11 +14,10 @@ from typing import Any, Dict, List
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support.pods import admission_review, check_mutation
-
 from pilotfish_webhook.admission import contract as c
 from pilotfish_webhook.admission.mutate import InjectionConfig
 from pilotfish_webhook.admission.review import review
+from support.pods import admission_review, check_mutation
 
 NAMES = st.sampled_from(["app", "web", "worker", "istio-proxy", "pilotfish-init", "side", "c1", "c2", "c3"])
 PORT_NAMES = st.sampled_from(["http", "grpc", "metrics", "admin"])
@@ -33,7 +32,13 @@ def probes(draw: Any, port_names: List[str]) -> Dict[str, Any]:
     handler = draw(
         st.sampled_from(
             [
-                {"httpGet": {"path": draw(PATHS), "port": port, "scheme": draw(st.sampled_from(["HTTP", "HTTPS"]))}},
+                {
+                    "httpGet": {
+                        "path": draw(PATHS),
+                        "port": port,
+                        "scheme": draw(st.sampled_from(["HTTP", "HTTPS"])),
+                    }
+                },
                 {"tcpSocket": {"port": port}},
                 {"grpc": {"port": draw(PORTS)}},
                 {"exec": {"command": ["cat", "/tmp/ready"]}},
@@ -69,7 +74,12 @@ def containers(draw: Any, name: str) -> Dict[str, Any]:
     elif pythonpath == "bootstrapped":
         env.append({"name": "PYTHONPATH", "value": "/pilotfish/bootstrap:/app"})
     if draw(st.booleans()):
-        env.append({"name": draw(st.sampled_from([c.ENV_APP, c.ENV_TAG, "OTHER", c.ENV_OFFLINE_MAX_WAIT])), "value": "7"})
+        env.append(
+            {
+                "name": draw(st.sampled_from([c.ENV_APP, c.ENV_TAG, "OTHER", c.ENV_OFFLINE_MAX_WAIT])),
+                "value": "7",
+            }
+        )
     if env:
         container["env"] = env
     if draw(st.booleans()):
@@ -83,7 +93,9 @@ def containers(draw: Any, name: str) -> Dict[str, Any]:
     if draw(st.booleans()):
         container["securityContext"] = {"runAsNonRoot": True, "readOnlyRootFilesystem": True}
     if draw(st.booleans()):
-        container["volumeMounts"] = [{"name": "data", "mountPath": draw(st.sampled_from(["/data", "/pilotfish"]))}]
+        container["volumeMounts"] = [
+            {"name": "data", "mountPath": draw(st.sampled_from(["/data", "/pilotfish"]))}
+        ]
     return container
 
 
@@ -93,7 +105,9 @@ def pods(draw: Any) -> Dict[str, Any]:
     spec: Dict[str, Any] = {"containers": [draw(containers(n)) for n in names]}
     spec["volumes"] = [{"name": "data", "emptyDir": {}}]
     if draw(st.booleans()):
-        spec["volumes"].append({"name": draw(st.sampled_from(["pilotfish-agent", "pilotfish-token", "other"])), "emptyDir": {}})
+        spec["volumes"].append(
+            {"name": draw(st.sampled_from(["pilotfish-agent", "pilotfish-token", "other"])), "emptyDir": {}}
+        )
     if draw(st.booleans()):
         native = {"name": "sidecar-native", "image": "example/side:1", "restartPolicy": "Always"}
         spec["initContainers"] = [native, {"name": "migrate", "image": "example/app:1"}]
@@ -108,7 +122,9 @@ def pods(draw: Any) -> Dict[str, Any]:
         annotations[c.PYTHONPATH_ANNOTATION] = draw(TEXT)
     if draw(st.booleans()):
         annotations[c.AGENT_VERSION_ANNOTATION] = draw(st.sampled_from(["0.2.0", "bad tag!", ""]))
-    labels = draw(st.dictionaries(st.sampled_from(["app", c.TAG_LABEL, c.APP_LABEL, c.MSE_TAG_LABEL]), st.just("v1")))
+    labels = draw(
+        st.dictionaries(st.sampled_from(["app", c.TAG_LABEL, c.APP_LABEL, c.MSE_TAG_LABEL]), st.just("v1"))
+    )
     meta: Dict[str, Any] = {"namespace": "shop", "labels": labels}
     if annotations:
         meta["annotations"] = annotations
@@ -121,7 +137,9 @@ def pods(draw: Any) -> Dict[str, Any]:
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(pods(), st.sampled_from(["copy", "image"]))
-def test_generated_pods_patch_applies_validates_and_second_pass_adds_nothing(pod: Dict[str, Any], mode: str) -> None:
+def test_generated_pods_patch_applies_validates_and_second_pass_adds_nothing(
+    pod: Dict[str, Any], mode: str
+) -> None:
     check_mutation(pod, InjectionConfig(mount_mode=mode))
 
 

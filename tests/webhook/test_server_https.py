@@ -136,14 +136,18 @@ def test_a_second_pass_through_the_server_adds_nothing(client: httpx.Client) -> 
         (b'{"apiVersion": "v1", "kind": "AdmissionReview", "request": {}}', "apiVersion"),
     ],
 )
-def test_malformed_requests_get_400_saying_what_is_wrong(client: httpx.Client, body: bytes, message: str) -> None:
+def test_malformed_requests_get_400_saying_what_is_wrong(
+    client: httpx.Client, body: bytes, message: str
+) -> None:
     answer = client.post("/mutate", content=body, headers={"Content-Type": "application/json"})
     assert answer.status_code == 400
     assert message in answer.json()["error"]
 
 
 def test_oversize_bodies_are_refused_with_413(client: httpx.Client) -> None:
-    answer = client.post("/mutate", content=b"x" * (4 * 1024 * 1024), headers={"Content-Type": "application/json"})
+    answer = client.post(
+        "/mutate", content=b"x" * (4 * 1024 * 1024), headers={"Content-Type": "application/json"}
+    )
     assert answer.status_code == 413 and "exceeds" in answer.json()["error"]
 
 

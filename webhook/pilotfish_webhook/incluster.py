@@ -150,8 +150,8 @@ class Material:
         parts = [_unb64(data.get(k)) for k in ("ca.crt", "ca.key", "tls.crt", "tls.key")]
         if not all(parts):
             return None
-        bundle = _unb64(data.get(CA_BUNDLE)) or parts[0]
-        return cls(*parts, bundle)
+        ca_cert, ca_key, cert, key = parts
+        return cls(ca_cert, ca_key, cert, key, _unb64(data.get(CA_BUNDLE)) or ca_cert)
 
     def secret_data(self) -> Dict[str, str]:
         return {
@@ -196,7 +196,11 @@ def load_or_create(
             body = {
                 "apiVersion": "v1",
                 "kind": "Secret",
-                "metadata": {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/name": "pilotfish"}},
+                "metadata": {
+                    "name": name,
+                    "namespace": namespace,
+                    "labels": {"app.kubernetes.io/name": "pilotfish"},
+                },
                 "type": "Opaque",
                 "data": material.secret_data(),
             }
@@ -207,10 +211,13 @@ def load_or_create(
             except Conflict:
                 continue  # another replica won the race: read theirs
         current = Material.from_secret(secret)
-        material = fresh(hosts) if current is None else renewed(current, hosts, now)
-        if material is None:
-            assert current is not None
-            return current
+        if current is None:
+            material = fresh(hosts)  # unreadable Secret (edited by hand?): start over
+        else:
+            rotated = renewed(current, hosts, now)
+            if rotated is None:
+                return current
+            material = rotated
         secret = dict(secret, data=material.secret_data())
         try:
             api.replace_secret(namespace, name, secret)
@@ -244,7 +251,9 @@ def patch_ca_bundle(api: KubeAPI, webhook_configuration: str, ca_bundle: bytes) 
     if version:
         ops.insert(0, {"op": "test", "path": "/metadata/resourceVersion", "value": version})
     api.patch_webhook_configuration(webhook_configuration, ops)
-    log.info("patched caBundle into %d webhook(s) of %s", len(ops) - (1 if version else 0), webhook_configuration)
+    log.info(
+        "patched caBundle into %d webhook(s) of %s", len(ops) - (1 if version else 0), webhook_configuration
+    )
     return True
 
 
@@ -337,6 +346,22 @@ class CertKeeper:
                 log.exception("certificate sync failed; retrying in %.0f s", self.interval)
 
 
+def ssl_reloader(server_config: Any) -> Callable[[CertPaths], None]:
+    """A rotation callback for a ``uvicorn.Config``: load the new pair into its SSLContext.
+
+    uvicorn keeps one SSLContext for the listener; new handshakes use whatever chain was
+    loaded last, so a rotated certificate is served without a restart.
+    """
+
+    def reload(paths: CertPaths) -> None:
+        context = getattr(server_config, "ssl", None)
+        if context is not None:
+            context.load_cert_chain(str(paths.cert), str(paths.key))
+            log.info("serving the rotated certificate from %s", paths.cert)
+
+    return reload
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("in-cluster TLS")
     group.add_argument(
@@ -346,7 +371,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--secret-name", default="pilotfish-webhook-tls")
     group.add_argument("--webhook-config-name", default="pilotfish")
-    group.add_argument("--service-name", default="pilotfish", help="Service in front of the webhook (for SANs)")
+    group.add_argument(
+        "--service-name", default="pilotfish", help="Service in front of the webhook (for SANs)"
+    )
     group.add_argument("--rotation-check-seconds", type=float, default=3600.0)
 
 

@@ -34,7 +34,9 @@ Obj = Dict[str, Any]
 KNOWN_PROXY_CONTAINERS = frozenset({"istio-proxy", "linkerd-proxy", "daprd", "envoy", "cloudsql-proxy"})
 PROBE_HANDLERS = ("httpGet", "tcpSocket", "grpc", "exec")
 IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-AGENT_TREE_IN_IMAGE = "/pilotfish-agent"  # where the agent image keeps the tree (deploy/docker/agent.Dockerfile)
+AGENT_TREE_IN_IMAGE = (
+    "/pilotfish-agent"  # where the agent image keeps the tree (deploy/docker/agent.Dockerfile)
+)
 DEFAULT_GRACE_SECONDS = 30  # Kubernetes' default terminationGracePeriodSeconds
 
 
@@ -169,7 +171,9 @@ def pod_tag(meta: Obj) -> Optional[str]:
 # --------------------------------------------------------------------------- container choice
 
 
-def choose_containers(spec: Obj, annotations: Obj, previous: Optional[Obj]) -> Tuple[List[Obj], Dict[str, str]]:
+def choose_containers(
+    spec: Obj, annotations: Obj, previous: Optional[Obj]
+) -> Tuple[List[Obj], Dict[str, str]]:
     """Which app containers to inject, and the ones asked for but not found (name -> why).
 
     ``pilotfish.io/containers`` wins; then the containers a previous pass injected (so a
@@ -400,7 +404,9 @@ def rewrite_readiness(container: Obj, port: int, notes: List[str]) -> None:
         return
     current = _env_entry(container, c.ENV_APP_PROBE)
     if current is not None and "valueFrom" in current:
-        notes.append("container %s: %s comes from valueFrom; readiness probe left alone" % (name, c.ENV_APP_PROBE))
+        notes.append(
+            "container %s: %s comes from valueFrom; readiness probe left alone" % (name, c.ENV_APP_PROBE)
+        )
         return
     carried, problem = carried_probe(container, probe)
     if carried is None:
@@ -461,8 +467,12 @@ def inject_container(container: Obj, facts: _PodFacts, token: Optional[str], not
     add_mount(container, {"name": c.TOKEN_VOLUME, "mountPath": c.TOKEN_DIR, "readOnly": True})
 
     existing = _literal_env(container, c.ENV_PYTHONPATH)
-    users_own = None if existing in (None, c.BOOTSTRAP_DIR) else existing
-    if users_own is None and container.get("envFrom") and not facts.pythonpath_annotation:
+    # Judged on the user's part of the value only, so a second pass (which sees our
+    # bootstrap prefix) reaches the same verdict.
+    users_own = existing or ""
+    if users_own == c.BOOTSTRAP_DIR or users_own.startswith(c.BOOTSTRAP_DIR + ":"):
+        users_own = users_own[len(c.BOOTSTRAP_DIR) + 1 :]
+    if not users_own and container.get("envFrom") and not facts.pythonpath_annotation:
         notes.append(
             "container %s: envFrom may set PYTHONPATH, which env overrides; "
             "put its value in the %s annotation" % (name, c.PYTHONPATH_ANNOTATION)
@@ -481,7 +491,9 @@ def inject_container(container: Obj, facts: _PodFacts, token: Optional[str], not
         (c.ENV_POD_NAMESPACE, "metadata.namespace"),
         (c.ENV_POD_IP, "status.podIP"),
     ):
-        _set_env(container, env_name, {"valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": field_path}}})
+        _set_env(
+            container, env_name, {"valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": field_path}}}
+        )
     if token is not None:
         _set_env(container, c.ENV_OFFLINE_TOKEN, {"value": token})
 
@@ -516,7 +528,10 @@ def _agent_version(annotations: Obj, config: InjectionConfig, notes: List[str]) 
         return config.agent_version
     if isinstance(pinned, str) and IMAGE_TAG.match(pinned):
         return pinned
-    notes.append("%s %r is not a valid image tag; using %s" % (c.AGENT_VERSION_ANNOTATION, pinned, config.agent_version))
+    notes.append(
+        "%s %r is not a valid image tag; using %s"
+        % (c.AGENT_VERSION_ANNOTATION, pinned, config.agent_version)
+    )
     return config.agent_version
 
 
@@ -583,7 +598,9 @@ def inject(pod: Obj, config: InjectionConfig, scratch: Optional[Obj] = None) -> 
         config=config,
     )
     if not facts.long_running:
-        notes.append("restartPolicy %s: no readiness rewrite or preStop (run-to-completion pod)" % restart_policy)
+        notes.append(
+            "restartPolicy %s: no readiness rewrite or preStop (run-to-completion pod)" % restart_policy
+        )
 
     volumes = spec.setdefault("volumes", [])
     _put_by_name(volumes, agent_volume(config, image))
@@ -603,7 +620,9 @@ def inject(pod: Obj, config: InjectionConfig, scratch: Optional[Obj] = None) -> 
     if facts.long_running:
         needed = max(offline_max_wait(x, config) for x in eligible) + config.app_shutdown_seconds
         current = spec.get("terminationGracePeriodSeconds")
-        effective = current if isinstance(current, int) and not isinstance(current, bool) else DEFAULT_GRACE_SECONDS
+        effective = (
+            current if isinstance(current, int) and not isinstance(current, bool) else DEFAULT_GRACE_SECONDS
+        )
         if effective < needed:
             spec["terminationGracePeriodSeconds"] = needed
 

@@ -61,7 +61,9 @@ def parse_request(doc: Any) -> Dict[str, Any]:
     return request
 
 
-def admit(request: Dict[str, Any], config: InjectionConfig, scratch: Optional[Dict[str, Any]] = None) -> Outcome:
+def admit(
+    request: Dict[str, Any], config: InjectionConfig, scratch: Optional[Dict[str, Any]] = None
+) -> Outcome:
     """Decide and mutate; raises only on internal errors (the caller turns those into warnings)."""
     pod = request.get("object")
     if not isinstance(pod, dict):
@@ -69,9 +71,11 @@ def admit(request: Dict[str, Any], config: InjectionConfig, scratch: Optional[Di
     decision = decide(request, pod, config.own_namespace)
     if not decision.inject:
         if decision.tell == "annotate":
-            mutation = skip_pod(pod, decision.reason)
-            return Outcome(diff(pod, mutation.pod), mutation.warnings, mutation)
-        return Outcome(warnings=["pilotfish: not injected: " + decision.reason] if decision.tell == "warn" else [])
+            skipped = skip_pod(pod, decision.reason)
+            return Outcome(diff(pod, skipped.pod), skipped.warnings, skipped)
+        return Outcome(
+            warnings=["pilotfish: not injected: " + decision.reason] if decision.tell == "warn" else []
+        )
     if not isinstance(pod.get("spec"), dict):
         raise BadReview("request.object.spec: missing or not an object")
     mutation: Mutation = inject(pod, config, scratch)
@@ -85,7 +89,10 @@ def _clip(warnings: List[str]) -> List[str]:
     clipped = [w if len(w) <= MAX_WARNING_CHARS else w[: MAX_WARNING_CHARS - 3] + "..." for w in warnings]
     if len(clipped) > MAX_WARNINGS:
         extra = len(clipped) - MAX_WARNINGS + 1
-        clipped = [*clipped[: MAX_WARNINGS - 1], "pilotfish: %d more notes in the pilotfish.io/status annotation" % extra]
+        clipped = [
+            *clipped[: MAX_WARNINGS - 1],
+            "pilotfish: %d more notes in the pilotfish.io/status annotation" % extra,
+        ]
     return clipped
 
 

@@ -36,7 +36,9 @@ def admission_router(config: InjectionConfig, max_body_bytes: int = DEFAULT_MAX_
             if not declared.isdigit():
                 return _error(400, "Content-Length: not a number")
             if int(declared) > max_body_bytes:
-                return _error(413, "request body of %s bytes exceeds the limit of %d" % (declared, max_body_bytes))
+                return _error(
+                    413, "request body of %s bytes exceeds the limit of %d" % (declared, max_body_bytes)
+                )
         body = bytearray()
         async for chunk in request.stream():
             body += chunk

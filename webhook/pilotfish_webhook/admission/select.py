@@ -56,7 +56,7 @@ def decide(request: Dict[str, Any], pod: Dict[str, Any], own_namespace: str) -> 
     if opt not in (None, "true"):
         return Decision(
             True,
-            "pod label %s=%r is neither \"true\" nor \"false\"; treated as unset" % (c.INJECT_LABEL, opt),
+            'pod label %s=%r is neither "true" nor "false"; treated as unset' % (c.INJECT_LABEL, opt),
             tell="warn",
         )
     return Decision(True)
