@@ -186,3 +186,31 @@ def test_webhook_image_runs_as_a_numeric_non_root_user() -> None:
     text = (DOCKER / "webhook.Dockerfile").read_text()
     assert re.search(r"^USER 65532:65532$", text, re.M)
     assert '"pilotfish-webhook"' in text
+
+
+def test_cert_manager_overlay_patches_apply_and_the_result_is_valid_and_accepted_by_the_cli() -> None:
+    """The overlay's JSON patches, applied like kustomize would, give a schema-valid Deployment
+    whose args the real CLI accepts, serving from cert-manager's Secret without --in-cluster."""
+    import jsonpatch
+
+    overlay = ROOT / "deploy" / "cert-manager"
+    spec = yaml.safe_load((overlay / "kustomization.yaml").read_text())
+    assert spec["resources"][0] == "../base"
+    certificates = list(yaml.safe_load_all((overlay / "certificates.yaml").read_text()))
+    serving = next(d for d in certificates if d["kind"] == "Certificate" and not d["spec"].get("isCA"))
+    assert "pilotfish.pilotfish-system.svc" in serving["spec"]["dnsNames"]
+    patched: Dict[str, Any] = {}
+    for entry in spec["patches"]:
+        kind = entry["target"]["kind"]
+        ops = yaml.safe_load((overlay / entry["path"]).read_text())
+        patched[kind] = jsonpatch.apply_patch(one(kind), ops)
+        kubernetes_validate.validate(patched[kind], K8S_VERSION, strict=True)
+    container = patched["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    args = build_parser().parse_args(container["args"])
+    assert args.in_cluster is False and str(args.certs_dir) == "/certs"
+    volume = patched["Deployment"]["spec"]["template"]["spec"]["volumes"][0]
+    assert volume["secret"]["secretName"] == serving["spec"]["secretName"]
+    annotation = patched["MutatingWebhookConfiguration"]["metadata"]["annotations"][
+        "cert-manager.io/inject-ca-from"
+    ]
+    assert annotation == "pilotfish-system/%s" % serving["metadata"]["name"]

@@ -179,3 +179,63 @@ def test_the_server_reuses_its_certificates_after_a_restart(server: Tuple[str, P
         proc.terminate()
         proc.wait(10)
     assert (certs / "ca.crt").read_bytes() == before
+
+
+def test_an_externally_issued_certificate_is_used_as_is_and_followed_when_rotated(tmp_path: Path) -> None:
+    """cert-manager mode: tls.crt/tls.key without ca.key are never overwritten, and a rotated
+    pair on disk is served to new connections without a restart."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from pilotfish_webhook.tls import make_ca, make_serving_cert
+
+    ca_cert, ca_key = make_ca("external-ca")
+    (tmp_path / "ca.crt").write_bytes(ca_cert)
+
+    def issue(days: int) -> bytes:
+        cert, key = make_serving_cert(ca_cert, ca_key, ["127.0.0.1"], dt.timedelta(days=days))
+        (tmp_path / "tls.key").write_bytes(key)
+        (tmp_path / "tls.crt").write_bytes(cert)
+        return cert
+
+    first = issue(30)
+    port = free_port()
+    args = [
+        "serve",
+        "--listen",
+        "127.0.0.1:%d" % port,
+        "--certs-dir",
+        str(tmp_path),
+        "--rotation-check-seconds",
+        "0.2",
+    ]
+    proc = subprocess.Popen([str(EXE), *args])
+
+    def presented() -> bytes:
+        context = trusting(tmp_path)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+            tls = context.wrap_socket(raw, server_hostname="127.0.0.1")
+            der = tls.getpeercert(binary_form=True)
+            tls.close()
+        assert der is not None
+        return x509.load_der_x509_certificate(der).public_bytes(serialization.Encoding.PEM)
+
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                assert presented() == first
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "server did not come up"
+                time.sleep(0.1)
+        assert not (tmp_path / "ca.key").exists(), "the server must not mint its own CA here"
+        second = issue(90)
+        deadline = time.monotonic() + 15
+        while presented() != second:
+            assert time.monotonic() < deadline, "the rotated certificate was not picked up"
+            time.sleep(0.2)
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import List, Optional, Tuple, Union
 
 import uvicorn
 
 from pilotfish_webhook import incluster
 from pilotfish_webhook.admission import options as admission_options
 from pilotfish_webhook.app import create_app
-from pilotfish_webhook.tls import ensure_certs
+from pilotfish_webhook.tls import CertPaths, ensure_certs
 
 
 def parse_listen(value: str) -> Tuple[str, int]:
@@ -50,7 +50,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     host, port = args.listen
     names = [*args.host_name, "localhost", "127.0.0.1"]
+    keeper: Optional[Union[incluster.CertKeeper, incluster.FileWatcher]]
     keeper = incluster.keeper_from_args(args, names)
+    if keeper is None and incluster.externally_issued(args.certs_dir):
+        keeper = incluster.FileWatcher(CertPaths(args.certs_dir), args.rotation_check_seconds)  # cert-manager
     certs = keeper.start() if keeper is not None else ensure_certs(args.certs_dir, names)
     admission = None if args.no_admission else admission_options.config_from_args(args)
     config = uvicorn.Config(
