@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from pathlib import Path
 from typing import List, Optional, Tuple, Union
@@ -69,6 +70,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         loop="auto",
     )
     server = uvicorn.Server(config)
+    # Everything imported so far lives as long as the process: move it out of the collector's
+    # sight, so a full collection walks only per-request garbage (a full pass over the app's
+    # ~60k start-up objects took 10-35 ms here, straight into the admission p99).
+    gc.collect()
+    gc.freeze()
     if keeper is not None:
         keeper.on_rotate(incluster.ssl_reloader(config))
     server.run()
