@@ -484,3 +484,15 @@ def test_the_schema_check_used_above_rejects_an_invalid_pod() -> None:
     pod["spec"]["containers"][0]["env"] = [{"value": "x"}]
     with pytest.raises(Exception, match="name"):
         validate_pod(pod)
+
+
+def test_a_pod_with_only_generate_name_is_injected_and_named_by_the_downward_api() -> None:
+    pod = make_pod()
+    assert "name" not in pod["metadata"] and pod["metadata"]["generateName"]
+    answer = answer_for(pod)
+    import jsonpatch
+
+    patched = jsonpatch.apply_patch(pod, decoded_patch(answer))
+    env = env_of(first(patched))
+    assert env[c.ENV_POD_NAME] == {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}}
+    assert env[c.ENV_APP] == "shop"
