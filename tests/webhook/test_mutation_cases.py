@@ -330,6 +330,17 @@ def test_a_named_port_that_does_not_exist_keeps_the_probe_and_says_so() -> None:
     assert any("matches no containerPort" in w for w in mutation.warnings)
 
 
+def test_a_readiness_probe_istio_already_rewrote_is_left_alone_so_the_agents_never_probe_each_other() -> None:
+    istio = {
+        "httpGet": {"path": "/app-health/shop/readyz", "port": 15020, "scheme": "HTTP"},
+        "periodSeconds": 10,
+    }
+    mutation = check_mutation(make_pod([app(readinessProbe=istio)]))
+    assert first(mutation.pod)["readinessProbe"] == istio
+    assert c.ENV_APP_PROBE not in env_of(first(mutation.pod))
+    assert any("Istio" in w for w in mutation.warnings)
+
+
 def test_existing_prestop_is_kept_and_grace_period_is_raised_never_lowered() -> None:
     hook = {"exec": {"command": ["/bin/drain"]}}
     out = check_mutation(make_pod([app(lifecycle={"preStop": hook})])).pod

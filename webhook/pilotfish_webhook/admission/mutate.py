@@ -33,6 +33,7 @@ Obj = Dict[str, Any]
 # Istio/Linkerd/Dapr proxies are never Python apps; injecting them would rewrite their probes.
 KNOWN_PROXY_CONTAINERS = frozenset({"istio-proxy", "linkerd-proxy", "daprd", "envoy", "cloudsql-proxy"})
 PROBE_HANDLERS = ("httpGet", "tcpSocket", "grpc", "exec")
+ISTIO_STATUS_PORTS = (15020, 15021)  # where Istio's injector points rewritten app probes
 IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 AGENT_TREE_IN_IMAGE = (
     "/pilotfish-agent"  # where the agent image keeps the tree (deploy/docker/agent.Dockerfile)
@@ -387,6 +388,15 @@ def agent_probe(port: int, timing_from: Optional[Obj] = None) -> Obj:
     return probe
 
 
+def _rewritten_by_istio(probe: Obj) -> bool:
+    handler = probe.get("httpGet")
+    return (
+        isinstance(handler, dict)
+        and handler.get("port") in ISTIO_STATUS_PORTS
+        and str(handler.get("path", "")).startswith("/app-health/")
+    )
+
+
 def rewrite_readiness(container: Obj, port: int, notes: List[str]) -> None:
     """Point readiness at the agent and hand it the original (DESIGN.md section 3, step 3)."""
     name = container.get("name")
@@ -401,6 +411,11 @@ def rewrite_readiness(container: Obj, port: int, notes: List[str]) -> None:
         return
     if not any(h in probe for h in ("httpGet", "tcpSocket", "grpc")):
         notes.append("container %s: readiness probe with an unknown handler left alone" % name)
+        return
+    if _rewritten_by_istio(probe):
+        # Istio (whose webhook runs before ours) already points readiness at its agent, which
+        # probes the app. Taking that over would make the two agents probe each other forever.
+        notes.append("container %s: readiness already rewritten by Istio; left alone" % name)
         return
     current = _env_entry(container, c.ENV_APP_PROBE)
     if current is not None and "valueFrom" in current:
