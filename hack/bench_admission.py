@@ -279,8 +279,17 @@ def main() -> int:
                 cpu_before = cpu_seconds(proc.pid)
                 closed = run_load(port, cafile, bodies, args.connections, args.seconds, 0, client_cpus)
                 used = max(1e-9, cpu_seconds(proc.pid) - cpu_before)
-                paced = run_load(port, cafile, bodies, args.connections, args.seconds, args.rate, client_cpus)
-                base = run_load(port, cafile, floor, args.connections, args.seconds, args.rate, client_cpus)
+                # Alternate which paced phase goes first, so neither always follows the saturating one.
+                order = (
+                    [(bodies, "paced"), (floor, "base")]
+                    if run % 2 == 0
+                    else [(floor, "base"), (bodies, "paced")]
+                )
+                phases = {
+                    name: run_load(port, cafile, load, args.connections, args.seconds, args.rate, client_cpus)
+                    for load, name in order
+                }
+                paced, base = phases["paced"], phases["base"]
                 row = {
                     "rps": closed.rps,
                     "per_cpu_second": closed.rps * args.seconds / used,
