@@ -99,7 +99,8 @@ def start_server(certs: Path, cpu: int, nice: int = 0) -> Tuple[subprocess.Popen
     exe = Path(sys.executable).parent / "pilotfish-webhook"
 
     def pin() -> None:
-        os.sched_setaffinity(0, {cpu})
+        if cpu >= 0:
+            os.sched_setaffinity(0, {cpu})
         if nice:
             os.nice(nice)
 
@@ -252,7 +253,12 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rate", type=float, default=BUDGET_RPS)
     parser.add_argument("--connections", type=int, default=4)
-    parser.add_argument("--server-cpu", type=int, default=0)
+    parser.add_argument(
+        "--server-cpu",
+        type=int,
+        default=0,
+        help="CPU to pin the server to; -1 leaves it unpinned (diagnosis only: not the one-core budget)",
+    )
     parser.add_argument(
         "--server-nice",
         type=int,
@@ -265,6 +271,8 @@ def main() -> int:
 
     cpus = sorted(os.sched_getaffinity(0))
     client_cpus = [c for c in cpus if c != args.server_cpu] or cpus
+    if args.server_cpu < 0:
+        client_cpus = cpus
     bodies = review_bodies()
     floor = baseline_bodies(bodies)
     results: Dict[str, List[float]] = {key: [] for key, _, _ in ROWS}
