@@ -277,9 +277,28 @@ def test_a_user_mount_at_slash_pilotfish_skips_that_container() -> None:
     assert "already mounted" in status_of(mutation.pod)["skipped"]["shop"]
 
 
-def test_a_container_that_listens_on_the_status_port_is_skipped() -> None:
-    mutation = check_mutation(make_pod([app(ports=[{"containerPort": 55199}])]))
-    assert mutation.injected == [] and "status port" in status_of(mutation.pod)["skipped"]["shop"]
+def test_a_container_that_itself_uses_55199_gets_the_next_free_status_port() -> None:
+    out = first(
+        check_mutation(make_pod([app(ports=[{"containerPort": 55199}, {"containerPort": 55200}])])).pod
+    )
+    assert env_of(out)[c.ENV_STATUS_PORT] == "55201"
+    assert out["readinessProbe"]["httpGet"]["port"] == 55201
+    assert out["lifecycle"]["preStop"]["httpGet"]["port"] == 55201
+
+
+def test_every_injected_container_gets_its_own_status_port_in_the_shared_network_namespace() -> None:
+    pod = make_pod([app("a"), app("b"), app("c")], annotations={c.CONTAINERS_ANNOTATION: "a,b,c"})
+    out = check_mutation(pod).pod
+    ports = [x["readinessProbe"]["httpGet"]["port"] for x in out["spec"]["containers"]]
+    assert ports == [55199, 55200, 55201]
+    assert c.ENV_STATUS_PORT not in env_of(out["spec"]["containers"][0])
+    assert [env_of(x).get(c.ENV_STATUS_PORT) for x in out["spec"]["containers"][1:]] == ["55200", "55201"]
+
+
+def test_a_literal_status_port_that_the_container_itself_uses_skips_it() -> None:
+    pod = make_pod([app(ports=[{"containerPort": 9000}], env=[{"name": c.ENV_STATUS_PORT, "value": "9000"}])])
+    mutation = check_mutation(pod)
+    assert mutation.injected == [] and "9000" in status_of(mutation.pod)["skipped"]["shop"]
 
 
 def test_a_literal_status_port_override_moves_probe_and_prestop() -> None:
@@ -374,6 +393,8 @@ def test_many_containers_all_injected_share_one_token_and_validate() -> None:
     names = ",".join(x["name"] for x in containers)
     mutation = check_mutation(make_pod(containers, annotations={c.CONTAINERS_ANNOTATION: names}))
     assert len(mutation.injected) == 40
+    status_ports = {x["readinessProbe"]["httpGet"]["port"] for x in mutation.pod["spec"]["containers"]}
+    assert len(status_ports) == 40
     tokens = {env_of(x)[c.ENV_OFFLINE_TOKEN] for x in mutation.pod["spec"]["containers"]}
     assert len(tokens) == 1
 

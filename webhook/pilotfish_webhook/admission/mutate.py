@@ -221,11 +221,41 @@ def container_problem(container: Obj) -> Optional[str]:
             return "volume %r is already mounted at %s" % (owner, c.MOUNT_PATH)
         if path == c.TOKEN_DIR and owner != c.TOKEN_VOLUME:
             return "volume %r is already mounted at %s" % (owner, c.TOKEN_DIR)
-    port = status_port(container)
-    for declared in container.get("ports") or []:
-        if declared.get("containerPort") == port:
-            return "the container itself uses port %d, the agent's status port" % port
+    if _literal_env(container, c.ENV_STATUS_PORT) is not None:
+        port = status_port(container)
+        for declared in container.get("ports") or []:
+            if isinstance(declared, dict) and declared.get("containerPort") == port:
+                return "the container itself uses port %d, its PILOTFISH_STATUS_PORT" % port
     return None
+
+
+def assign_status_ports(spec: Obj, eligible: List[Obj]) -> None:
+    """One status port per injected container: they share the pod's network namespace.
+
+    The first container without a literal PILOTFISH_STATUS_PORT gets 55199 (the API default,
+    no env needed); the others, and any container whose pod already uses 55199, get the next
+    free port written as a literal PILOTFISH_STATUS_PORT, which a second pass then reads back
+    unchanged (idempotent).
+    """
+    taken = set()
+    for key in ("containers", "initContainers"):
+        for container in spec.get(key) or []:
+            for declared in (container.get("ports") or []) if isinstance(container, dict) else []:
+                if isinstance(declared, dict) and isinstance(declared.get("containerPort"), int):
+                    taken.add(declared["containerPort"])
+    pending = []
+    for container in eligible:
+        if _literal_env(container, c.ENV_STATUS_PORT) is not None:
+            taken.add(status_port(container))
+        else:
+            pending.append(container)
+    for container in pending:
+        port = c.STATUS_PORT
+        while port in taken:
+            port += 1
+        taken.add(port)
+        if port != c.STATUS_PORT:
+            _set_env(container, c.ENV_STATUS_PORT, {"value": str(port)})
 
 
 # --------------------------------------------------------------------------- pod-level objects
@@ -628,6 +658,7 @@ def inject(pod: Obj, config: InjectionConfig, scratch: Optional[Obj] = None) -> 
     elif init_containers:
         spec["initContainers"] = [x for x in init_containers if x.get("name") != c.INIT_CONTAINER]
 
+    assign_status_ports(spec, eligible)
     token, usable = _offline_token(eligible, config)
     for container in eligible:
         inject_container(container, facts, token if usable else None, notes)
