@@ -76,8 +76,12 @@ def containers(draw: Any, name: str) -> Dict[str, Any]:
     if draw(st.booleans()):
         env.append(
             {
-                "name": draw(st.sampled_from([c.ENV_APP, c.ENV_TAG, "OTHER", c.ENV_OFFLINE_MAX_WAIT])),
-                "value": "7",
+                "name": draw(
+                    st.sampled_from(
+                        [c.ENV_APP, c.ENV_TAG, "OTHER", c.ENV_OFFLINE_MAX_WAIT, c.ENV_STATUS_PORT]
+                    )
+                ),
+                "value": draw(st.sampled_from(["7", "55199", "55200"])),
             }
         )
     if env:
