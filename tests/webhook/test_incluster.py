@@ -390,3 +390,61 @@ def test_a_rotated_certificate_is_served_to_new_connections_without_a_restart(tm
     assert presented() == second
     thread.join(5)
     listener.close()
+
+
+def test_serve_in_cluster_end_to_end_uses_the_shared_secret_and_patches_the_webhook(
+    apiserver: KubeAPIStandIn, tmp_path: Path
+) -> None:
+    """``pilotfish-webhook serve --in-cluster`` as a subprocess, talking to the stand-in API
+    server through a kubeconfig: it serves HTTPS with the Secret's chain and sets caBundle."""
+    import socket
+    import ssl
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+    import yaml
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "standin", "cluster": {"server": apiserver.url}}],
+                "users": [{"name": "pilotfish", "user": {"token": "recorded"}}],
+                "contexts": [{"name": "standin", "context": {"cluster": "standin", "user": "pilotfish"}}],
+                "current-context": "standin",
+            }
+        )
+    )
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    exe = Path(sys.executable).parent / "pilotfish-webhook"
+    args = [str(exe), "serve", "--listen", "127.0.0.1:%d" % port, "--certs-dir", str(tmp_path / "certs")]
+    args += ["--in-cluster", "--kubeconfig", str(kubeconfig), "--namespace", NAMESPACE]
+    proc = subprocess.Popen(args)
+    try:
+        deadline = time.monotonic() + 30
+        while ("secrets", NAMESPACE, SECRET) not in apiserver.objects or not (
+            tmp_path / "certs" / "tls.crt"
+        ).exists():
+            assert proc.poll() is None, "server exited"
+            assert time.monotonic() < deadline, "no Secret created"
+            time.sleep(0.1)
+        bundle = secret_data(apiserver)["ca-bundle.crt"]
+        context = ssl.create_default_context(cadata=bundle.decode())
+        while True:
+            try:
+                answer = httpx.get("https://127.0.0.1:%d/healthz" % port, verify=context, timeout=2)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, "server did not answer"
+                time.sleep(0.1)
+        assert answer.status_code == 200
+        assert ca_bundles(apiserver) == [bundle, bundle]
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -239,3 +239,17 @@ def test_an_externally_issued_certificate_is_used_as_is_and_followed_when_rotate
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_an_internal_error_is_answered_allowed_and_unmodified_with_a_warning(client: httpx.Client) -> None:
+    pod = json.loads(json.dumps(POD))
+    pod["spec"]["containers"][0]["env"] = "not-a-list"  # makes the mutation raise inside
+    answer = client.post("/mutate", json=admission_review(pod, uid="uid-err"))
+    assert answer.status_code == 200
+    response = answer.json()["response"]
+    assert response == {
+        "uid": "uid-err",
+        "allowed": True,
+        "warnings": [response["warnings"][0]],
+    }
+    assert "internal error" in response["warnings"][0] and "admitted unchanged" in response["warnings"][0]

@@ -57,12 +57,15 @@ class KubeAPI:
     ``_preload_content=False`` returns the raw JSON, so objects round-trip as dicts.
     """
 
-    def __init__(self, api_client: Any = None) -> None:
+    def __init__(self, api_client: Any = None, kubeconfig: Optional[str] = None) -> None:
         from kubernetes import client, config
 
         if api_client is None:
-            config.load_incluster_config()
-            api_client = client.ApiClient()
+            if kubeconfig:
+                api_client = config.new_client_from_config(config_file=kubeconfig)
+            else:
+                config.load_incluster_config()
+                api_client = client.ApiClient()
         self._core = client.CoreV1Api(api_client)
         self._admission = client.AdmissionregistrationV1Api(api_client)
         self._exception = client.exceptions.ApiException
@@ -369,6 +372,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="keep the CA in a Secret, patch caBundle into the webhook configuration, rotate",
     )
+    group.add_argument(
+        "--kubeconfig",
+        default=None,
+        metavar="FILE",
+        help="reach the API server through this kubeconfig instead of the pod's service account",
+    )
     group.add_argument("--secret-name", default="pilotfish-webhook-tls")
     group.add_argument("--webhook-config-name", default="pilotfish")
     group.add_argument(
@@ -446,7 +455,7 @@ def keeper_from_args(args: argparse.Namespace, extra_hosts: Sequence[str]) -> Op
     namespace = getattr(args, "namespace", None) or os.environ.get("POD_NAMESPACE", "pilotfish-system")
     hosts = [*service_hosts(args.service_name, namespace), *extra_hosts]
     return CertKeeper(
-        KubeAPI(),
+        KubeAPI(kubeconfig=args.kubeconfig),
         namespace,
         args.secret_name,
         args.webhook_config_name,
