@@ -253,3 +253,11 @@ def test_an_internal_error_is_answered_allowed_and_unmodified_with_a_warning(cli
         "warnings": [response["warnings"][0]],
     }
     assert "internal error" in response["warnings"][0] and "admitted unchanged" in response["warnings"][0]
+
+
+def test_other_methods_and_paths_still_reach_the_fastapi_app_behind_the_fast_path(
+    client: httpx.Client,
+) -> None:
+    assert client.get("/mutate").status_code == 405
+    assert client.post("/mutate/").status_code in (307, 404, 405)
+    assert client.get("/nope").status_code == 404

@@ -6,12 +6,13 @@ import argparse
 import gc
 import sys
 from pathlib import Path
-from typing import List, Optional, Tuple, Union
+from typing import Any, List, Optional, Tuple, Union
 
 import uvicorn
 
 from pilotfish_webhook import incluster
 from pilotfish_webhook.admission import options as admission_options
+from pilotfish_webhook.admission import router as admission_router
 from pilotfish_webhook.app import create_app
 from pilotfish_webhook.tls import CertPaths, ensure_certs
 
@@ -57,8 +58,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         keeper = incluster.FileWatcher(CertPaths(args.certs_dir), args.rotation_check_seconds)  # cert-manager
     certs = keeper.start() if keeper is not None else ensure_certs(args.certs_dir, names)
     admission = None if args.no_admission else admission_options.config_from_args(args)
+    app: Any = create_app(admission=admission)
+    if admission is not None:
+        app = admission_router.with_fast_path(app, admission)
     config = uvicorn.Config(
-        create_app(admission=admission),
+        app,
         host=host,
         port=port,
         ssl_certfile=str(certs.cert),
