@@ -20,49 +20,46 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from pilotfish_webhook import __version__
 from pilotfish_webhook.admission import contract as c
+from pilotfish_webhook.admission.config import InjectionConfig, new_offline_token
+from pilotfish_webhook.admission.objects import (
+    AGENT_TREE_IN_IMAGE,
+    agent_volume,
+    init_container,
+    token_volume,
+)
 from pilotfish_webhook.admission.patch import clone
+from pilotfish_webhook.admission.podspec import (
+    add_mount,
+    env_entry,
+    literal_env,
+    put_by_name,
+    set_env,
+    status_port,
+)
+from pilotfish_webhook.admission.probes import add_prestop, rewrite_readiness
+
+__all__ = [
+    "InjectionConfig",
+    "Mutation",
+    "app_name",
+    "init_container",
+    "inject",
+    "merge_pythonpath",
+    "new_offline_token",
+    "skip_pod",
+]
 
 Obj = Dict[str, Any]
 
 # Istio/Linkerd/Dapr proxies are never Python apps; injecting them would rewrite their probes.
 KNOWN_PROXY_CONTAINERS = frozenset({"istio-proxy", "linkerd-proxy", "daprd", "envoy", "cloudsql-proxy"})
-PROBE_HANDLERS = ("httpGet", "tcpSocket", "grpc", "exec")
-ISTIO_STATUS_PORTS = (15020, 15021)  # where Istio's injector points rewritten app probes
 IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-AGENT_TREE_IN_IMAGE = (
-    "/pilotfish-agent"  # where the agent image keeps the tree (deploy/docker/agent.Dockerfile)
-)
 DEFAULT_GRACE_SECONDS = 30  # Kubernetes' default terminationGracePeriodSeconds
-
-
-def new_offline_token() -> str:
-    """A per-pod secret for ``/offline``: 192 bits, URL-safe, so it fits a header verbatim."""
-    return secrets.token_urlsafe(24)
-
-
-@dataclass(frozen=True)
-class InjectionConfig:
-    """Everything the mutation needs to know about this installation."""
-
-    agent_image: str = "ghcr.io/pilotfish/agent"  # repository; the tag is the agent version
-    agent_version: str = __version__
-    mount_mode: str = "copy"  # "copy": init container + emptyDir; "image": Kubernetes image volume
-    config_url: str = "https://pilotfish.pilotfish-system.svc:443"
-    own_namespace: str = "pilotfish-system"
-    offline_max_wait_seconds: int = 30  # agent default of PILOTFISH_OFFLINE_MAX_WAIT_SECONDS
-    app_shutdown_seconds: int = 30  # what the app had before we took part of its grace period
-    volume_size_limit: str = "64Mi"
-    token_expiration_seconds: int = 3600
-    new_token: Callable[[], str] = field(default=new_offline_token, compare=False)
-
-    def image_for(self, version: str) -> str:
-        return "%s:%s" % (self.agent_image, version)
 
 
 @dataclass
@@ -81,32 +78,8 @@ class Mutation:
 # --------------------------------------------------------------------------- small readers
 
 
-def _env_entry(container: Obj, name: str) -> Optional[Obj]:
-    """The effective env entry of ``name`` (the last one wins, as in the kubelet)."""
-    found = None
-    for entry in container.get("env") or []:
-        if isinstance(entry, dict) and entry.get("name") == name:
-            found = entry
-    return found
-
-
-def _literal_env(container: Obj, name: str) -> Optional[str]:
-    entry = _env_entry(container, name)
-    if entry is None or "valueFrom" in entry:
-        return None
-    return str(entry.get("value", ""))
-
-
-def status_port(container: Obj) -> int:
-    """The agent's status port: a literal PILOTFISH_STATUS_PORT overrides 55199 (API default)."""
-    value = _literal_env(container, c.ENV_STATUS_PORT)
-    if value and value.isdigit() and 0 < int(value) < 65536:
-        return int(value)
-    return c.STATUS_PORT
-
-
 def offline_max_wait(container: Obj, config: InjectionConfig) -> int:
-    value = _literal_env(container, c.ENV_OFFLINE_MAX_WAIT)
+    value = literal_env(container, c.ENV_OFFLINE_MAX_WAIT)
     try:
         return max(0, int(float(value))) if value else config.offline_max_wait_seconds
     except ValueError:
@@ -211,7 +184,7 @@ def container_problem(container: Obj) -> Optional[str]:
     """Why this container cannot be injected safely, or None."""
     if container.get("name") in KNOWN_PROXY_CONTAINERS:
         return "a proxy sidecar, not a Python app"
-    entry = _env_entry(container, c.ENV_PYTHONPATH)
+    entry = env_entry(container, c.ENV_PYTHONPATH)
     if entry is not None and "valueFrom" in entry:
         return "PYTHONPATH comes from valueFrom; pilotfish never overwrites it (set it literally)"
     for mount in container.get("volumeMounts") or []:
@@ -221,7 +194,7 @@ def container_problem(container: Obj) -> Optional[str]:
             return "volume %r is already mounted at %s" % (owner, c.MOUNT_PATH)
         if path == c.TOKEN_DIR and owner != c.TOKEN_VOLUME:
             return "volume %r is already mounted at %s" % (owner, c.TOKEN_DIR)
-    if _literal_env(container, c.ENV_STATUS_PORT) is not None:
+    if literal_env(container, c.ENV_STATUS_PORT) is not None:
         port = status_port(container)
         for declared in container.get("ports") or []:
             if isinstance(declared, dict) and declared.get("containerPort") == port:
@@ -245,7 +218,7 @@ def assign_status_ports(spec: Obj, eligible: List[Obj]) -> None:
                     taken.add(declared["containerPort"])
     pending = []
     for container in eligible:
-        if _literal_env(container, c.ENV_STATUS_PORT) is not None:
+        if literal_env(container, c.ENV_STATUS_PORT) is not None:
             taken.add(status_port(container))
         else:
             pending.append(container)
@@ -255,82 +228,10 @@ def assign_status_ports(spec: Obj, eligible: List[Obj]) -> None:
             port += 1
         taken.add(port)
         if port != c.STATUS_PORT:
-            _set_env(container, c.ENV_STATUS_PORT, {"value": str(port)})
+            set_env(container, c.ENV_STATUS_PORT, {"value": str(port)})
 
 
-# --------------------------------------------------------------------------- pod-level objects
-
-
-def agent_volume(config: InjectionConfig, image: str) -> Obj:
-    if config.mount_mode == "image":
-        return {"name": c.AGENT_VOLUME, "image": {"reference": image, "pullPolicy": "IfNotPresent"}}
-    return {"name": c.AGENT_VOLUME, "emptyDir": {"sizeLimit": config.volume_size_limit}}
-
-
-def token_volume(config: InjectionConfig) -> Obj:
-    return {
-        "name": c.TOKEN_VOLUME,
-        "projected": {
-            "sources": [
-                {
-                    "serviceAccountToken": {
-                        "audience": c.TOKEN_AUDIENCE,
-                        "expirationSeconds": config.token_expiration_seconds,
-                        "path": "token",
-                    }
-                },
-                {
-                    "configMap": {
-                        "name": c.CA_CONFIGMAP,
-                        "optional": True,
-                        "items": [{"key": "ca.crt", "path": "ca.crt"}],
-                    }
-                },
-            ]
-        },
-    }
-
-
-def init_container(image: str) -> Obj:
-    """``pilotfish-init``: copies the agent tree; compliant with the restricted Pod Security Standard.
-
-    The agent image has no shell: ``/bin/cp`` is a static busybox binary that dispatches
-    on its own name (deploy/docker/agent.Dockerfile). A numeric user is required because
-    ``runAsNonRoot`` cannot be verified for an image whose user is a name or root.
-    """
-    return {
-        "name": c.INIT_CONTAINER,
-        "image": image,
-        "imagePullPolicy": "IfNotPresent",
-        "command": ["/bin/cp", "-R", AGENT_TREE_IN_IMAGE + "/.", c.MOUNT_PATH + "/"],
-        "volumeMounts": [{"name": c.AGENT_VOLUME, "mountPath": c.MOUNT_PATH}],
-        "resources": {
-            "requests": {"cpu": "10m", "memory": "16Mi"},
-            "limits": {"cpu": "100m", "memory": "32Mi"},
-        },
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": 65532,
-            "runAsGroup": 65532,
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "privileged": False,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-    }
-
-
-def _put_by_name(items: List[Obj], obj: Obj, front: bool = False) -> None:
-    for index, item in enumerate(items):
-        if isinstance(item, dict) and item.get("name") == obj["name"]:
-            items[index] = obj
-            return
-    if front:
-        items.insert(0, obj)
-    else:
-        items.append(obj)
+# --------------------------------------------------------------------------- name collisions
 
 
 def pod_collision(spec: Obj) -> Optional[str]:
@@ -366,133 +267,6 @@ def merge_pythonpath(existing: Optional[str], from_annotation: Optional[str]) ->
     return value
 
 
-def _set_env(container: Obj, name: str, entry: Obj, overwrite: bool = False) -> None:
-    env = container.setdefault("env", [])
-    current = _env_entry(container, name)
-    if current is None:
-        env.append({"name": name, **entry})
-    elif overwrite:
-        current.clear()
-        current.update({"name": name, **entry})
-
-
-def _is_ours(handler: Any, port: int, path: str) -> bool:
-    return isinstance(handler, dict) and handler.get("port") == port and handler.get("path") == path
-
-
-def resolve_port(container: Obj, port: Any) -> Optional[int]:
-    """IntOrString port -> number, looking named ports up in this container only."""
-    if isinstance(port, int) and not isinstance(port, bool):
-        return port
-    if isinstance(port, str):
-        if port.isdigit():
-            return int(port)
-        for declared in container.get("ports") or []:
-            if isinstance(declared, dict) and declared.get("name") == port:
-                number = declared.get("containerPort")
-                return number if isinstance(number, int) else None
-    return None
-
-
-def carried_probe(container: Obj, probe: Obj) -> Tuple[Optional[Obj], Optional[str]]:
-    """The original probe as the agent receives it (named ports resolved), or why not."""
-    carried = clone(probe)
-    for handler in ("httpGet", "tcpSocket"):
-        if isinstance(carried.get(handler), dict):
-            number = resolve_port(container, carried[handler].get("port"))
-            if number is None:
-                return None, "readiness %s port %r matches no containerPort; probe kept as is" % (
-                    handler,
-                    carried[handler].get("port"),
-                )
-            carried[handler]["port"] = number
-    return carried, None
-
-
-def agent_probe(port: int, timing_from: Optional[Obj] = None) -> Obj:
-    probe: Obj = {"httpGet": {"path": c.READINESS_PATH, "port": port, "scheme": "HTTP"}}
-    if timing_from is None:
-        probe.update({"periodSeconds": 5, "timeoutSeconds": 2, "failureThreshold": 3})
-    else:
-        probe.update({k: v for k, v in timing_from.items() if k not in PROBE_HANDLERS})
-    return probe
-
-
-def _rewritten_by_istio(probe: Obj) -> bool:
-    handler = probe.get("httpGet")
-    return (
-        isinstance(handler, dict)
-        and handler.get("port") in ISTIO_STATUS_PORTS
-        and str(handler.get("path", "")).startswith("/app-health/")
-    )
-
-
-def rewrite_readiness(container: Obj, port: int, notes: List[str]) -> None:
-    """Point readiness at the agent and hand it the original (DESIGN.md section 3, step 3)."""
-    name = container.get("name")
-    probe = container.get("readinessProbe")
-    if probe is None:
-        container["readinessProbe"] = agent_probe(port)
-        return
-    if not isinstance(probe, dict) or _is_ours(probe.get("httpGet"), port, c.READINESS_PATH):
-        return
-    if "exec" in probe:
-        notes.append("container %s: exec readiness probe left alone" % name)
-        return
-    if not any(h in probe for h in ("httpGet", "tcpSocket", "grpc")):
-        notes.append("container %s: readiness probe with an unknown handler left alone" % name)
-        return
-    if _rewritten_by_istio(probe):
-        # Istio (whose webhook runs before ours) already points readiness at its agent, which
-        # probes the app. Taking that over would make the two agents probe each other forever.
-        notes.append("container %s: readiness already rewritten by Istio; left alone" % name)
-        return
-    current = _env_entry(container, c.ENV_APP_PROBE)
-    if current is not None and "valueFrom" in current:
-        notes.append(
-            "container %s: %s comes from valueFrom; readiness probe left alone" % (name, c.ENV_APP_PROBE)
-        )
-        return
-    carried, problem = carried_probe(container, probe)
-    if carried is None:
-        notes.append("container %s: %s" % (name, problem))
-        return
-    container["readinessProbe"] = agent_probe(port, probe)
-    value = json.dumps(carried, sort_keys=True, separators=(",", ":"))
-    _set_env(container, c.ENV_APP_PROBE, {"value": value}, overwrite=True)
-
-
-def add_prestop(container: Obj, port: int, token: Optional[str], notes: List[str]) -> None:
-    name = container.get("name")
-    lifecycle = container.get("lifecycle")
-    if lifecycle is not None and not isinstance(lifecycle, dict):
-        return
-    pre = (lifecycle or {}).get("preStop")
-    if pre is not None:
-        if not (isinstance(pre, dict) and _is_ours(pre.get("httpGet"), port, c.OFFLINE_PATH)):
-            notes.append("container %s: the user's preStop is kept; the agent goes offline on SIGTERM" % name)
-        return
-    if token is None:
-        notes.append("container %s: %s comes from valueFrom; no preStop added" % (name, c.ENV_OFFLINE_TOKEN))
-        return
-    container.setdefault("lifecycle", {})["preStop"] = {
-        "httpGet": {
-            "path": c.OFFLINE_PATH,
-            "port": port,
-            "scheme": "HTTP",
-            "httpHeaders": [{"name": c.OFFLINE_TOKEN_HEADER, "value": token}],
-        }
-    }
-
-
-def add_mount(container: Obj, mount: Obj) -> None:
-    mounts = container.setdefault("volumeMounts", [])
-    for existing in mounts:
-        if existing.get("name") == mount["name"] and existing.get("mountPath") == mount["mountPath"]:
-            return
-    mounts.append(mount)
-
-
 @dataclass
 class _PodFacts:
     app: str
@@ -511,7 +285,7 @@ def inject_container(container: Obj, facts: _PodFacts, token: Optional[str], not
     add_mount(container, mount)
     add_mount(container, {"name": c.TOKEN_VOLUME, "mountPath": c.TOKEN_DIR, "readOnly": True})
 
-    existing = _literal_env(container, c.ENV_PYTHONPATH)
+    existing = literal_env(container, c.ENV_PYTHONPATH)
     # Judged on the user's part of the value only, so a second pass (which sees our
     # bootstrap prefix) reaches the same verdict.
     users_own = existing or ""
@@ -523,24 +297,24 @@ def inject_container(container: Obj, facts: _PodFacts, token: Optional[str], not
             "put its value in the %s annotation" % (name, c.PYTHONPATH_ANNOTATION)
         )
     merged = merge_pythonpath(existing, facts.pythonpath_annotation)
-    _set_env(container, c.ENV_PYTHONPATH, {"value": merged}, overwrite=True)
+    set_env(container, c.ENV_PYTHONPATH, {"value": merged}, overwrite=True)
 
-    _set_env(container, c.ENV_APP, {"value": facts.app})
+    set_env(container, c.ENV_APP, {"value": facts.app})
     if facts.tag is not None:
-        _set_env(container, c.ENV_TAG, {"value": facts.tag})
-    _set_env(container, c.ENV_CONFIG_URL, {"value": config.config_url})
-    _set_env(container, c.ENV_CONFIG_CA, {"value": c.CA_FILE})
-    _set_env(container, c.ENV_TOKEN_FILE, {"value": c.TOKEN_FILE})
+        set_env(container, c.ENV_TAG, {"value": facts.tag})
+    set_env(container, c.ENV_CONFIG_URL, {"value": config.config_url})
+    set_env(container, c.ENV_CONFIG_CA, {"value": c.CA_FILE})
+    set_env(container, c.ENV_TOKEN_FILE, {"value": c.TOKEN_FILE})
     for env_name, field_path in (
         (c.ENV_POD_NAME, "metadata.name"),
         (c.ENV_POD_NAMESPACE, "metadata.namespace"),
         (c.ENV_POD_IP, "status.podIP"),
     ):
-        _set_env(
+        set_env(
             container, env_name, {"valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": field_path}}}
         )
     if token is not None:
-        _set_env(container, c.ENV_OFFLINE_TOKEN, {"value": token})
+        set_env(container, c.ENV_OFFLINE_TOKEN, {"value": token})
 
     port = status_port(container)
     if facts.long_running:
@@ -555,7 +329,7 @@ def _offline_token(containers: List[Obj], config: InjectionConfig) -> Tuple[Opti
     valueFrom, where we cannot read it for the preStop header.
     """
     for container in containers:
-        entry = _env_entry(container, c.ENV_OFFLINE_TOKEN)
+        entry = env_entry(container, c.ENV_OFFLINE_TOKEN)
         if entry is not None:
             if "valueFrom" in entry:
                 return None, False
@@ -648,13 +422,13 @@ def inject(pod: Obj, config: InjectionConfig, scratch: Optional[Obj] = None) -> 
         )
 
     volumes = spec.setdefault("volumes", [])
-    _put_by_name(volumes, agent_volume(config, image))
-    _put_by_name(volumes, token_volume(config))
+    put_by_name(volumes, agent_volume(config, image))
+    put_by_name(volumes, token_volume(config))
     init_containers = spec.get("initContainers")
     if config.mount_mode == "copy":
         if init_containers is None:
             init_containers = spec["initContainers"] = []
-        _put_by_name(init_containers, init_container(image), front=True)
+        put_by_name(init_containers, init_container(image), front=True)
     elif init_containers:
         spec["initContainers"] = [x for x in init_containers if x.get("name") != c.INIT_CONTAINER]
 
