@@ -12,9 +12,8 @@ from pilotfish_webhook.admission.config import InjectionConfig
 
 Obj = Dict[str, Any]
 
-AGENT_TREE_IN_IMAGE = (
-    "/pilotfish-agent"  # where the agent image keeps the tree (deploy/docker/agent.Dockerfile)
-)
+# Where the agent image keeps the tree (deploy/docker/agent.Dockerfile).
+AGENT_TREE_IN_IMAGE = "/pilotfish-agent"
 
 
 def agent_volume(config: InjectionConfig, image: str) -> Obj:
