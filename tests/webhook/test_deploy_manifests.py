@@ -214,3 +214,19 @@ def test_cert_manager_overlay_patches_apply_and_the_result_is_valid_and_accepted
         "cert-manager.io/inject-ca-from"
     ]
     assert annotation == "pilotfish-system/%s" % serving["metadata"]["name"]
+
+
+def test_the_e2e_script_parses_and_says_it_cannot_run_here() -> None:
+    """hack/e2e/cluster.sh needs docker and a kind/minikube cluster, absent here: at least it
+    must parse, and it must say so itself."""
+    import shutil
+    import subprocess
+
+    script = ROOT / "hack" / "e2e" / "cluster.sh"
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("bash not found")
+    subprocess.run([bash, "-n", str(script)], check=True)
+    text = script.read_text()
+    assert "NOT run by `make test`" in text
+    assert "kubectl apply -k" in text and "deploy/base" in text
