@@ -7,7 +7,6 @@ FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY requirements/dev.txt requirements/dev.txt
-COPY agent agent
 COPY webhook webhook
 RUN python -m venv /opt/pilotfish \
  && /opt/pilotfish/bin/pip install --no-cache-dir --disable-pip-version-check \

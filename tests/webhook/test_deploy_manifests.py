@@ -121,6 +121,15 @@ def test_deployment_is_highly_available_probed_limited_and_restricted() -> None:
     assert spec["securityContext"]["runAsNonRoot"] is True
     assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     (container,) = spec["containers"]
+    bound = {
+        (s["name"], s["namespace"])
+        for d in resources()
+        if d["kind"] in ("ClusterRoleBinding", "RoleBinding")
+        for s in d["subjects"]
+    }
+    assert bound == {(spec["serviceAccountName"], "pilotfish-system")}, (
+        "every binding names the server's account"
+    )
     ctx = container["securityContext"]
     assert ctx["allowPrivilegeEscalation"] is False and ctx["readOnlyRootFilesystem"] is True
     assert ctx["capabilities"] == {"drop": ["ALL"]}
@@ -152,8 +161,15 @@ def test_deployment_args_are_accepted_by_the_real_cli_and_match_the_other_object
 
 
 def test_rbac_is_least_privilege() -> None:
+    """No wildcards or dangerous verbs anywhere; the webhook's own rules (not the config
+    service's list/watch of pods and policies, rbac-config.yaml) touch objects by name only."""
     for doc in resources():
         if doc["kind"] not in ("ClusterRole", "Role"):
+            continue
+        if doc["metadata"]["name"] == "pilotfish-config":
+            for rule in doc["rules"]:
+                assert "*" not in rule["verbs"] and "*" not in rule["resources"]
+                assert "secrets" not in rule["resources"]
             continue
         for rule in doc["rules"]:
             assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"]
@@ -162,7 +178,9 @@ def test_rbac_is_least_privilege() -> None:
                 assert doc["kind"] == "Role", "secrets are only reachable in our own namespace"
             if set(rule["verbs"]) & {"get", "update", "patch"} and rule["resources"] != ["namespaces"]:
                 assert rule.get("resourceNames"), "read/write by name only: %s" % rule
-    cluster_role = one("ClusterRole")
+    cluster_role = next(
+        d for d in resources() if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "pilotfish-webhook"
+    )
     mwc_rule = next(r for r in cluster_role["rules"] if r["resources"] == ["mutatingwebhookconfigurations"])
     assert mwc_rule["resourceNames"] == ["pilotfish"]
     cm_rules = [

@@ -6,7 +6,7 @@ import argparse
 import gc
 import sys
 from pathlib import Path
-from typing import Any, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, List, Optional, Tuple, Union
 
 import uvicorn
 
@@ -15,6 +15,9 @@ from pilotfish_webhook.admission import options as admission_options
 from pilotfish_webhook.admission import router as admission_router
 from pilotfish_webhook.app import create_app
 from pilotfish_webhook.tls import CertPaths, ensure_certs
+
+if TYPE_CHECKING:
+    from pilotfish_webhook.config.router import ConfigService
 
 
 def parse_listen(value: str) -> Tuple[str, int]:
@@ -43,9 +46,60 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="extra DNS name or IP for the serving certificate (repeatable)",
     )
+    add_config_flags(serve)
     admission_options.add_arguments(serve)
-    incluster.add_arguments(serve)
+    incluster.add_arguments(serve)  # after add_config_flags: shares its --in-cluster
     return parser
+
+
+def add_config_flags(serve: argparse.ArgumentParser) -> None:
+    """Flags of the central config service (issue 6)."""
+    source = serve.add_mutually_exclusive_group()
+    source.add_argument(
+        "--policies",
+        type=Path,
+        metavar="FILE",
+        help="embedded config service: GovernancePolicy objects from this multi-document YAML "
+        "file, watched (changes apply within 1 s); registry kept in memory",
+    )
+    source.add_argument(
+        "--in-cluster",
+        action="store_true",
+        help="run against the cluster: config service on GovernancePolicy objects, registry "
+        "on Pods/EndpointSlices, callers authenticated by TokenReview; TLS kept in a Secret, "
+        "caBundle patched into the webhook configuration, rotated",
+    )
+    serve.add_argument(
+        "--system-namespace",
+        default=None,
+        metavar="NS",
+        help="namespace whose policies are cluster scope (default: this pod's namespace in "
+        "cluster, else pilotfish-system)",
+    )
+    serve.add_argument(
+        "--lease-seconds",
+        type=float,
+        default=15.0,
+        metavar="S",
+        help="embedded registry: drop an instance that has not renewed for this long",
+    )
+
+
+def config_service(args: argparse.Namespace) -> Optional[ConfigService]:
+    from pilotfish_webhook.config.router import ConfigService
+
+    namespace = args.system_namespace or _own_namespace() or "pilotfish-system"
+    if args.in_cluster:
+        return ConfigService.in_cluster(namespace, incluster.make_api_client(args.kubeconfig))
+    return ConfigService.embedded(args.policies, namespace, lease_seconds=args.lease_seconds)
+
+
+def _own_namespace() -> str:
+    path = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -59,6 +113,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     certs = keeper.start() if keeper is not None else ensure_certs(args.certs_dir, names)
     admission = None if args.no_admission else admission_options.config_from_args(args)
     app: Any = create_app(admission=admission)
+    service = config_service(args)
+    if service is not None:
+        from pilotfish_webhook.config.router import attach
+
+        attach(app, service)
     if admission is not None:
         app = admission_router.with_fast_path(app, admission)
     config = uvicorn.Config(
@@ -72,6 +131,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         # httptools and uvloop (pinned with the webhook extra) when installed: admission latency.
         http="auto",
         loop="auto",
+        # Parked config long-polls would hold a graceful shutdown for up to 60 s;
+        # agents retry against another replica instead.
+        timeout_graceful_shutdown=3,
     )
     server = uvicorn.Server(config)
     # Everything imported so far lives as long as the process: move it out of the collector's

@@ -51,6 +51,16 @@ class Conflict(Exception):
     """HTTP 409: someone else created or changed the object first."""
 
 
+def make_api_client(kubeconfig: Optional[str] = None) -> Any:
+    """A ``kubernetes`` ApiClient: the pod's service account, or ``kubeconfig`` when given."""
+    from kubernetes import client, config
+
+    if kubeconfig:
+        return config.new_client_from_config(config_file=kubeconfig)
+    config.load_incluster_config()
+    return client.ApiClient()
+
+
 class KubeAPI:
     """The handful of API calls the keeper makes, over the official ``kubernetes`` client.
 
@@ -58,14 +68,10 @@ class KubeAPI:
     """
 
     def __init__(self, api_client: Any = None, kubeconfig: Optional[str] = None) -> None:
-        from kubernetes import client, config
+        from kubernetes import client
 
         if api_client is None:
-            if kubeconfig:
-                api_client = config.new_client_from_config(config_file=kubeconfig)
-            else:
-                config.load_incluster_config()
-                api_client = client.ApiClient()
+            api_client = make_api_client(kubeconfig)
         self._core = client.CoreV1Api(api_client)
         self._admission = client.AdmissionregistrationV1Api(api_client)
         self._exception = client.exceptions.ApiException
@@ -367,11 +373,14 @@ def ssl_reloader(server_config: Any) -> Callable[[CertPaths], None]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("in-cluster TLS")
-    group.add_argument(
-        "--in-cluster",
-        action="store_true",
-        help="keep the CA in a Secret, patch caBundle into the webhook configuration, rotate",
-    )
+    if not any("--in-cluster" in action.option_strings for action in parser._actions):
+        # The config service's flags (cli.add_config_flags) define --in-cluster when present:
+        # one switch for "running in a cluster", read by both.
+        group.add_argument(
+            "--in-cluster",
+            action="store_true",
+            help="keep the CA in a Secret, patch caBundle into the webhook configuration, rotate",
+        )
     group.add_argument(
         "--kubeconfig",
         default=None,
