@@ -311,6 +311,14 @@ def test_a_literal_status_port_override_moves_probe_and_prestop() -> None:
 # --------------------------------------------------------------------------- probes, preStop, grace
 
 
+def test_no_probe_is_added_to_a_container_without_ports_so_a_worker_rollout_never_hangs() -> None:
+    worker = {"name": "worker", "image": "shop:1", "command": ["celery", "worker"]}
+    mutation = check_mutation(make_pod([worker]))
+    assert "readinessProbe" not in first(mutation.pod)
+    assert mutation.injected == ["worker"]
+    assert any("declares no port" in w for w in mutation.warnings)
+
+
 def test_readiness_probe_is_added_when_the_app_has_none() -> None:
     out = first(check_mutation(make_pod()).pod)
     assert out["readinessProbe"]["httpGet"] == {"path": "/readiness", "port": 55199, "scheme": "HTTP"}

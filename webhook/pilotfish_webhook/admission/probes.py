@@ -76,6 +76,12 @@ def rewrite_readiness(container: Obj, port: int, notes: List[str]) -> None:
     name = container.get("name")
     probe = container.get("readinessProbe")
     if probe is None:
+        if not container.get("ports"):
+            # No probe and no declared port: likely a worker (Celery, a consumer). The agent
+            # stands down in processes that never listen, so a probe on its status port would
+            # never pass and the rollout would hang. Readiness stays as it was (none).
+            notes.append("container %s: declares no port and has no readiness probe; none added" % name)
+            return
         container["readinessProbe"] = agent_probe(port)
         return
     if not isinstance(probe, dict) or _is_ours(probe.get("httpGet"), port, c.READINESS_PATH):
