@@ -394,7 +394,19 @@ def _iso(epoch: Optional[float]) -> Optional[str]:
 _lifecycle: Optional[Lifecycle] = None
 _drainer: Any = None
 _loaded_at_wall = time.time()
-_loaded_at = time.monotonic()
+
+
+def _process_started_wall() -> float:
+    """When this process started (Linux /proc), else when the agent module loaded."""
+    try:
+        with open("/proc/self/stat", "rb") as handle:
+            start_ticks = int(handle.read().rsplit(b")", 1)[1].split()[19])
+        with open("/proc/stat", "rb") as handle:
+            boot = next(int(line.split()[1]) for line in handle if line.startswith(b"btime "))
+        started = boot + start_ticks / float(os.sysconf("SC_CLK_TCK"))
+        return started if started <= time.time() else _loaded_at_wall
+    except Exception:
+        return _loaded_at_wall
 
 
 def current() -> Optional[Lifecycle]:
@@ -409,7 +421,11 @@ def install() -> None:
     """At interpreter start (cheap): start the lifecycle when the runtime wakes in the owner."""
     from pilotfish import runtime
 
-    runtime.on_wake(start)
+    runtime.on_wake(_start_quietly)
+
+
+def _start_quietly() -> None:
+    start()
 
 
 def _app_port() -> Optional[int]:
@@ -438,8 +454,10 @@ def start() -> Optional[Lifecycle]:
             readiness=lambda: status_server.evaluate_gates()[0],
             port_fn=_app_port,
         )
-        # "starting" began when the agent loaded in this process, not now.
-        lifecycle.transitions[0]["at"], lifecycle.transitions[0]["monotonic"] = _loaded_at_wall, _loaded_at
+        # "starting" began when this process started, not now.
+        started_wall = _process_started_wall()
+        lifecycle.transitions[0]["at"] = started_wall
+        lifecycle.transitions[0]["monotonic"] = time.monotonic() - (time.time() - started_wall)
         since = runtime.listening_since()
         lifecycle.app_listening(since)
         marker = warmup.marker_path()

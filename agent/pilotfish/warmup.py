@@ -23,7 +23,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, Optional
 
-from pilotfish import log
+from pilotfish import log, shared
 
 REGISTRATION = "registration"
 FIRST_REQUEST = "first-request"
@@ -150,8 +150,6 @@ def marker_path() -> Optional[str]:
     if _marker_path is not None:
         return _marker_path
     try:
-        from pilotfish import shared
-
         segment = shared.segment()
         if segment is not None:
             return segment.path + MARKER_SUFFIX
