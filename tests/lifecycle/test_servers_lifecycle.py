@@ -18,7 +18,7 @@ from typing import Any, Dict, List
 import pytest
 from support.interpreters import matrix_versions, require_app_python
 
-from tests.lifecycle.harness import Load, Reply, Server, Timeline
+from tests.lifecycle.harness import Load, Reply, Server, Timeline, get
 
 KINDS = ["gunicorn-sync", "gunicorn-gthread", "uvicorn"]
 CURRENT = "%d.%d" % sys.version_info[:2]
@@ -92,8 +92,7 @@ def test_a_failing_original_probe_keeps_readiness_503_and_names_the_gate(kind: s
             states.append(server.readiness())
             time.sleep(0.1)
         assert set(states) == {503}, states
-        body = json.loads(server.app and __import__("tests.lifecycle.harness", fromlist=["get"]).get(
-            server.status_port, "/readiness").body)
+        body = get(server.status_port, "/readiness").json()
         assert "HTTP 503" in body["failing"]["app-probe"], body
         assert server.status()["lifecycle"]["state"] == "registered"
         os.unlink(server.probe_fail_file)
