@@ -78,9 +78,12 @@ class Instance:
         )
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the process
         argv = [python, "-m", "gunicorn", "-w", "2", "-k", "gthread", "--threads", "4", "--keep-alive", "5"]
-        if "--no-control-socket" in subprocess.run(
-            [python, "-m", "gunicorn", "--help"], capture_output=True, text=True, env=env
-        ).stdout:
+        if (
+            "--no-control-socket"
+            in subprocess.run(
+                [python, "-m", "gunicorn", "--help"], capture_output=True, text=True, env=env
+            ).stdout
+        ):
             argv.append("--no-control-socket")
         argv += ["-b", "127.0.0.1:%d" % self.port, "lifecycle_wsgi:app"]
         self.proc = subprocess.Popen(
@@ -91,7 +94,9 @@ class Instance:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                if _get(self.port, "/") == 200 and (not self.agent or _get(self.status_port, "/readiness") == 200):
+                if _get(self.port, "/") == 200 and (
+                    not self.agent or _get(self.status_port, "/readiness") == 200
+                ):
                     return
             except OSError:
                 pass
@@ -151,7 +156,9 @@ class LoadGenerator:
         self.served_by: Dict[int, int] = {}
         self.last_served: Dict[int, float] = {}
         self.threads = [threading.Thread(target=self._client, daemon=True) for _ in range(clients)]
-        self.threads += [threading.Thread(target=self._client, args=(True,), daemon=True) for _ in range(fresh)]
+        self.threads += [
+            threading.Thread(target=self._client, args=(True,), daemon=True) for _ in range(fresh)
+        ]
 
     def _client(self, fresh: bool = False) -> None:
         conn: Optional[http.client.HTTPConnection] = None
@@ -179,7 +186,8 @@ class LoadGenerator:
                 with self.lock:
                     self.total += 1
                     self.lost.append((time.monotonic(), port, type(problem).__name__))
-                conn.close()
+                if conn is not None:
+                    conn.close()
                 conn = None
             self.stop.wait(self.pause)
         if conn is not None:
@@ -256,12 +264,16 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--clients", type=int, default=8, help="keep-alive client threads")
-    parser.add_argument("--fresh-clients", type=int, default=4, help="client threads opening a new connection per request")
+    parser.add_argument(
+        "--fresh-clients", type=int, default=4, help="client threads opening a new connection per request"
+    )
     parser.add_argument("--pause", type=float, default=0.005, help="seconds between a client's requests")
     parser.add_argument("--path", default="/slow?seconds=0.005", help="request path (app work per request)")
     parser.add_argument("--steady", type=float, default=2.0, help="seconds of load before preStop")
     parser.add_argument("--removal-delay", type=float, default=1.5, help="endpoint removal lag after preStop")
-    parser.add_argument("--sleep", type=float, default=30.0, help="the fixed preStop sleep of scenario 'sleep'")
+    parser.add_argument(
+        "--sleep", type=float, default=30.0, help="the fixed preStop sleep of scenario 'sleep'"
+    )
     parser.add_argument("--grace", type=float, default=60.0, help="terminationGracePeriodSeconds")
     parser.add_argument("--python", default=sys.executable)
     parser.add_argument("--json", help="also write every run here")
@@ -276,7 +288,8 @@ def main() -> int:
             result = run_once(scenario, args.python, args)
             runs.append(result)
             print(
-                "round %d %-9s preStop->exit %6.2fs  lost %4d of %6d  (%s) served by old %d (last at +%.2fs), exit %s"
+                "round %d %-9s preStop->exit %6.2fs  lost %4d of %6d  (%s) "
+                "served by old %d (last at +%.2fs), exit %s"
                 % (
                     round_number + 1,
                     scenario,

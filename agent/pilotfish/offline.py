@@ -213,6 +213,16 @@ class SigtermRelay:
         if current is signal.SIG_IGN:
             log.once("sigterm-ignored", "info", "the app ignores SIGTERM; the agent leaves it so")
             return False
+        if getattr(current, "__name__", "") == "_sighandler_noop":
+            # asyncio's loop.add_signal_handler: the loop hears SIGTERM through its wakeup fd
+            # whatever Python handler is set, so we could not hold it back (hypercorn does this).
+            log.once(
+                "sigterm-asyncio",
+                "warning",
+                "the app handles SIGTERM through asyncio's add_signal_handler; SIGTERM is left to the app "
+                "(graceful offline works through the /offline preStop)",
+            )
+            return False
         self.app_handler = signal.SIG_DFL if current is None else current
         self._original_signal(signal.SIGTERM, self._on_sigterm)
         self.intercepting = True

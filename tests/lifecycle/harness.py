@@ -27,32 +27,70 @@ TOKEN = "t0ken-for-tests"
 
 def gunicorn_argv(python: str, port: int, worker: str) -> List[str]:
     extra = ["--threads", "4"] if worker == "gthread" else []
-    return [python, "-m", "gunicorn", *_gunicorn_flags(python), "-w", "2", "-k", worker, *extra, "-b", "127.0.0.1:%d" % port,
-            "--graceful-timeout", "20", "--keep-alive", "5", "lifecycle_wsgi:app"]
+    return [
+        python,
+        "-m",
+        "gunicorn",
+        *_gunicorn_flags(python),
+        "-w",
+        "2",
+        "-k",
+        worker,
+        *extra,
+        "-b",
+        "127.0.0.1:%d" % port,
+        "--graceful-timeout",
+        "20",
+        "--keep-alive",
+        "5",
+        "lifecycle_wsgi:app",
+    ]
 
 
 def uvicorn_argv(python: str, port: int, _worker: str = "") -> List[str]:
-    return [python, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port), "--timeout-keep-alive", "5",
-            "lifecycle_asgi:app"]
+    return [
+        python,
+        "-m",
+        "uvicorn",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--timeout-keep-alive",
+        "5",
+        "lifecycle_asgi:app",
+    ]
+
+
+def uvicorn_workers_argv(python: str, port: int) -> List[str]:
+    return uvicorn_argv(python, port)[:-1] + ["--workers", "2", "lifecycle_asgi:app"]
 
 
 SERVERS = {
     "gunicorn-sync": lambda py, port: gunicorn_argv(py, port, "sync"),
     "gunicorn-gthread": lambda py, port: gunicorn_argv(py, port, "gthread"),
     "uvicorn": uvicorn_argv,
+    "uvicorn-workers": uvicorn_workers_argv,
 }
 
 
 class Reply:
-    def __init__(self, status: int, headers: Dict[str, str], body: bytes, started: float, ended: float) -> None:
+    def __init__(
+        self, status: int, headers: Dict[str, str], body: bytes, started: float, ended: float
+    ) -> None:
         self.status, self.headers, self.body, self.started, self.ended = status, headers, body, started, ended
 
     def json(self) -> Any:
         return json.loads(self.body)
 
 
-def get(port: int, path: str, headers: Optional[Mapping[str, str]] = None, timeout: float = 30,
-        method: str = "GET") -> Reply:
+def get(
+    port: int,
+    path: str,
+    headers: Optional[Mapping[str, str]] = None,
+    timeout: float = 30,
+    method: str = "GET",
+) -> Reply:
     started = time.time()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
@@ -72,7 +110,7 @@ class Server:
         self.python = python
         self.port = free_port()
         self.status_port = free_port()
-        self.probe_fail_file = tempfile.mktemp(prefix="pilotfish-probe-fail-")  # noqa: S306 - a flag file
+        self.probe_fail_file = tempfile.mktemp(prefix="pilotfish-probe-fail-")
         extra = {
             "PILOTFISH_STATUS_PORT": str(self.status_port),
             "PILOTFISH_STATUS_HOST": "127.0.0.1",
@@ -87,13 +125,19 @@ class Server:
         self.proc: Optional[subprocess.Popen] = None
         self.started_at = 0.0
 
-    def start(self) -> "Server":
+    def start(self) -> Server:
         self.started_at = time.time()
-        self.proc = subprocess.Popen(SERVERS[self.kind](self.python, self.port), cwd=str(APPS), env=self.env,
-                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            SERVERS[self.kind](self.python, self.port),
+            cwd=str(APPS),
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         return self
 
-    def __enter__(self) -> "Server":
+    def __enter__(self) -> Server:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -125,8 +169,12 @@ class Server:
         return get(self.status_port, "/status", timeout=5).json()  # type: ignore[no-any-return]
 
     def offline(self, wait: bool = True, timeout: float = 60) -> Reply:
-        return get(self.status_port, "/offline" + ("" if wait else "?wait=false"),
-                   headers={"X-Pilotfish-Token": TOKEN}, timeout=timeout)
+        return get(
+            self.status_port,
+            "/offline" + ("" if wait else "?wait=false"),
+            headers={"X-Pilotfish-Token": TOKEN},
+            timeout=timeout,
+        )
 
     def wait_for(self, predicate: Any, timeout: float = 20, what: str = "condition") -> Any:
         deadline = time.monotonic() + timeout
@@ -144,7 +192,7 @@ class Server:
     def wait_ready(self, timeout: float = 30) -> None:
         self.wait_for(lambda: self.readiness() == 200, timeout, "readiness 200")
         # gunicorn: both workers booted and reporting, so requests are spread as in production.
-        if self.kind.startswith("gunicorn"):
+        if self.kind.startswith("gunicorn") or self.kind == "uvicorn-workers":
             self.wait_for(lambda: len(self.status()["workers"]) >= 2, timeout, "2 workers")
 
     def app_listening(self) -> bool:
@@ -189,11 +237,11 @@ class Load:
                 self.errors.append((time.time(), repr(problem)))
             self._stop.wait(self.interval)
 
-    def start(self) -> "Load":
+    def start(self) -> Load:
         self._thread.start()
         return self
 
-    def stop(self) -> "Load":
+    def stop(self) -> Load:
         self._stop.set()
         self._thread.join(15)
         return self

@@ -9,7 +9,7 @@ from typing import Any, List
 import pytest
 from pilotfish import lifecycle, offline, settings
 
-from tests.lifecycle.test_state_machine import FakeProbe, FakeRegistrar
+from tests.lifecycle.fakes import FakeProbe, FakeRegistrar
 
 
 class Traffic:

@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 import time
+from datetime import datetime, timezone
 from typing import Any, Dict, List
 
 import pytest
@@ -25,11 +26,23 @@ CURRENT = "%d.%d" % sys.version_info[:2]
 
 
 def probe_env(port_of: Server, period: int = 2) -> Dict[str, str]:
-    return {"PILOTFISH_APP_PROBE": json.dumps({
-        "httpGet": {"path": "/healthz", "port": port_of.port, "scheme": "HTTP", "host": "",
-                    "httpHeaders": [{"name": "X-From", "value": "kubelet"}]},
-        "periodSeconds": period, "timeoutSeconds": 1, "successThreshold": 1, "failureThreshold": 1,
-    })}
+    return {
+        "PILOTFISH_APP_PROBE": json.dumps(
+            {
+                "httpGet": {
+                    "path": "/healthz",
+                    "port": port_of.port,
+                    "scheme": "HTTP",
+                    "host": "",
+                    "httpHeaders": [{"name": "X-From", "value": "kubelet"}],
+                },
+                "periodSeconds": period,
+                "timeoutSeconds": 1,
+                "successThreshold": 1,
+                "failureThreshold": 1,
+            }
+        )
+    }
 
 
 def make(kind: str, minor: str = CURRENT, **env: str) -> Server:
@@ -45,7 +58,9 @@ def transitions(server: Server) -> Dict[str, float]:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_readiness_is_503_until_the_app_listens_plus_the_delay_then_flips_within_one_probe_period(kind: str) -> None:
+def test_readiness_is_503_until_the_app_listens_plus_the_delay_then_flips_within_one_probe_period(
+    kind: str,
+) -> None:
     timeline = Timeline()
     polls: List[tuple] = []
     first_listen = None
@@ -72,7 +87,8 @@ def test_readiness_is_503_until_the_app_listens_plus_the_delay_then_flips_within
         assert list(moments) == ["starting", "delaying", "registered", "ready"], report
         listening = moments["delaying"]
         assert first_listen is not None and abs(listening - first_listen) < 1.0, (
-            "the agent learned 'listening' from the app's own listen()\n" + report)
+            "the agent learned 'listening' from the app's own listen()\n" + report
+        )
         early = [(at, s) for at, s in polls if at < listening + 2.0 - 0.05 and s == 200]
         assert not early, "ready before listening + delay\n" + report
         assert polls[-1][0] <= listening + 2.0 + 2.0 + 0.5, "not ready within one probe period\n" + report
@@ -164,22 +180,36 @@ def test_offline_serves_everything_until_drained_and_returns_a_quiet_period_afte
         reply = offline["reply"]
         body = reply.json()
         assert reply.status == 200 and body["drained"] and body["reason"] == "quiet", (body, report)
-        assert reply.ended >= slow["reply"].ended - 0.3, "never before the in-flight request finished\n" + report
+        assert reply.ended >= slow["reply"].ended - 0.3, (
+            "never before the in-flight request finished\n" + report
+        )
         last_request = max(last_sent, slow["reply"].ended)
         assert reply.ended <= max(last_sent + 2.0, slow["reply"].ended) + 0.5, (
-            "/offline returned %.2fs after the last request\n%s" % (reply.ended - last_request, report))
+            "/offline returned %.2fs after the last request\n%s" % (reply.ended - last_request, report)
+        )
         status = server.status()
         assert status["lifecycle"]["state"] == "drained"
         assert [t["state"] for t in status["lifecycle"]["transitions"]][-2:] == ["offline", "drained"]
+        # Then the kubelet sends SIGTERM: already drained, so it goes straight to the app.
+        assert server.proc is not None
+        sent = time.time()
+        server.proc.send_signal(signal.SIGTERM)
+        code = server.proc.wait(20)
+        assert time.time() - sent < 5, "SIGTERM after a drained /offline is not delayed"
+        if kind.startswith("gunicorn"):
+            assert code == 0 and "Shutting down: Master" in server.output()
 
 
 @pytest.mark.parametrize(
     "kind, minor",
-    [("gunicorn-sync", minor) for minor in matrix_versions()] + [("gunicorn-gthread", CURRENT), ("uvicorn", CURRENT)],
+    [("gunicorn-sync", minor) for minor in matrix_versions()]
+    + [("gunicorn-gthread", CURRENT), ("uvicorn", CURRENT), ("uvicorn-workers", CURRENT)],
 )
 def test_sigterm_drains_the_same_way_and_the_apps_own_shutdown_still_runs(kind: str, minor: str) -> None:
     timeline = Timeline()
-    with make(kind, minor, PILOTFISH_OFFLINE_QUIET_SECONDS="2", PILOTFISH_OFFLINE_MAX_WAIT_SECONDS="40") as server:
+    with make(
+        kind, minor, PILOTFISH_OFFLINE_QUIET_SECONDS="2", PILOTFISH_OFFLINE_MAX_WAIT_SECONDS="40"
+    ) as server:
         server.wait_ready()
         slow: Dict[str, Any] = {}
         slow_thread = _fetch(server, "/slow?seconds=4", slow, timeline)
@@ -211,3 +241,43 @@ def test_sigterm_drains_the_same_way_and_the_apps_own_shutdown_still_runs(kind: 
             # uvicorn re-raises the signal it caught once it has shut down, as it does without the agent.
             assert code in (0, -signal.SIGTERM), report
             assert "Finished server process" in output and "lifespan shutdown ran" in output, report
+
+
+def test_seed_002_kubelet_probes_before_registration_never_start_the_warm_up_clock() -> None:
+    """Seed 002: MSE started warm-up at the first health check, before the service registered.
+
+    Here a kubelet probes the app itself (User-Agent kube-probe/...) from the moment it
+    listens, through the whole registration delay: warm-up must start exactly at registration.
+    """
+    probes: List[float] = []
+    with make("gunicorn-sync", PILOTFISH_DELAY_REGISTER_SECONDS="2", PILOTFISH_WARMUP_SECONDS="60") as server:
+        stop = threading.Event()
+
+        def kubelet() -> None:
+            while not stop.is_set():
+                try:
+                    at = time.time()
+                    if get(
+                        server.port, "/healthz", headers={"User-Agent": "kube-probe/1.31"}, timeout=2
+                    ).status:
+                        probes.append(at)
+                except OSError:
+                    pass
+                stop.wait(0.1)
+
+        thread = threading.Thread(target=kubelet, daemon=True)
+        thread.start()
+        server.wait_ready()
+        time.sleep(0.5)
+        stop.set()
+        thread.join(5)
+        status = server.status()
+        lifecycle = status["lifecycle"]
+        registered = {t["state"]: t["at_epoch"] for t in lifecycle["transitions"]}["registered"]
+        assert probes and probes[0] < registered - 1.5, "the kubelet probed well before registration"
+        assert status["probes_total"] >= len(probes) - 2 and status["requests_total"] == 0
+        warm = lifecycle["warmup"]
+        assert warm["started_by"] == "registration"
+        started = datetime.strptime(warm["started_at"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+        assert abs(started.timestamp() - registered) < 0.05, (warm, registered)
+        assert 0.0 < warm["weight"] < 0.2, "early in a 60 s warm-up"
