@@ -71,8 +71,8 @@ if mode == "fork":
         else status
     )
     sys.exit(0)
-say("READY")
 try:
+    say("READY")  # inside the try: a signal may arrive as soon as the test reads this line
     while True:
         time.sleep(0.5)  # a main thread blocked in a sleep, like a plain server's loop
 finally:
