@@ -66,7 +66,12 @@ def uvicorn_workers_argv(python: str, port: int) -> List[str]:
     return uvicorn_argv(python, port)[:-1] + ["--workers", "2", "lifecycle_asgi:app"]
 
 
+def grpc_argv(python: str, port: int) -> List[str]:
+    return [python, str(APPS / "grpc_app.py"), str(port)]
+
+
 SERVERS = {
+    "grpc": grpc_argv,
     "gunicorn-sync": lambda py, port: gunicorn_argv(py, port, "sync"),
     "gunicorn-gthread": lambda py, port: gunicorn_argv(py, port, "gthread"),
     "uvicorn": uvicorn_argv,

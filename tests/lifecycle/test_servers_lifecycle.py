@@ -281,3 +281,57 @@ def test_seed_002_kubelet_probes_before_registration_never_start_the_warm_up_clo
         started = datetime.strptime(warm["started_at"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
         assert abs(started.timestamp() - registered) < 0.05, (warm, registered)
         assert 0.0 < warm["weight"] < 0.2, "early in a 60 s warm-up"
+
+
+def test_a_grpc_server_keeps_answering_calls_through_a_sigterm_drain() -> None:
+    """A plain-script gRPC server (default SIGTERM action): drained first, then the signal acts.
+
+    The agent learns that the app serves from ``Server.start()``; SIGTERM starts the drain,
+    calls that still arrive are answered, and only then does the default action end the process.
+    """
+    import grpc
+
+    timeline = Timeline()
+    server = Server("grpc", require_app_python(CURRENT), {
+        "PILOTFISH_OFFLINE_QUIET_SECONDS": "2", "PILOTFISH_OFFLINE_MAX_WAIT_SECONDS": "30"})
+    with server:
+        server.wait_ready()
+        channel = grpc.insecure_channel("127.0.0.1:%d" % server.port)
+        echo = channel.unary_unary("/demo.Demo/Echo")
+        assert echo(b"hi", timeout=5) == b"hi"
+        slow: Dict[str, Any] = {}
+
+        def slow_call() -> None:
+            try:
+                slow["reply"] = echo(b"slow", metadata=(("x-delay", "3"),), timeout=20)
+            except Exception as problem:
+                slow["error"] = repr(problem)
+            timeline.add("slow call ended")
+
+        slow_thread = threading.Thread(target=slow_call, daemon=True)
+        slow_thread.start()
+        time.sleep(0.3)
+        assert server.proc is not None
+        timeline.add("SIGTERM")
+        server.proc.send_signal(signal.SIGTERM)
+        answered, failed = 0, []
+        last_call = time.time()
+        until = time.time() + 1.5
+        while time.time() < until:
+            last_call = time.time()
+            try:
+                assert echo(b"late", timeout=5) == b"late"
+                answered += 1
+            except Exception as problem:
+                failed.append(repr(problem))
+            time.sleep(0.05)
+        code = server.proc.wait(30)
+        exited = time.time()
+        timeline.add("exited %s" % code, exited)
+        slow_thread.join(10)
+        channel.close()
+        report = "timeline:\n%s\n%s" % (timeline, server.output()[-3000:])
+        assert not failed and answered > 5, (failed, report)
+        assert slow.get("reply") == b"slow", (slow, report)
+        assert exited >= last_call + 2.0 - 0.2, report
+        assert code == -signal.SIGTERM, "the default action still ends it, as without the agent\n" + report
