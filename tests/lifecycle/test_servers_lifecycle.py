@@ -292,8 +292,11 @@ def test_a_grpc_server_keeps_answering_calls_through_a_sigterm_drain() -> None:
     import grpc
 
     timeline = Timeline()
-    server = Server("grpc", require_app_python(CURRENT), {
-        "PILOTFISH_OFFLINE_QUIET_SECONDS": "2", "PILOTFISH_OFFLINE_MAX_WAIT_SECONDS": "30"})
+    server = Server(
+        "grpc",
+        require_app_python(CURRENT),
+        {"PILOTFISH_OFFLINE_QUIET_SECONDS": "2", "PILOTFISH_OFFLINE_MAX_WAIT_SECONDS": "30"},
+    )
     with server:
         server.wait_ready()
         channel = grpc.insecure_channel("127.0.0.1:%d" % server.port)
