@@ -99,6 +99,7 @@ def status_document() -> Dict[str, Any]:
         "in_flight": totals.in_flight,
         "requests_total": totals.requests_total,
         "probes_total": totals.probes_total,
+        "ignored_total": totals.ignored_total,
         "requests_by_tag": {tag or "baseline": count for tag, count in totals.by_tag.items()},
         "offline": shared.is_offline(),
         "tag": current.tag or None,
@@ -228,6 +229,8 @@ class StatusHandler(BaseHTTPRequestHandler):
 
     def parse_request(self) -> bool:
         if len(self.raw_requestline) > MAX_REQUEST_LINE:
+            self.command, self.request_version, self.requestline = "", "HTTP/1.1", ""
+            self.close_connection = True
             self.send_error(414)
             return False
         return super().parse_request()
