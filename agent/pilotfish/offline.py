@@ -213,15 +213,8 @@ class SigtermRelay:
         if current is signal.SIG_IGN:
             log.once("sigterm-ignored", "info", "the app ignores SIGTERM; the agent leaves it so")
             return False
-        if getattr(current, "__name__", "") == "_sighandler_noop":
-            # asyncio's loop.add_signal_handler: the loop hears SIGTERM through its wakeup fd
-            # whatever Python handler is set, so we could not hold it back (hypercorn does this).
-            log.once(
-                "sigterm-asyncio",
-                "warning",
-                "the app handles SIGTERM through asyncio's add_signal_handler; SIGTERM is left to the app "
-                "(graceful offline works through the /offline preStop)",
-            )
+        if _is_asyncio_handler(current):
+            _warn_asyncio()
             return False
         self.app_handler = signal.SIG_DFL if current is None else current
         self._original_signal(signal.SIGTERM, self._on_sigterm)
@@ -235,6 +228,10 @@ class SigtermRelay:
         if signum == signal.SIGTERM and self.intercepting and os.getpid() == self.owner_pid:
             if threading.current_thread() is not threading.main_thread():
                 raise ValueError("signal only works in main thread of the main interpreter")
+            if _is_asyncio_handler(handler):
+                self.intercepting = False  # see _is_asyncio_handler: step aside entirely
+                _warn_asyncio()
+                return self._original_signal(signum, handler)
             previous, self.app_handler = self.app_handler, handler
             return previous
         return self._original_signal(signum, handler)
@@ -286,6 +283,21 @@ class SigtermRelay:
             os.kill(os.getpid(), signal.SIGTERM)
             return
         handler(signum, frame)
+
+
+def _is_asyncio_handler(handler: Any) -> bool:
+    """asyncio's ``loop.add_signal_handler`` (hypercorn uses it) hears signals through the loop's
+    wakeup fd whatever Python-level handler is set, so SIGTERM cannot be held back there."""
+    return getattr(handler, "__name__", "") == "_sighandler_noop"
+
+
+def _warn_asyncio() -> None:
+    log.once(
+        "sigterm-asyncio",
+        "warning",
+        "the app handles SIGTERM through asyncio's add_signal_handler; SIGTERM is left to the app "
+        "(graceful offline works through the /offline preStop)",
+    )
 
 
 _relay: Optional[SigtermRelay] = None

@@ -52,6 +52,16 @@ if mode in ("handler-after", "second-sigterm"):
     previous = signal.signal(signal.SIGTERM, app_handler)
     say("PREVIOUS-IS-DEFAULT %s" % (previous is signal.SIG_DFL))
     say("GETSIGNAL-IS-APP %s" % (signal.getsignal(signal.SIGTERM) is app_handler))
+if mode == "asyncio":
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+    loop.add_signal_handler(signal.SIGTERM, lambda: (say("ASYNCIO-HANDLER"), loop.stop()))
+    say("INTERCEPTING %s" % relay.intercepting)
+    say("READY")
+    loop.run_forever()
+    say("EXIT")
+    sys.exit(0)
 if mode == "offline-first":
     signal.signal(signal.SIGTERM, app_handler)
     drainer.start("/offline")

@@ -165,3 +165,44 @@ def test_a_broken_traffic_view_still_ends_in_drained() -> None:
     drainer.start("/offline")
     assert drainer.wait(3)
     assert drainer.result["reason"] == "error" and machine.state == lifecycle.DRAINED
+
+
+def test_a_real_grpc_server_is_stopped_after_the_quiet_period_and_its_last_call_completes() -> None:
+    """grpcio's own server: serving until drained, then stop(grace) lets a late call finish."""
+    from concurrent import futures
+
+    grpc = pytest.importorskip("grpc")
+
+    def echo(request: bytes, context: Any) -> bytes:
+        time.sleep(float(dict(context.invocation_metadata()).get("x-delay", "0")))
+        return request
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "demo.Demo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)}
+            ),
+        )
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    channel = grpc.insecure_channel("127.0.0.1:%d" % port)
+    call = channel.unary_unary("/demo.Demo/Echo")
+    drainer, _, traffic, _, _ = make(quiet=0.5, max_wait=10)
+    drainer.add_grpc_server(server)
+    try:
+        drainer.start("SIGTERM")
+        time.sleep(0.2)
+        assert call(b"during quiet", timeout=5) == b"during quiet", "still accepting calls while draining"
+        traffic.request()
+        # A call that starts right before the quiet period ends is still running at stop(grace).
+        late = futures.ThreadPoolExecutor(1).submit(call, b"late", metadata=(("x-delay", "1"),), timeout=10)
+        assert drainer.wait(5)
+        assert late.result(5) == b"late", "stop(grace) lets an active call finish"
+        with pytest.raises(grpc.RpcError) as refused:
+            call(b"after", timeout=2)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        channel.close()
+        server.stop(None)

@@ -108,3 +108,14 @@ def test_forked_workers_handle_their_own_sigterm_untouched() -> None:
     code, lines, _ = finish(process)
     assert code == 0
     assert "CHILD-HANDLER" in lines and "CHILD-GETSIGNAL-OWN True" in lines and "CHILD-EXIT 7" in lines
+
+
+def test_an_asyncio_loop_signal_handler_is_left_alone_because_it_cannot_be_held_back() -> None:
+    """asyncio hears signals through its wakeup fd; the relay steps aside and says so."""
+    process = start("asyncio", quiet=5)
+    lines = read_until(process, "READY")
+    assert "INTERCEPTING False" in lines
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=5)
+    assert process.returncode == 0 and out.split() == ["ASYNCIO-HANDLER", "EXIT"]
+    assert "add_signal_handler" in err
