@@ -21,7 +21,9 @@ The three ways to stop "old":
 - ``pilotfish``: the agent is injected (PYTHONPATH bootstrap only); preStop is
   ``GET :55199/offline`` (blocks until drained), then SIGTERM;
 - ``sleep``: no agent; preStop ``sleep 30`` (MSE's injected default), then SIGTERM;
-- ``none``: no agent, no preStop: SIGTERM at once.
+- ``none``: no agent, no preStop: SIGTERM at once;
+- ``pilotfish-sigterm``: the agent, but no preStop of ours (the user kept their own, or
+  none): SIGTERM at once, which the agent holds back until drained.
 
 Measured per run: preStop start -> old process exit (seconds), requests lost, total.
 Scenarios run interleaved (A B C A B C ...) so machine noise hits each alike.
@@ -50,7 +52,7 @@ ROOT = Path(__file__).resolve().parent.parent
 APPS = ROOT / "tests" / "apps"
 BOOTSTRAP = ROOT / "build" / "agent-tree" / "bootstrap"
 TOKEN = "bench-token"
-SCENARIOS = ("pilotfish", "sleep", "none")
+SCENARIOS = ("pilotfish", "pilotfish-sigterm", "sleep", "none")
 
 
 def free_port() -> int:
@@ -204,7 +206,7 @@ class LoadGenerator:
 
 
 def run_once(scenario: str, python: str, args: argparse.Namespace) -> Dict[str, Any]:
-    old = Instance(agent=scenario == "pilotfish", python=python)
+    old = Instance(agent=scenario.startswith("pilotfish"), python=python)
     new = Instance(agent=False, python=python)
     try:
         old.wait_serving()
@@ -262,7 +264,7 @@ def spread(values: List[float], fmt: str) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument("--scenarios", default="pilotfish,sleep,none", help="any of " + ",".join(SCENARIOS))
     parser.add_argument("--clients", type=int, default=8, help="keep-alive client threads")
     parser.add_argument(
         "--fresh-clients", type=int, default=4, help="client threads opening a new connection per request"
@@ -312,6 +314,7 @@ def main() -> int:
         "pilotfish": "pilotfish (`/offline` preStop, then SIGTERM)",
         "sleep": "fixed `sleep %g` preStop, then SIGTERM" % args.sleep,
         "none": "no preStop (SIGTERM at once)",
+        "pilotfish-sigterm": "pilotfish, no preStop (SIGTERM at once, drained by the agent)",
     }
     for scenario in scenarios:
         mine = [r for r in runs if r["scenario"] == scenario]
