@@ -417,17 +417,6 @@ def drainer() -> Any:
     return _drainer
 
 
-def install() -> None:
-    """At interpreter start (cheap): start the lifecycle when the runtime wakes in the owner."""
-    from pilotfish import runtime
-
-    runtime.on_wake(_start_quietly)
-
-
-def _start_quietly() -> None:
-    start()
-
-
 def _app_port() -> Optional[int]:
     from pilotfish import runtime
 

@@ -196,6 +196,12 @@ class Server:
 
     def wait_ready(self, timeout: float = 30) -> None:
         self.wait_for(lambda: self.readiness() == 200, timeout, "readiness 200")
+        # free_port() cannot reserve a port: make sure the status server is this server's.
+        owner = self.status().get("pid")
+        assert self.proc is not None and owner == self.proc.pid, (
+            "status port %d answered from pid %s, not from this server (pid %s)\n%s"
+            % (self.status_port, owner, self.proc.pid if self.proc else None, self.output()[-2000:])
+        )
         # gunicorn: both workers booted and reporting, so requests are spread as in production.
         if self.kind.startswith("gunicorn") or self.kind == "uvicorn-workers":
             self.wait_for(lambda: len(self.status()["workers"]) >= 2, timeout, "2 workers")

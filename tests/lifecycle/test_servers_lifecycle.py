@@ -273,11 +273,16 @@ def test_seed_002_kubelet_probes_before_registration_never_start_the_warm_up_clo
         thread.join(5)
         status = server.status()
         lifecycle = status["lifecycle"]
-        registered = {t["state"]: t["at_epoch"] for t in lifecycle["transitions"]}["registered"]
-        assert probes and probes[0] < registered - 1.5, "the kubelet probed well before registration"
-        assert status["probes_total"] >= len(probes) - 2 and status["requests_total"] == 0
+        report = "status: %s\n%s" % (json.dumps(status, indent=1)[-3000:], server.output()[-3000:])
+        moments = {t["state"]: t["at_epoch"] for t in lifecycle["transitions"]}
+        assert "registered" in moments, report
+        registered = moments["registered"]
+        assert probes and probes[0] < registered - 1.5, (
+            "the kubelet probed well before registration\n" + report
+        )
+        assert status["probes_total"] >= len(probes) - 2 and status["requests_total"] == 0, report
         warm = lifecycle["warmup"]
-        assert warm["started_by"] == "registration"
+        assert warm["started_by"] == "registration", report
         started = datetime.strptime(warm["started_at"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
         assert abs(started.timestamp() - registered) < 0.05, (warm, registered)
         assert 0.0 < warm["weight"] < 0.2, "early in a 60 s warm-up"
