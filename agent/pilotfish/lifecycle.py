@@ -67,7 +67,7 @@ class Registrar:
             self.detail = "no config service configured (PILOTFISH_CONFIG_URL unset)"
             return None
         try:
-            from pilotfish import config_client  # type: ignore[attr-defined]
+            from pilotfish import config_client
         except ImportError:
             self.detail = "this agent build has no config client"
             return None
