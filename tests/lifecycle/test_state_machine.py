@@ -121,11 +121,14 @@ def test_registrar_gives_up_waiting_after_its_bound_and_fails_open(monkeypatch: 
     import sys
     import types
 
+    import pilotfish
+
     gate = threading.Event()
     fake = types.ModuleType("pilotfish.config_client")
     fake.register = lambda port=None: gate.wait(5)  # type: ignore[attr-defined]
     fake.deregister = lambda: True  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "pilotfish.config_client", fake)
+    monkeypatch.setattr(pilotfish, "config_client", fake, raising=False)  # if already imported
     registrar = lifecycle.Registrar(
         lambda: settings.build({"config_url": "https://config.invalid"}, {}), wait=0.3
     )
