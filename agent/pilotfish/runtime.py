@@ -74,9 +74,17 @@ def install(bootstrap_dir: str = "") -> None:
     for trigger, name in SERVER_INTEGRATIONS:
         importhooks.when_imported(trigger, _integration_hook(name))
     _install_optional("pilotfish.tags.install")
-    on_wake(_start_central_config)
+    on_wake(_start_central_config)  # first: central config may set the lifecycle's delay and warm-up
+    on_wake(_start_lifecycle)
     if hasattr(os, "register_at_fork"):
         os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _start_lifecycle() -> None:
+    """Owner only, once the app listens: lifecycle, readiness gates, graceful offline (issue 5)."""
+    from pilotfish import lifecycle
+
+    lifecycle.start()
 
 
 def _install_optional(module: str) -> None:

@@ -1,0 +1,489 @@
+"""The lifecycle of one container: starting → delaying → registered → ready → offline → drained.
+
+Why a state machine with recorded transition times: "no request lost" is a
+claim about *ordering* (registered before warm-up, ready only after the app
+answers, offline before SIGTERM), and an operator must be able to see that
+ordering on ``/status`` after the fact. Every transition is kept with its wall
+and monotonic time.
+
+- ``starting``: the process runs, the app does not listen yet.
+- ``delaying``: the app listens — learned from the runtime, which wakes the
+  agent on the app's own ``listen()`` (never from a timer) — and
+  ``delay_register_seconds`` runs.
+- ``registered``: registered with the config service (or no service is
+  configured, or it did not answer within :data:`REGISTER_WAIT_SECONDS`: fail
+  open, the config client keeps retrying). The warm-up clock starts here
+  (or, with ``warmup_start=first-request``, at the first consumer-marked
+  request, but never before this point).
+- ``ready``: every readiness gate holds (this module adds ``app-probe``,
+  ``registered``, ``warmed-up`` and ``online``; the runtime adds
+  ``app-listening``). Falls back to ``registered`` if a gate fails again.
+- ``offline``/``drained``: driven by :mod:`pilotfish.offline`.
+
+Everything runs in the owner process, on one daemon thread that ticks every
+:data:`TICK_SECONDS`; nothing here is on a request path.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from pilotfish import log, warmup
+
+STARTING, DELAYING, REGISTERED, READY, OFFLINE, DRAINED = (
+    "starting",
+    "delaying",
+    "registered",
+    "ready",
+    "offline",
+    "drained",
+)
+STATES = (STARTING, DELAYING, REGISTERED, READY, OFFLINE, DRAINED)
+TICK_SECONDS = 0.1
+REGISTER_WAIT_SECONDS = 10.0
+"""How long readiness waits for the config service before failing open."""
+
+Gate = Tuple[bool, str]
+
+
+class Registrar:
+    """Registration with the config service, through :mod:`pilotfish.config_client` when present.
+
+    A no-op (``"local"``) when ``PILOTFISH_CONFIG_URL`` is unset or this build has
+    no config client. A call that does not answer within ``wait`` seconds is
+    reported as ``"fail-open"`` and left to finish (and retry) in the background.
+    """
+
+    def __init__(self, settings_fn: Callable[[], Any], wait: float = REGISTER_WAIT_SECONDS) -> None:
+        self._settings = settings_fn
+        self.wait = wait
+        self.detail = ""
+
+    def _client(self) -> Any:
+        if not self._settings().config_url:
+            self.detail = "no config service configured (PILOTFISH_CONFIG_URL unset)"
+            return None
+        try:
+            from pilotfish import config_client
+        except ImportError:
+            self.detail = "this agent build has no config client"
+            return None
+        return config_client
+
+    def _bounded(self, call: Callable[[], Any], what: str) -> Tuple[bool, bool]:
+        """(finished, result) of ``call()`` run on a helper thread for at most ``self.wait`` s."""
+        outcome: List[Any] = []
+
+        def run() -> None:
+            try:
+                outcome.append(bool(call()))
+            except Exception:
+                log.exception_once("lifecycle-" + what, "%s with the config service failed" % what)
+                outcome.append(False)
+
+        thread = threading.Thread(target=run, name="pilotfish-" + what, daemon=True)
+        thread.start()
+        thread.join(self.wait)
+        return (True, outcome[0]) if outcome else (False, False)
+
+    def register(self, port: Optional[int]) -> str:
+        client = self._client()
+        if client is None:
+            return "local"
+        finished, ok = self._bounded(lambda: client.register(port), "registration")
+        if ok:
+            self.detail = "registered with %s" % self._settings().config_url
+            return "registered"
+        self.detail = (
+            "config service did not answer within %gs" % self.wait
+            if not finished
+            else "config service refused or failed the registration"
+        ) + "; failing open (the config client keeps retrying)"
+        return "fail-open"
+
+    def deregister(self) -> str:
+        client = self._client()
+        if client is None:
+            return "local"
+        finished, ok = self._bounded(client.deregister, "deregistration")
+        return "deregistered" if ok else ("failed" if finished else "timed-out")
+
+
+class Lifecycle:
+    """The state machine. Dependencies come in as callables so it runs without the runtime in tests."""
+
+    def __init__(
+        self,
+        settings_fn: Callable[[], Any],
+        registrar: Any,
+        probe: Any,
+        readiness: Optional[Callable[[], bool]] = None,
+        port_fn: Callable[[], Optional[int]] = lambda: None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings_fn
+        self.registrar = registrar
+        self.probe = probe
+        self._readiness = readiness or self.own_gates_pass
+        self._port = port_fn
+        self._clock = clock
+        self._wall = wall
+        self._lock = threading.RLock()
+        self.state = STARTING
+        self.transitions: List[Dict[str, Any]] = []
+        self.listening_at: Optional[float] = None
+        self.registration = ""  # "", "registering", "registered", "local", "fail-open"
+        self.deregistration = ""
+        self.offline_reason = ""
+        self.drain: Dict[str, Any] = {}
+        self.warmup = warmup.WarmupClock(clock, wall)
+        self.marker_path: Optional[str] = None
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self.register_thread: Optional[threading.Thread] = None
+        self._record(STARTING, "agent loaded")
+
+    # -- transitions ----------------------------------------------------------------------
+
+    def _record(self, state: str, why: str) -> None:
+        self.state = state
+        self.transitions.append({"state": state, "at": self._wall(), "monotonic": self._clock(), "why": why})
+        log.info("lifecycle: %s (%s)" % (state, why))
+
+    def entered(self, state: str) -> Optional[float]:
+        """Wall time the state was last entered, or None."""
+        for transition in reversed(self.transitions):
+            if transition["state"] == state:
+                return float(transition["at"])
+        return None
+
+    def app_listening(self, at: Optional[float] = None) -> None:
+        """The app opened its listening socket (the runtime woke us): the delay starts now."""
+        with self._lock:
+            if self.state != STARTING:
+                return
+            self.listening_at = self._clock() if at is None else at
+            delay = self._settings().delay_register_seconds
+            self._record(DELAYING, "app listening; registering in %gs" % delay)
+
+    def tick(self) -> None:
+        """Advance whatever can advance now. Called every TICK_SECONDS by the lifecycle thread."""
+        with self._lock:
+            state = self.state
+            if state == DELAYING and not self.registration and self._delay_elapsed():
+                self.registration = "registering"
+                self.register_thread = threading.Thread(
+                    target=self._register, name="pilotfish-register", daemon=True
+                )
+                self.register_thread.start()
+            if state in (REGISTERED, READY):
+                self._check_marker()
+                ready = self._ready_now()
+                if state == REGISTERED and ready:
+                    self._record(READY, "every readiness gate holds")
+                elif state == READY and not ready:
+                    self._record(REGISTERED, "a readiness gate failed: %s" % self._failing())
+
+    def _delay_elapsed(self) -> bool:
+        return self.listening_at is not None and (
+            self._clock() - self.listening_at >= self._settings().delay_register_seconds
+        )
+
+    def _register(self) -> None:
+        try:
+            outcome = self.registrar.register(self._port())
+        except Exception:
+            log.exception_once("lifecycle-register", "registration failed; failing open")
+            outcome = "fail-open"
+        try:
+            if not self.probe_ok():
+                self.probe.check_now()  # do not wait a whole probe period to become ready
+        except Exception:
+            log.exception_once("lifecycle-probe-now", "could not check the app probe at registration")
+        deregister = False
+        with self._lock:
+            self.registration = outcome
+            if self.state == DELAYING:
+                self._record(REGISTERED, "registration: %s" % outcome)
+                self.warmup.registered(self._settings().warmup_start)
+            elif self.state in (OFFLINE, DRAINED) and outcome == "registered":
+                deregister = True  # went offline while we were registering
+        if deregister:
+            self.deregister()
+
+    def _check_marker(self) -> None:
+        if self.warmup.started_at is None and self.marker_path:
+            at = warmup.read_marker(self.marker_path)
+            if at is not None:
+                self.warmup.marked_request(self._settings().warmup_start, at)
+
+    def on_marked_request(self, at: float) -> None:
+        """A consumer-marked request in the owner process itself (single-process servers)."""
+        self.warmup.marked_request(self._settings().warmup_start, at)
+
+    def go_offline(self, reason: str) -> bool:
+        """Enter ``offline`` (once). True if this call did it."""
+        with self._lock:
+            if self.state in (OFFLINE, DRAINED):
+                return False
+            self.offline_reason = reason
+            self._record(OFFLINE, reason)
+            return True
+
+    def deregister(self) -> str:
+        try:
+            outcome = self.registrar.deregister()
+        except Exception:
+            log.exception_once("lifecycle-deregister", "deregistration failed")
+            outcome = "failed"
+        self.deregistration = outcome
+        return outcome
+
+    def drained(self, reason: str, detail: Dict[str, Any]) -> None:
+        with self._lock:
+            if self.state == DRAINED:
+                return
+            self.drain = dict(detail)
+            self._record(DRAINED, reason)
+
+    # -- gates ----------------------------------------------------------------------------
+
+    def probe_ok(self) -> bool:
+        return bool(self.probe.gate()[0])
+
+    def gate_registered(self) -> Gate:
+        with self._lock:
+            state, registration = self.state, self.registration
+        if state == STARTING:
+            return False, "the app does not listen yet"
+        if state == DELAYING:
+            if registration == "registering":
+                return False, "registering with the config service"
+            remaining = self._settings().delay_register_seconds - (self._clock() - (self.listening_at or 0.0))
+            return False, "registration delay: %.1fs left" % max(0.0, remaining)
+        detail = getattr(self.registrar, "detail", "")
+        return True, "registration: %s%s" % (registration, " (%s)" % detail if detail else "")
+
+    def gate_warmup(self) -> Gate:
+        current = self._settings()
+        if not current.warmup_before_ready:
+            return True, "warm-up is not required before ready"
+        if self.warmup.complete(current):
+            return True, "warm-up complete"
+        elapsed = self.warmup.elapsed()
+        if elapsed is None:
+            return False, "warm-up has not started (it starts at %s)" % current.warmup_start
+        return False, "warming up: %.1f of %gs, weight %.2f" % (
+            elapsed,
+            current.warmup_seconds,
+            self.warmup.weight(current),
+        )
+
+    def gate_online(self) -> Gate:
+        with self._lock:
+            state, reason = self.state, self.offline_reason
+        if state in (OFFLINE, DRAINED):
+            return False, "offline since %s (%s)" % (_iso(self.entered(OFFLINE)), reason)
+        return True, "online"
+
+    def gates(self) -> List[Tuple[str, Callable[[], Gate]]]:
+        return [
+            ("app-probe", self.probe.gate),
+            ("registered", self.gate_registered),
+            ("warmed-up", self.gate_warmup),
+            ("online", self.gate_online),
+        ]
+
+    def own_gates_pass(self) -> bool:
+        return all(check()[0] for _, check in self.gates())
+
+    def _ready_now(self) -> bool:
+        try:
+            return bool(self._readiness())
+        except Exception:
+            log.exception_once("lifecycle-readiness", "could not evaluate readiness")
+            return False
+
+    def _failing(self) -> str:
+        failing = [name + ": " + check()[1] for name, check in self.gates() if not check()[0]]
+        return "; ".join(failing) or "a gate of another part of the agent"
+
+    # -- reporting ------------------------------------------------------------------------
+
+    def describe(self) -> Dict[str, Any]:
+        current = self._settings()
+        with self._lock:
+            transitions = [
+                {
+                    "state": t["state"],
+                    "at": _iso(t["at"]),
+                    "at_epoch": round(t["at"], 3),
+                    "why": t["why"],
+                }
+                for t in self.transitions
+            ]
+            section: Dict[str, Any] = {
+                "state": self.state,
+                "since": _iso(self.transitions[-1]["at"]),
+                "transitions": transitions,
+                "delay_register_seconds": current.delay_register_seconds,
+                "registration": self.registration or None,
+                "registration_detail": getattr(self.registrar, "detail", "") or None,
+                "deregistration": self.deregistration or None,
+                "warmup": self.warmup.describe(current),
+                "app_probe": self.probe.describe(),
+            }
+            if self.drain:
+                section["drain"] = dict(self.drain)
+        return section
+
+    def metrics(self) -> List[str]:
+        current = self._settings()
+        with self._lock:
+            state = self.state
+            entered = {t["state"]: t["at"] for t in self.transitions}
+        lines = [
+            "# HELP pilotfish_lifecycle_state 1 for the lifecycle state this container is in.",
+            "# TYPE pilotfish_lifecycle_state gauge",
+        ]
+        lines += ['pilotfish_lifecycle_state{state="%s"} %d' % (s, 1 if s == state else 0) for s in STATES]
+        lines += [
+            "# HELP pilotfish_lifecycle_transition_timestamp_seconds Unix time the state was last entered.",
+            "# TYPE pilotfish_lifecycle_transition_timestamp_seconds gauge",
+        ]
+        lines += [
+            'pilotfish_lifecycle_transition_timestamp_seconds{state="%s"} %.3f' % (s, entered[s])
+            for s in STATES
+            if s in entered
+        ]
+        lines += [
+            "# HELP pilotfish_warmup_weight Share of a warm peer's traffic consumers should send (0..1).",
+            "# TYPE pilotfish_warmup_weight gauge",
+            "pilotfish_warmup_weight %.4f" % self.warmup.weight(current),
+        ]
+        return lines
+
+    # -- the thread -----------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._stop.wait(TICK_SECONDS):
+            try:
+                self.tick()
+            except Exception:
+                log.exception_once("lifecycle-tick", "the lifecycle thread hit an error; it keeps going")
+
+    def start_thread(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="pilotfish-lifecycle", daemon=True)
+            self._thread.start()
+
+    def stop_thread(self) -> None:
+        self._stop.set()
+
+
+def _iso(epoch: Optional[float]) -> Optional[str]:
+    return warmup._iso(epoch)
+
+
+# -- wiring into the runtime (owner process) ---------------------------------------------
+
+_lifecycle: Optional[Lifecycle] = None
+_drainer: Any = None
+_loaded_at_wall = time.time()
+
+
+def _process_started_wall() -> float:
+    """When this process started (Linux /proc), else when the agent module loaded."""
+    try:
+        with open("/proc/self/stat", "rb") as handle:
+            start_ticks = int(handle.read().rsplit(b")", 1)[1].split()[19])
+        with open("/proc/stat", "rb") as handle:
+            boot = next(int(line.split()[1]) for line in handle if line.startswith(b"btime "))
+        started = boot + start_ticks / float(os.sysconf("SC_CLK_TCK"))
+        return started if started <= time.time() else _loaded_at_wall
+    except Exception:
+        return _loaded_at_wall
+
+
+def current() -> Optional[Lifecycle]:
+    return _lifecycle
+
+
+def drainer() -> Any:
+    return _drainer
+
+
+def _app_port() -> Optional[int]:
+    from pilotfish import runtime
+
+    for _family, address in runtime.app_addresses():
+        if isinstance(address, tuple) and len(address) >= 2 and isinstance(address[1], int):
+            return int(address[1])
+    return None
+
+
+def start() -> Optional[Lifecycle]:
+    """Owner process, right after the app listens: build the lifecycle and plug it in. Never raises."""
+    global _lifecycle, _drainer
+    if _lifecycle is not None:
+        return _lifecycle
+    try:
+        from pilotfish import offline, probe, runtime, settings, shared, stats, status_server
+
+        current = settings.current()
+        runner = probe.from_settings(current.app_probe, current.pod_ip or "127.0.0.1")
+        lifecycle = Lifecycle(
+            settings.current,
+            Registrar(settings.current),
+            runner,
+            readiness=lambda: status_server.evaluate_gates()[0],
+            port_fn=_app_port,
+        )
+        # "starting" began when this process started, not now.
+        started_wall = _process_started_wall()
+        lifecycle.transitions[0]["at"] = started_wall
+        lifecycle.transitions[0]["monotonic"] = time.monotonic() - (time.time() - started_wall)
+        since = runtime.listening_since()
+        lifecycle.app_listening(since)
+        marker = warmup.marker_path()
+        warmup.remove_marker(marker)
+        lifecycle.marker_path = marker
+        warmup.set_owner_sink(lifecycle.on_marked_request, marker)
+        for name, check in lifecycle.gates():
+            if current.readiness_enabled or name == "online":
+                status_server.add_gate(name, check)
+        status_server.add_status_section("lifecycle", lifecycle.describe)
+        status_server.add_metrics(lifecycle.metrics)
+        drain = offline.Drainer(lifecycle, stats.totals, shared.set_offline, settings.current)
+        status_server.set_offline_handler(drain.handle)
+        for server in offline._pending_grpc:
+            drain.add_grpc_server(server)
+        del offline._pending_grpc[:]
+        if current.offline_enabled:
+            offline.install_sigterm(drain)
+        _lifecycle, _drainer = lifecycle, drain
+        runner.start()
+        lifecycle.start_thread()
+        _cleanup_at_exit(marker)
+        return lifecycle
+    except Exception:
+        log.exception_once(
+            "lifecycle-start", "lifecycle did not start; readiness gates are the runtime's only"
+        )
+        return None
+
+
+def _cleanup_at_exit(marker: Optional[str]) -> None:
+    import atexit
+
+    pid = os.getpid()
+
+    def cleanup() -> None:
+        if os.getpid() == pid:
+            warmup.remove_marker(marker)
+
+    atexit.register(cleanup)

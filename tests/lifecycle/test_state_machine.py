@@ -1,0 +1,241 @@
+"""The lifecycle state machine, driven by a fake clock: order, gates, registration, warm-up, seed 002."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Optional, Tuple
+
+import pytest
+from pilotfish import lifecycle, settings, warmup
+from pilotfish.lifecycle import DELAYING, DRAINED, OFFLINE, READY, REGISTERED, STARTING
+
+from tests.lifecycle.fakes import FakeClock, FakeProbe, FakeRegistrar
+
+
+def make(
+    delay: float = 5.0,
+    registrar: Optional[FakeRegistrar] = None,
+    probe: Optional[FakeProbe] = None,
+    **env: Any,
+) -> Tuple[lifecycle.Lifecycle, FakeClock]:
+    values = {
+        "delay_register_seconds": delay,
+        "warmup_seconds": 60.0,
+        "warmup_curve": 1.0,
+        "warmup_min_weight_percent": 10.0,
+    }
+    values.update(env)
+    current = settings.build(values, {})
+    clock = FakeClock()
+    machine = lifecycle.Lifecycle(
+        lambda: current,
+        registrar or FakeRegistrar(),
+        probe or FakeProbe(),
+        port_fn=lambda: 8080,
+        clock=clock,
+        wall=lambda: 1_700_000_000.0 + clock.now,
+    )
+    return machine, clock
+
+
+def settle(machine: lifecycle.Lifecycle) -> None:
+    machine.tick()
+    if machine.register_thread is not None:
+        machine.register_thread.join(5)
+    machine.tick()
+
+
+def test_it_starts_in_starting_and_waits_for_the_app_to_listen() -> None:
+    machine, clock = make()
+    assert machine.state == STARTING
+    clock.now += 1000
+    settle(machine)
+    assert machine.state == STARTING, "no timer moves it: only the app's listen() does"
+    assert machine.gate_registered() == (False, "the app does not listen yet")
+
+
+def test_registration_waits_for_the_delay_after_listening() -> None:
+    registrar = FakeRegistrar()
+    machine, clock = make(delay=5.0, registrar=registrar)
+    machine.app_listening()
+    assert machine.state == DELAYING
+    clock.now += 4.9
+    settle(machine)
+    assert machine.state == DELAYING and registrar.calls == []
+    ok, reason = machine.gate_registered()
+    assert not ok and reason == "registration delay: 0.1s left"
+    clock.now += 0.1
+    settle(machine)
+    assert registrar.calls == [("register", 8080)]
+    assert machine.state == READY
+    assert [t["state"] for t in machine.transitions] == [STARTING, DELAYING, REGISTERED, READY]
+
+
+def test_every_transition_is_recorded_with_its_time() -> None:
+    machine, clock = make(delay=2.0)
+    clock.now = 110.0
+    machine.app_listening()
+    clock.now = 112.0
+    settle(machine)
+    times = {t["state"]: t["monotonic"] for t in machine.transitions}
+    assert times[DELAYING] == 110.0 and times[REGISTERED] == 112.0 and times[READY] == 112.0
+    assert machine.entered(REGISTERED) == 1_700_000_112.0
+    doc = machine.describe()
+    assert [t["state"] for t in doc["transitions"]] == [STARTING, DELAYING, REGISTERED, READY]
+    assert doc["transitions"][2]["at"].startswith("2023-11-14T22:15:")
+
+
+def test_a_failing_app_probe_keeps_it_registered_but_not_ready() -> None:
+    probe = FakeProbe(ok=False)
+    machine, clock = make(delay=0.0, probe=probe)
+    machine.app_listening()
+    settle(machine)
+    assert machine.state == REGISTERED
+    assert probe.checked_now == 1, "the probe is re-checked at registration instead of a period later"
+    probe.ok = True
+    machine.tick()
+    assert machine.state == READY
+    probe.ok = False
+    machine.tick()
+    assert machine.state == REGISTERED
+    assert "app-probe: probe fails: HTTP 503" in machine.transitions[-1]["why"]
+
+
+def test_an_unreachable_config_service_fails_open() -> None:
+    machine, _ = make(delay=0.0, registrar=FakeRegistrar(outcome="fail-open"))
+    machine.app_listening()
+    settle(machine)
+    assert machine.state == READY
+    assert machine.registration == "fail-open"
+    assert machine.gate_registered()[0]
+
+
+def test_registrar_without_a_config_url_is_a_local_no_op() -> None:
+    registrar = lifecycle.Registrar(lambda: settings.build({}, {}))
+    assert registrar.register(8080) == "local"
+    assert "PILOTFISH_CONFIG_URL unset" in registrar.detail
+    assert registrar.deregister() == "local"
+
+
+def test_registrar_gives_up_waiting_after_its_bound_and_fails_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import types
+
+    import pilotfish
+
+    gate = threading.Event()
+    fake = types.ModuleType("pilotfish.config_client")
+    fake.register = lambda port=None: gate.wait(5)  # type: ignore[attr-defined]
+    fake.deregister = lambda: True  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "pilotfish.config_client", fake)
+    monkeypatch.setattr(pilotfish, "config_client", fake, raising=False)  # if already imported
+    registrar = lifecycle.Registrar(
+        lambda: settings.build({"config_url": "https://config.invalid"}, {}), wait=0.3
+    )
+    assert registrar.register(8080) == "fail-open"
+    assert "did not answer within 0.3s" in registrar.detail
+    gate.set()
+    fake.register = lambda port=None: True  # type: ignore[attr-defined]
+    assert registrar.register(8080) == "registered"
+    assert registrar.deregister() == "deregistered"
+
+
+def test_warm_up_starts_at_registration_not_at_listening() -> None:
+    machine, clock = make(delay=10.0)
+    machine.app_listening()
+    clock.now += 10
+    settle(machine)
+    clock.now += 30
+    current = machine._settings()
+    assert machine.warmup.elapsed() == pytest.approx(30)
+    assert machine.warmup.weight(current) == pytest.approx(0.5)
+    assert machine.describe()["warmup"]["weight"] == pytest.approx(0.5)
+
+
+def test_seed_002_kube_probe_requests_before_registration_never_start_warm_up(tmp_path) -> None:
+    """Seed 002: MSE counted kubelet health checks as the first traffic and started warm-up early.
+
+    Probes are classified by the inbound wrappers (User-Agent kube-probe/...) and never call
+    warmup.on_marked_request(); even a consumer-marked request that arrives before registration
+    cannot start the clock before registration.
+    """
+    machine, clock = make(delay=20.0, warmup_start="first-request")
+    machine.marker_path = str(tmp_path / "marker")
+    machine.app_listening()
+    for _ in range(20):  # a kubelet probing every second during the delay: nothing to hear
+        clock.now += 1
+        machine.tick()
+    settle(machine)
+    assert machine.state == READY
+    assert machine.warmup.started_at is None, "probes and the delay must not start warm-up"
+    # A marked request stamped before registration counts from registration at the earliest.
+    (tmp_path / "marker").write_text("%.6f\n" % (clock.now - 15))
+    clock.now += 4
+    machine.tick()
+    assert machine.warmup.started_by == "first-request"
+    assert machine.warmup.elapsed() == pytest.approx(4)
+
+
+def test_warmup_before_ready_holds_readiness_until_warm_up_completes() -> None:
+    machine, clock = make(delay=0.0, warmup_before_ready=True, warmup_seconds=30.0)
+    machine.app_listening()
+    settle(machine)
+    assert machine.state == REGISTERED
+    ok, reason = machine.gate_warmup()
+    assert not ok and reason.startswith("warming up: 0.0 of 30s")
+    clock.now += 30
+    machine.tick()
+    assert machine.state == READY
+
+
+def test_offline_fails_readiness_at_once_and_ends_in_drained() -> None:
+    machine, _ = make(delay=0.0)
+    machine.app_listening()
+    settle(machine)
+    assert machine.gate_online()[0]
+    assert machine.go_offline("graceful offline (/offline)")
+    assert not machine.go_offline("again"), "offline happens once"
+    assert machine.state == OFFLINE
+    ok, reason = machine.gate_online()
+    assert not ok and "graceful offline (/offline)" in reason
+    machine.tick()
+    assert machine.state == OFFLINE, "ticks never bring it back online"
+    machine.drained("quiet", {"seconds": 3.0})
+    assert machine.state == DRAINED and machine.describe()["drain"] == {"seconds": 3.0}
+
+
+def test_going_offline_while_registering_deregisters_when_registration_lands() -> None:
+    block = threading.Event()
+    registrar = FakeRegistrar(block=block)
+    machine, _ = make(delay=0.0, registrar=registrar)
+    machine.app_listening()
+    machine.tick()
+    machine.go_offline("SIGTERM")
+    block.set()
+    assert machine.register_thread is not None
+    machine.register_thread.join(5)
+    assert registrar.calls == [("register", 8080), ("deregister", None)]
+    assert machine.state == OFFLINE
+
+
+def test_metrics_report_state_weight_and_transition_times() -> None:
+    machine, clock = make(delay=0.0)
+    machine.app_listening()
+    settle(machine)
+    clock.now += 30
+    text = "\n".join(machine.metrics())
+    assert 'pilotfish_lifecycle_state{state="ready"} 1' in text
+    assert 'pilotfish_lifecycle_state{state="starting"} 0' in text
+    assert 'pilotfish_lifecycle_transition_timestamp_seconds{state="registered"} 1700000100.000' in text
+    assert "pilotfish_warmup_weight 0.5000" in text
+    assert "# TYPE pilotfish_warmup_weight gauge" in text
+
+
+def test_a_marked_request_in_the_owner_process_starts_opt_in_warm_up() -> None:
+    machine, clock = make(delay=0.0, warmup_start="first-request")
+    machine.app_listening()
+    settle(machine)
+    machine.on_marked_request(clock.now)
+    clock.now += 6
+    assert machine.warmup.elapsed() == pytest.approx(6)
+    assert machine.warmup.started_by != warmup.REGISTRATION
