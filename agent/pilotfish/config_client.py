@@ -268,15 +268,20 @@ class ConfigClient:
         }
         tmp = "%s.%d.tmp" % (self.cache_path, os.getpid())
         try:
+            os.makedirs(os.path.dirname(self.cache_path) or ".", exist_ok=True)
             with open(tmp, "w") as handle:
                 json.dump(record, handle)
             os.replace(tmp, self.cache_path)
         except OSError as problem:
+            # Warning, not info: forked/spawned workers learn central config only through
+            # this file, so without it they keep built-in defaults.
             log.once(
                 "config-cache-write",
-                "info",
-                "cannot write the config cache %s (%s); a restart while the config service is down "
-                "will start from defaults" % (self.cache_path, problem.strerror or problem),
+                "warning",
+                "cannot write the config cache %s (%s): worker processes will not follow central "
+                "config and a restart while the config service is down starts from defaults; set "
+                "PILOTFISH_CACHE_DIR to a writable directory"
+                % (self.cache_path, problem.strerror or problem),
             )
             try:
                 os.unlink(tmp)

@@ -37,7 +37,7 @@ def test_an_exception_inside_the_inbound_wrapper_leaves_responses_identical(tmp_
     )
     answers = []
     for agent in (False, True):
-        with RunningServer("gunicorn-gthread", python, agent=agent, pythonpath=(str(broken),)) as server:
+        with RunningServer("waitress", python, agent=agent, pythonpath=(str(broken),)) as server:
             bodies = [server.get("/headers", headers={"User-Agent": "t"}) for _ in range(5)]
             answers.append([(r.status, {k: v for k, v in r.json().items() if k != "host"}) for r in bodies])
             log = server.output()

@@ -343,3 +343,27 @@ def test_a_grpc_server_keeps_answering_calls_through_a_sigterm_drain() -> None:
         assert slow.get("reply") == b"slow", (slow, report)
         assert exited >= last_call + 2.0 - 0.2, report
         assert code == -signal.SIGTERM, "the default action still ends it, as without the agent\n" + report
+
+
+@pytest.mark.parametrize("kind", ["gunicorn-gthread", "uvicorn"])
+def test_first_request_mode_starts_warm_up_at_the_first_consumer_marked_request_only(kind: str) -> None:
+    """``warmup_start=first-request``: probes and unmarked requests never start the clock."""
+    with make(kind, PILOTFISH_WARMUP_START="first-request", PILOTFISH_WARMUP_SECONDS="60") as server:
+        server.wait_ready()
+        for _ in range(3):
+            get(server.port, "/healthz", headers={"User-Agent": "kube-probe/1.31"}, timeout=5)
+            get(server.port, "/", timeout=5)
+        time.sleep(0.5)
+        assert server.status()["lifecycle"]["warmup"]["started"] is False
+        marked_at = time.time()
+        assert get(server.port, "/", headers={"X-Pilotfish-Consumer": "shop"}, timeout=5).status == 200
+        deadline = time.monotonic() + 5
+        warm: Dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            warm = server.status()["lifecycle"]["warmup"]
+            if warm["started"]:
+                break
+            time.sleep(0.1)
+        assert warm["started"] and warm["started_by"] == "first-request", warm
+        started = datetime.strptime(warm["started_at"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+        assert abs(started.timestamp() - marked_at) < 1.0, (warm, marked_at)

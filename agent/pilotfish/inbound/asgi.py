@@ -10,7 +10,7 @@ added to the response head; uvicorn and hypercorn honour an app's
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable, MutableMapping, Optional
+from typing import Any, Awaitable, Callable, MutableMapping, Optional, Tuple
 
 from pilotfish import log, shared
 from pilotfish.inbound import WRAPPED_MARK
@@ -24,11 +24,15 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 _OFFLINE_HEADERS = [(b"connection", b"close"), (rq.OFFLINE_HEADER.lower().encode(), b"1")]
 
 
-def _user_agent(headers: Any) -> Optional[str]:
+def _scan(headers: Any) -> Tuple[Optional[str], bool]:
+    """(User-Agent, whether the pilotfish consumer marker is present), in one pass."""
+    agent, marked = None, False
     for name, value in headers:
         if name == b"user-agent":
-            return value.decode("latin-1")
-    return None
+            agent = value.decode("latin-1")
+        elif name == rq.CONSUMER_HEADER_BYTES:
+            marked = True
+    return agent, marked
 
 
 def _offline_send(send: Send) -> Send:
@@ -50,6 +54,7 @@ def wrap_asgi(app: ASGIApp) -> ASGIApp:
         return app
     classify, get_slot, is_offline = rq.classify, rq.slot, shared.is_offline
     tag_from_headers, set_tag = rq.tag_from_asgi_headers, rq.set_tag
+    on_marked = rq.on_marked_request
     TRAFFIC, PROBE = rq.TRAFFIC, rq.PROBE
 
     async def pilotfish_asgi(scope: Scope, receive: Receive, send: Send) -> None:
@@ -59,7 +64,8 @@ def wrap_asgi(app: ASGIApp) -> ASGIApp:
         slot = None
         try:
             headers = scope.get("headers") or ()
-            kind = classify(scope.get("path") or "/", _user_agent(headers))
+            user_agent, marked = _scan(headers)
+            kind = classify(scope.get("path") or "/", user_agent)
             tag = tag_from_headers(headers) if (kind == TRAFFIC and tag_from_headers is not None) else None
             if set_tag is not None:
                 set_tag(tag)
@@ -68,6 +74,8 @@ def wrap_asgi(app: ASGIApp) -> ASGIApp:
                 if kind == TRAFFIC:
                     counter.begin(tag)
                     slot = counter
+                    if marked and on_marked is not None:
+                        on_marked()
                 elif kind == PROBE:
                     counter.probe()
                 else:

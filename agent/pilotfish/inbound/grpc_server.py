@@ -20,6 +20,10 @@ def _begin(metadata: Any) -> Optional[Any]:
         counter = rq.slot()
         if counter is not None:
             counter.begin(tag)
+        if rq.on_marked_request is not None and any(
+            key == "x-pilotfish-consumer" for key, _ in (metadata or ())
+        ):
+            rq.on_marked_request()
         return counter
     except Exception:
         log.exception_once("grpc-inbound", "inbound accounting failed for an RPC; served unmodified")

@@ -71,6 +71,12 @@ def _optional(module: str, name: str) -> Optional[Callable[..., Any]]:
         return None
 
 
+# Opt-in warm-up start (``warmup_start=first-request``): the first request a
+# pilotfish consumer marks with X-Pilotfish-Consumer starts the clock.
+on_marked_request = _optional("pilotfish.warmup", "on_marked_request")
+CONSUMER_ENVIRON_KEY = "HTTP_X_PILOTFISH_CONSUMER"
+CONSUMER_HEADER_BYTES = b"x-pilotfish-consumer"
+
 tag_from_environ = _optional("pilotfish.tags.inbound", "tag_from_environ")
 tag_from_asgi_headers = _optional("pilotfish.tags.inbound", "tag_from_asgi_headers")
 tag_from_grpc_metadata = _optional("pilotfish.tags.inbound", "tag_from_grpc_metadata")

@@ -99,6 +99,7 @@ def wrap_wsgi(app: WSGIApp) -> WSGIApp:
         return app
     classify, get_slot, is_offline = rq.classify, rq.slot, shared.is_offline
     tag_from_environ, set_tag = rq.tag_from_environ, rq.set_tag
+    on_marked, consumer_key = rq.on_marked_request, rq.CONSUMER_ENVIRON_KEY
     TRAFFIC, PROBE = rq.TRAFFIC, rq.PROBE
 
     def pilotfish_wsgi(environ: dict, start_response: StartResponse) -> Iterable[bytes]:
@@ -113,6 +114,8 @@ def wrap_wsgi(app: WSGIApp) -> WSGIApp:
                 if kind == TRAFFIC:
                     counter.begin(tag)
                     slot = counter
+                    if on_marked is not None and consumer_key in environ:
+                        on_marked()
                 elif kind == PROBE:
                     counter.probe()
                 else:

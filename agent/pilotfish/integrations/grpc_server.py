@@ -53,6 +53,9 @@ def _watch(server: Any) -> None:
             try:
                 for address in getattr(self, "_pilotfish_ports", None) or [("", None)]:
                     runtime.wake("grpc", address)
+                from pilotfish import offline
+
+                offline.add_grpc_server(self)  # drained with stop(grace) after the quiet period
             except Exception:
                 log.exception_once("grpc-wake", "could not start the agent for a gRPC server")
             return result
