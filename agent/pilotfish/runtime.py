@@ -1,14 +1,257 @@
 """The agent's life in one process: dormant until a server appears, then awake.
 
-At start-up :func:`install` only registers import hooks (see
-:mod:`pilotfish.importhooks`); the integrations they trigger do the rest.
+At interpreter start :func:`install` only registers import hooks: one for
+``socket`` (to see the app's first ``listen()``) and one per server and client
+library we instrument. Processes that never serve (pip, compileall, Django
+migrations, one-off scripts) therefore pay a few dict inserts and nothing else.
+
+Wake-up happens on the first ``listen()`` of a socket that is not ours (or
+when a gRPC server starts, whose C core listens without Python seeing it):
+
+- the process that manages to bind the status port becomes the **owner**: it
+  creates the per-container shared memory, serves ``:55199``, and runs the
+  ``on_wake`` callbacks (lifecycle, config client, registration);
+- a process that finds the port taken and the owner's shared memory in its
+  environment (``uvicorn --workers``, hypercorn workers: spawned) becomes a
+  **worker**; a process forked from the owner (gunicorn workers) is a worker
+  from the moment of the fork. Workers only count their requests in their slot.
 """
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
+import time
+from typing import Any, Callable, List, Optional, Tuple
+
+from pilotfish import importhooks, log
+
+DORMANT, OWNER, WORKER, STANDALONE = "dormant", "owner", "worker", "standalone"
+
 bootstrap_dir = ""
+_role = DORMANT
+_lock = threading.RLock()
+_wake_callbacks: List[Callable[[], None]] = []
+_woken_callbacks_ran = False
+_app_addresses: List[Tuple[str, Any]] = []
+_listening_since: Optional[float] = None
+_ignored_fds: set = set()
+_waking = False  # our own status socket's listen() during wake-up is not the app's
+
+# Integrations: (module that triggers the patch, integration module in pilotfish.integrations).
+SERVER_INTEGRATIONS = (
+    ("gunicorn.workers.base", "gunicorn"),
+    ("uvicorn.config", "uvicorn"),
+    ("hypercorn.utils", "hypercorn"),
+    ("waitress.server", "waitress"),
+    ("wsgiref.simple_server", "wsgiref"),
+    ("grpc", "grpc_server"),
+)
+
+
+def role() -> str:
+    return _role
+
+
+def app_addresses() -> List[Tuple[str, Any]]:
+    """Where the app listens: (family, address) pairs seen through ``listen()``."""
+    return list(_app_addresses)
+
+
+def listening_since() -> Optional[float]:
+    """``time.monotonic()`` of the app's first ``listen()`` in this container's owner."""
+    return _listening_since
 
 
 def install(bootstrap_dir: str = "") -> None:
     """Register the agent's import hooks. Cheap: imports nothing the app has not."""
     globals()["bootstrap_dir"] = bootstrap_dir
+    importhooks.when_imported("socket", _patch_socket)
+    for trigger, name in SERVER_INTEGRATIONS:
+        importhooks.when_imported(trigger, _integration_hook(name))
+    _install_optional("pilotfish.tags.install")
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _install_optional(module: str) -> None:
+    """Start a feature package if it is present in this build of the agent."""
+    try:
+        __import__(module, fromlist=["install"]).install()
+    except ImportError:
+        pass
+    except Exception:
+        log.exception_once("install:" + module, "could not start %s" % module)
+
+
+def _integration_hook(name: str) -> Callable[[Any], None]:
+    def hook(_module: Any) -> None:
+        integration = __import__("pilotfish.integrations." + name, fromlist=["patch"])
+        integration.patch()
+
+    hook.__qualname__ = "integration:" + name
+    return hook
+
+
+# -- seeing the app listen ------------------------------------------------------------
+
+
+def _patch_socket(socket_module: Any) -> None:
+    cls = socket_module.socket
+    original = cls.listen
+    if getattr(original, "__pilotfish__", False):
+        return
+
+    def listen(self: Any, *args: Any) -> None:
+        original(self, *args)
+        try:
+            if not _waking and self.fileno() not in _ignored_fds:
+                _on_listen(self)
+        except Exception:
+            log.exception_once("listen-hook", "could not observe a listening socket")
+
+    listen.__pilotfish__ = True  # type: ignore[attr-defined]
+    listen.__wrapped__ = original  # type: ignore[attr-defined]
+    listen.__doc__ = original.__doc__
+    cls.listen = listen
+
+
+def ignore_socket(sock: Any) -> None:
+    """Our own listening sockets (the status server) are not the app's."""
+    _ignored_fds.add(sock.fileno())
+
+
+def _on_listen(sock: Any) -> None:
+    try:
+        address = sock.getsockname()
+    except OSError:
+        address = None
+    family = getattr(sock.family, "name", str(sock.family))
+    wake(family, address)
+
+
+def wake(family: str = "", address: Any = None) -> None:
+    """The app listens (or serves gRPC): decide this process's role, once."""
+    global _role, _listening_since, _waking
+    with _lock:
+        if address is not None and (family, address) not in _app_addresses:
+            _app_addresses.append((family, address))
+        if _role != DORMANT:
+            return
+        from pilotfish import settings, shared
+
+        current = settings.load()
+        if not current.enabled:
+            return
+        log.set_level(current.log_level)
+        if shared.attach_from_env() is not None:
+            _role = WORKER
+            shared.claim()
+            log.debug("worker %d attached to %s" % (os.getpid(), shared.segment().path))  # type: ignore[union-attr]
+            return
+        _waking = True
+        try:
+            _role = _become_owner(current)
+        finally:
+            _waking = False
+        _listening_since = time.monotonic()
+    _run_wake_callbacks()
+
+
+def _become_owner(current: Any) -> str:
+    from pilotfish import shared, status_server
+
+    server = status_server.bind(current.status_host, current.status_port)
+    shared.create("%d" % current.status_port)
+    shared.claim()
+    if server is None:
+        log.once(
+            "status-port-taken",
+            "warning",
+            "status port %s:%d is in use by another process; this process serves the app without "
+            "readiness or /status (set PILOTFISH_STATUS_PORT to a free port)"
+            % (current.status_host, current.status_port),
+        )
+        return STANDALONE
+    ignore_socket(server.socket)
+    status_server.serve(server)
+    status_server.add_gate("app-listening", _listening_gate)
+    status_server.add_status_section("runtime", describe)
+    log.info(
+        "agent %s serving status on %s:%d (pid %d)"
+        % (__import__("pilotfish").__version__, current.status_host, current.status_port, os.getpid())
+    )
+    return OWNER
+
+
+def _listening_gate() -> Tuple[bool, str]:
+    if _app_addresses:
+        return True, "app listens on %s" % ", ".join(_describe(a) for _, a in _app_addresses)
+    return False, "the app has not opened its listening socket yet"
+
+
+def _describe(address: Any) -> str:
+    if isinstance(address, tuple) and len(address) >= 2:
+        return "%s:%s" % (address[0], address[1])
+    return str(address)
+
+
+def on_wake(callback: Callable[[], None]) -> None:
+    """Run ``callback()`` in the owner once the app listens (now, if that already happened)."""
+    with _lock:
+        if not _woken_callbacks_ran:
+            _wake_callbacks.append(callback)
+            return
+    if _role == OWNER:
+        _call(callback)
+
+
+def _run_wake_callbacks() -> None:
+    global _woken_callbacks_ran
+    with _lock:
+        callbacks = list(_wake_callbacks) if _role == OWNER else []
+        _wake_callbacks.clear()
+        _woken_callbacks_ran = True
+    for callback in callbacks:
+        _call(callback)
+
+
+def _call(callback: Callable[[], None]) -> None:
+    try:
+        callback()
+    except Exception:
+        log.exception_once("on-wake:%r" % (callback,), "an agent start-up step failed")
+
+
+# -- fork -----------------------------------------------------------------------------
+
+
+def _after_fork_in_child() -> None:
+    """A forked child is a worker of its parent's owner: new locks, own slot, no server."""
+    global _role, _lock
+    try:
+        _lock = threading.RLock()
+        log.reset_for_fork()
+        if _role == DORMANT:
+            return
+        from pilotfish import shared, status_server
+
+        status_server.reset_after_fork()
+        shared.forget_slot_after_fork()
+        if _role in (OWNER, STANDALONE, WORKER):
+            _role = WORKER
+            shared.claim()
+    except Exception:
+        log.exception_once("after-fork", "could not set up the agent in a forked worker")
+
+
+def describe() -> dict:
+    """For ``/status``: this process's view of the runtime."""
+    return {
+        "role": _role,
+        "pid": os.getpid(),
+        "python": "%d.%d.%d" % sys.version_info[:3],
+        "app_addresses": [_describe(a) for _, a in _app_addresses],
+        "pending_hooks": importhooks.pending(),
+    }

@@ -1,0 +1,140 @@
+"""The WSGI wrapper: one closure, no proxies, nothing the app can observe.
+
+In-flight holds until the server calls ``close()`` on the response iterable
+(PEP 3333 requires it), so streamed responses count until their last byte.
+``__len__`` is forwarded so servers that derive Content-Length from a
+one-element body (wsgiref, Django runserver) keep doing so, and file wrappers
+keep their ``sendfile`` fast path.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
+
+from pilotfish import log, shared
+from pilotfish.inbound import WRAPPED_MARK
+from pilotfish.inbound import request as rq
+
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict, StartResponse], Iterable[bytes]]
+
+_OFFLINE = (rq.OFFLINE_HEADER, "1")
+
+
+class _Finishing:
+    """Wraps a response iterable to end the request's accounting on ``close()``."""
+
+    __slots__ = ("_inner", "_slot", "_open")
+
+    def __init__(self, inner: Iterable[bytes], slot: shared.Slot) -> None:
+        self._inner = inner
+        self._slot = slot
+        self._open = True
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._inner)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._inner, "close", None)
+            if close is not None:
+                close()
+        finally:
+            if self._open:
+                self._open = False
+                self._slot.end()
+
+
+class _SizedFinishing(_Finishing):
+    """For sized bodies only: servers test ``hasattr(body, "__len__")`` before ``len()``."""
+
+    __slots__ = ()
+
+    def __len__(self) -> int:
+        return len(self._inner)  # type: ignore[arg-type]
+
+
+def _offline_start_response(start_response: StartResponse) -> StartResponse:
+    def start(status: str, headers: List[Tuple[str, str]], exc_info: Any = None) -> Any:
+        try:
+            headers = list(headers) + [_OFFLINE]
+        except Exception:
+            pass
+        return (
+            start_response(status, headers, exc_info)
+            if exc_info is not None
+            else start_response(status, headers)
+        )
+
+    return start
+
+
+def _finish_file(result: Any, environ: dict, slot: shared.Slot) -> Optional[Any]:
+    """Keep a ``wsgi.file_wrapper`` response as it is (sendfile) and hook its close()."""
+    file_wrapper = environ.get("wsgi.file_wrapper")
+    if not isinstance(file_wrapper, type) or not isinstance(result, file_wrapper):
+        return None
+    inner_close = getattr(result, "close", None)
+    done: List[bool] = []
+
+    def close() -> None:
+        try:
+            if inner_close is not None:
+                inner_close()
+        finally:
+            if not done:
+                done.append(True)
+                slot.end()
+
+    try:
+        result.close = close  # type: ignore[attr-defined]
+    except Exception:
+        return None
+    return result
+
+
+def wrap_wsgi(app: WSGIApp) -> WSGIApp:
+    """Return ``app`` wrapped once (wrapping a wrapped app returns it unchanged)."""
+    if getattr(app, WRAPPED_MARK, False):
+        return app
+    classify, get_slot, is_offline = rq.classify, rq.slot, shared.is_offline
+    tag_from_environ, set_tag = rq.tag_from_environ, rq.set_tag
+    TRAFFIC, PROBE = rq.TRAFFIC, rq.PROBE
+
+    def pilotfish_wsgi(environ: dict, start_response: StartResponse) -> Iterable[bytes]:
+        slot = None
+        try:
+            kind = classify(environ.get("PATH_INFO") or "/", environ.get("HTTP_USER_AGENT"))
+            tag = tag_from_environ(environ) if (kind == TRAFFIC and tag_from_environ is not None) else None
+            if set_tag is not None:
+                set_tag(tag)
+            counter = get_slot()
+            if counter is not None:
+                if kind == TRAFFIC:
+                    counter.begin(tag)
+                    slot = counter
+                elif kind == PROBE:
+                    counter.probe()
+                else:
+                    counter.ignore()
+            if is_offline():
+                start_response = _offline_start_response(start_response)
+        except Exception:
+            log.exception_once("wsgi-inbound", "inbound accounting failed for a request; served unmodified")
+        if slot is None:
+            return app(environ, start_response)
+        try:
+            result = app(environ, start_response)
+        except BaseException:
+            slot.end()
+            raise
+        try:
+            wrapper = _SizedFinishing if hasattr(result, "__len__") else _Finishing
+            return _finish_file(result, environ, slot) or wrapper(result, slot)
+        except Exception:
+            slot.end()
+            return result
+
+    setattr(pilotfish_wsgi, WRAPPED_MARK, True)
+    pilotfish_wsgi.__wrapped__ = app  # type: ignore[attr-defined]
+    return pilotfish_wsgi

@@ -1,0 +1,51 @@
+"""uvicorn: wrap the ASGI app where uvicorn loads it; wake the supervisor on bind.
+
+``Config.load`` is the one place every way of running uvicorn goes through
+(CLI, ``uvicorn.run``, ``--workers``, ``--reload``, gunicorn's UvicornWorker).
+``Config.bind_socket`` runs in the supervisor of ``--workers``/``--reload``,
+which binds but never listens: waking there makes it the owner, so the
+workers it spawns find its shared memory.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pilotfish import log, patching, runtime
+from pilotfish.inbound.asgi import wrap_asgi
+
+KEY = "uvicorn"
+
+
+def _load(original: Any) -> Any:
+    def load(self: Any) -> None:
+        original(self)
+        try:
+            self.loaded_app = wrap_asgi(self.loaded_app)
+        except Exception:
+            log.exception_once("uvicorn-wrap", "could not wrap the uvicorn app; it runs unmodified")
+
+    return load
+
+
+def _bind_socket(original: Any) -> Any:
+    def bind_socket(self: Any) -> Any:
+        sock = original(self)
+        try:
+            runtime.wake(getattr(sock.family, "name", ""), sock.getsockname())
+        except Exception:
+            log.exception_once("uvicorn-bind", "could not start the agent in the uvicorn supervisor")
+        return sock
+
+    return bind_socket
+
+
+def patch() -> None:
+    from uvicorn import config
+
+    patching.replace(KEY, config.Config, "load", _load)
+    patching.replace(KEY, config.Config, "bind_socket", _bind_socket)
+
+
+def unpatch() -> None:
+    patching.restore(KEY)
