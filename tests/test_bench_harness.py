@@ -203,6 +203,16 @@ def test_a_real_server_run_checks_its_configuration_and_measures_requests(
     assert result.agents["otel"] is False
     assert result.requests > 0 and result.errors == 0 and result.non_2xx == 0
     assert result.cpu_us_per_request > 0
+    if config == "pilotfish":
+        assert result.status is not None and result.status["requests_total"] >= result.requests
+
+
+def test_an_agent_that_did_not_count_the_load_is_refused() -> None:
+    rps.check_counted({"requests_total": 1200}, 1000)
+    with pytest.raises(RuntimeError, match="not on the request path"):
+        rps.check_counted({"requests_total": 3}, 1000)
+    with pytest.raises(RuntimeError, match="did not answer"):
+        rps.check_counted(None, 1000)
 
 
 def test_a_server_that_runs_another_configuration_is_refused() -> None:
