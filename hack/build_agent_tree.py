@@ -21,6 +21,7 @@ import argparse
 import glob
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -43,8 +44,22 @@ def interpreters() -> List[str]:
     return [found[minor] for minor in sorted(found, key=lambda v: tuple(map(int, v.split("."))))]
 
 
+def _make_writable(out: Path) -> None:
+    for path in [out, *out.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod(path.stat().st_mode | stat.S_IWUSR)
+
+
+def _make_read_only(out: Path) -> None:
+    """Like the pod's read-only mount: no interpreter can drop byte-code or files into it."""
+    for path in [*out.rglob("*"), out]:
+        if not path.is_symlink():
+            path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+
+
 def copy_tree(out: Path) -> None:
     if out.exists():
+        _make_writable(out)
         shutil.rmtree(out)
     (out / "bootstrap").mkdir(parents=True)
     shutil.copy2(AGENT / "bootstrap" / "sitecustomize.py", out / "bootstrap" / "sitecustomize.py")
@@ -66,6 +81,7 @@ def compile_tree(out: Path) -> None:
                 "--invalidation-mode",
                 "unchecked-hash",
                 str(out / "lib" / "pilotfish"),
+                str(out / "bootstrap" / "sitecustomize.py"),
             ],
             check=True,
         )
@@ -79,6 +95,7 @@ def main(argv: List[str] | None = None) -> int:
     copy_tree(args.out)
     if not args.no_compile:
         compile_tree(args.out)
+    _make_read_only(args.out)
     print("agent tree: %s" % args.out)
     return 0
 

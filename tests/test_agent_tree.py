@@ -18,6 +18,8 @@ from support.interpreters import ALL_BOOTSTRAP_VERSIONS, matrix_versions, requir
 
 def test_tree_exposes_only_sitecustomize_and_pilotfish() -> None:
     assert sorted(p.name for p in BOOTSTRAP.iterdir() if p.name != "__pycache__") == ["sitecustomize.py"]
+    cache = BOOTSTRAP / "__pycache__"
+    assert not cache.exists() or {p.suffix for p in cache.iterdir()} <= {".pyc"}
     lib = AGENT_TREE / "lib"
     assert sorted(p.name for p in lib.iterdir() if p.name != "__pycache__") == ["pilotfish"]
 
@@ -35,11 +37,16 @@ def test_bootstrap_is_python2_syntax_free_of_py3_only_constructs() -> None:
     assert not [n for n in ast.walk(tree) if isinstance(n, ast.AnnAssign)], "no annotations"
 
 
+# Python 2 writes sitecustomize.pyc beside the source; in a pod the mount is read-only,
+# here the tests run as root, so keep 2.7 from leaving byte-code in the agent tree.
+_NO_PY2_BYTECODE = {"PYTHONDONTWRITEBYTECODE": "1"}
+
+
 @pytest.mark.parametrize("minor", ALL_BOOTSTRAP_VERSIONS)
 def test_every_interpreter_prints_exactly_its_own_output(minor: str) -> None:
     python = require_interpreter(minor)
     code = "print 1" if minor.startswith("2.") else "print(1)"
-    result = run_python(python, ["-c", code])
+    result = run_python(python, ["-c", code], env=_NO_PY2_BYTECODE)
     assert (result.returncode, result.stdout, result.stderr) == (0, "1\n", "")
 
 
@@ -48,7 +55,7 @@ def test_old_or_new_interpreter_still_runs_the_apps_sitecustomize(minor: str, tm
     python = require_interpreter(minor)
     (tmp_path / "sitecustomize.py").write_text("import sys\nsys.app_site_ran = True\n")
     code = "import sys; print(getattr(sys, 'app_site_ran', False))"
-    result = run_python(python, ["-c", code], pythonpath=[str(tmp_path)])
+    result = run_python(python, ["-c", code], pythonpath=[str(tmp_path)], env=_NO_PY2_BYTECODE)
     assert (result.returncode, result.stdout, result.stderr) == (0, "True\n", "")
 
 

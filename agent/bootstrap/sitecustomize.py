@@ -27,16 +27,13 @@ def _pilotfish_start():
         lib = os.path.join(os.path.dirname(here), "lib")
         if lib not in sys.path:
             sys.path.append(lib)
-        from importlib.util import find_spec
-
-        spec = find_spec("pilotfish")
-        origin = getattr(spec, "origin", None) or ""
-        if not origin.startswith(os.path.join(lib, "pilotfish") + os.sep):
+        foreign = _foreign_pilotfish(lib)
+        if foreign:
             # Someone else's `pilotfish` shadows ours: stand down, touch nothing.
             if os.environ.get("PILOTFISH_LOG_LEVEL", "").lower() == "debug":
                 sys.stderr.write(
                     "pilotfish: another module named pilotfish is importable (%s); "
-                    "agent disabled\n" % (origin,)
+                    "agent disabled\n" % (foreign,)
                 )
             return
         from pilotfish import bootstrap
@@ -49,6 +46,24 @@ def _pilotfish_start():
             log.exception_once("bootstrap", "agent start-up failed; the app runs without it")
         except BaseException:  # noqa: B036
             pass
+
+
+def _foreign_pilotfish(lib):
+    """The path of a `pilotfish` found on sys.path before our lib, or "".
+
+    A few stat calls instead of importlib.util.find_spec, which costs more than
+    the rest of the bootstrap on some interpreters.
+    """
+    import os
+
+    for entry in sys.path:
+        if entry == lib:
+            return ""
+        base = os.path.join(entry or os.curdir, "pilotfish")
+        for candidate in (base, base + ".py"):
+            if os.path.exists(candidate):
+                return candidate
+    return ""
 
 
 def _chain_app_sitecustomize():

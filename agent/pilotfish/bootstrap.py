@@ -9,8 +9,8 @@ server actually starts listening.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
+TYPE_CHECKING = False  # typing is not loaded at start-up; importing it costs ms
 if TYPE_CHECKING:
     from typing import Mapping
 

@@ -15,17 +15,20 @@ loader's ``exec_module``. After the module has executed, ``__loader__`` and
 
 from __future__ import annotations
 
+import _thread  # not threading/typing: neither is loaded yet at interpreter start-up
 import sys
-import threading
-from typing import Any, Callable, Dict, List, Optional
 
 from pilotfish import log
 
-Hook = Callable[[Any], None]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, List, Optional
+
+    Hook = Callable[[Any], None]
 
 _hooks: Dict[str, List[Hook]] = {}
-_lock = threading.RLock()
-_resolving = threading.local()
+_lock = _thread.RLock()
+_resolving = _thread._local()
 
 
 def when_imported(name: str, hook: Hook) -> None:

@@ -10,15 +10,15 @@ broken patch cannot flood the app's logs.
 
 from __future__ import annotations
 
+import _thread  # not threading: it is not loaded yet at start-up
 import os
 import sys
-import threading
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "off": 100}
 _DEFAULT_LEVEL = "warning"
 
 _seen: set[str] = set()
-_seen_lock = threading.Lock()
+_seen_lock = _thread.allocate_lock()
 _threshold: int | None = None
 
 
@@ -105,4 +105,4 @@ def exception_once(key: str, message: str) -> None:
 def reset_for_fork() -> None:
     """Give a forked child a fresh lock (the parent's may have been held)."""
     global _seen_lock
-    _seen_lock = threading.Lock()
+    _seen_lock = _thread.allocate_lock()

@@ -228,6 +228,8 @@ class StatusHandler(BaseHTTPRequestHandler):
 
     def parse_request(self) -> bool:
         if len(self.raw_requestline) > MAX_REQUEST_LINE:
+            self.command, self.request_version, self.requestline = "", "HTTP/1.1", ""
+            self.close_connection = True
             self.send_error(414)
             return False
         return super().parse_request()

@@ -1,0 +1,86 @@
+"""Nothing that goes wrong inside the agent changes what the app does.
+
+Spec (agent-runtime issue): an exception raised inside our hooks, a patch target
+missing or renamed in an unexpected library version, and bad env values all
+leave the app's behaviour identical to a run without the agent; the agent says
+what happened once, on stderr, prefixed ``pilotfish:``.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+from support.agent import run_python
+from support.interpreters import require_app_python, require_interpreter
+from support.servers import RunningServer
+
+
+def _sitecustomize_that_breaks(tmp_path: Path, code: str) -> Path:
+    """The app's own sitecustomize (it runs after ours) sabotages one agent internal."""
+    (tmp_path / "sitecustomize.py").write_text(textwrap.dedent(code))
+    return tmp_path
+
+
+def test_an_exception_inside_the_inbound_wrapper_leaves_responses_identical(tmp_path: Path) -> None:
+    python = require_app_python("3.11")
+    broken = _sitecustomize_that_breaks(
+        tmp_path,
+        """
+        import pilotfish.inbound.request as request
+
+        def classify(path, user_agent):
+            raise RuntimeError("boom inside the agent")
+
+        request.classify = classify
+        """,
+    )
+    answers = []
+    for agent in (False, True):
+        with RunningServer("gunicorn-gthread", python, agent=agent, pythonpath=(str(broken),)) as server:
+            bodies = [server.get("/headers", headers={"User-Agent": "t"}) for _ in range(5)]
+            answers.append([(r.status, {k: v for k, v in r.json().items() if k != "host"}) for r in bodies])
+            log = server.output()
+    assert answers[0] == answers[1]
+    assert log.count("pilotfish: warning: inbound accounting failed") == 1
+
+
+def test_a_library_whose_patch_target_was_renamed_still_imports_and_runs(tmp_path: Path) -> None:
+    python = require_interpreter("3.11")
+    fake = tmp_path / "gunicorn" / "workers"
+    fake.mkdir(parents=True)
+    (tmp_path / "gunicorn" / "__init__.py").write_text("")
+    (fake / "__init__.py").write_text("")
+    (fake / "base.py").write_text("class RenamedWorker:\n    def load_app(self):\n        return 'app'\n")
+    code = "import gunicorn.workers.base as b; print(b.RenamedWorker().load_app())"
+    bare = run_python(python, ["-c", code], agent=False, pythonpath=[str(tmp_path)])
+    ours = run_python(python, ["-c", code], pythonpath=[str(tmp_path)], env={"PILOTFISH_LOG_LEVEL": "info"})
+    assert (ours.returncode, ours.stdout) == (bare.returncode, bare.stdout) == (0, "app\n")
+    assert ours.stderr.count("pilotfish:") == 1
+    assert "could not instrument gunicorn.workers.base" in ours.stderr
+
+
+def test_a_bad_env_value_warns_once_and_the_default_is_used() -> None:
+    python = require_app_python("3.11")
+    with RunningServer("waitress", python, env={"PILOTFISH_WARMUP_SECONDS": "soon"}) as server:
+        status = server.wait_status(lambda s: s["ready"], timeout=20)
+        for _ in range(3):
+            server.get("/")
+        assert status["config"]["warmup_seconds"] == 120.0
+        assert status["config_sources"]["warmup_seconds"] == "default"
+        log = server.output()
+    assert (
+        log.count("pilotfish: warning: PILOTFISH_WARMUP_SECONDS='soon' is invalid (expected a number)") == 1
+    )
+
+
+def test_the_kill_switch_leaves_a_server_without_any_agent() -> None:
+    python = require_app_python("3.11")
+    with RunningServer("waitress", python, env={"PILOTFISH_ENABLED": "false"}) as server:
+        assert server.get("/").status == 200
+        try:
+            server.status_get("/status")
+            reachable = True
+        except OSError:
+            reachable = False
+    assert not reachable

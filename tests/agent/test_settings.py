@@ -1,0 +1,78 @@
+"""Settings: explicit env > central config > built-in defaults, and nothing fatal."""
+
+from __future__ import annotations
+
+import pytest
+from pilotfish import settings
+
+
+def test_defaults_match_the_user_contract() -> None:
+    current = settings.build({}, {})
+    assert (current.warmup_seconds, current.warmup_curve, current.warmup_min_weight_percent) == (
+        120.0,
+        2.0,
+        10.0,
+    )
+    assert (current.status_host, current.status_port) == ("0.0.0.0", 55199)
+    assert current.warmup_before_ready is False and current.readiness_enabled is True
+    assert current.tag_headers == ("x-pilotfish-tag",) and current.lane_mode == "permissive"
+
+
+def test_explicit_env_wins_over_central_config_which_wins_over_defaults() -> None:
+    env = settings.read_env({"PILOTFISH_WARMUP_SECONDS": "30"})
+    current = settings.build(env, {"warmup_seconds": 60, "warmup_curve": 3}, "v7")
+    assert (current.warmup_seconds, current.sources["warmup_seconds"]) == (30.0, "env")
+    assert (current.warmup_curve, current.sources["warmup_curve"]) == (3.0, "central")
+    assert (current.delay_register_seconds, current.sources["delay_register_seconds"]) == (0.0, "default")
+    assert current.central_version == "v7"
+
+
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [
+        ("PILOTFISH_STATUS_PORT", "70000"),
+        ("PILOTFISH_WARMUP_ENABLED", "maybe"),
+        ("PILOTFISH_LANE_MODE", "loose"),
+        ("PILOTFISH_WARMUP_CURVE", "-1"),
+        ("PILOTFISH_IGNORE_PATHS", "healthz"),
+    ],
+)
+def test_a_bad_env_value_is_left_out_and_warned_about_once(name: str, raw: str, capsys) -> None:
+    for _ in range(3):
+        assert settings.read_env({name: raw}) == {}
+    err = capsys.readouterr().err
+    assert err.count("pilotfish: warning: %s=%r is invalid" % (name, raw)) == 1
+
+
+def test_an_invalid_central_value_keeps_the_last_good_one() -> None:
+    first = settings.build({}, {"warmup_seconds": 45}, "v1")
+    second = settings.build({}, {"warmup_seconds": "fast"}, "v2", previous=first)
+    assert second.warmup_seconds == 45.0 and second.central_version == "v2"
+
+
+def test_central_config_cannot_change_what_only_the_pod_may_set() -> None:
+    current = settings.build({}, {"status_port": 1234, "offline_token": "x", "enabled": False})
+    assert (current.status_port, current.offline_token, current.enabled) == (55199, "", True)
+
+
+def test_unknown_central_keys_are_kept_for_the_parts_that_understand_them() -> None:
+    lanes = [{"name": "gray", "tag": "gray", "percentage": 10}]
+    assert settings.build({}, {"lanes": lanes}).central_extra == {"lanes": lanes}
+
+
+def test_subscribers_hear_about_changes_and_a_failing_one_does_not_stop_the_others(capsys) -> None:
+    settings.load({})
+    heard = []
+
+    def broken(old, new):
+        raise ValueError("listener bug")
+
+    unsubscribe_broken = settings.subscribe(broken)
+    unsubscribe = settings.subscribe(lambda old, new: heard.append((old.warmup_seconds, new.warmup_seconds)))
+    try:
+        settings.apply_central({"warmup_seconds": 10}, "v2")
+    finally:
+        unsubscribe()
+        unsubscribe_broken()
+    assert heard == [(120.0, 10.0)]
+    assert "a settings listener failed" in capsys.readouterr().err
