@@ -22,6 +22,7 @@ import common  # noqa: E402
 import loadgen  # noqa: E402
 import rps  # noqa: E402
 import startup  # noqa: E402
+import wrapper  # noqa: E402
 
 
 def test_percentile_interpolates_like_numpy_default() -> None:
@@ -220,3 +221,12 @@ def test_a_server_that_runs_another_configuration_is_refused() -> None:
         rps.check_agents("bare", {"pilotfish": True, "otel": False})
     with pytest.raises(RuntimeError, match="configuration otel is not what the server runs"):
         rps.check_agents("otel", {"pilotfish": False, "otel": False})
+
+
+@pytest.mark.parametrize("kind", ["wsgi", "asgi"])
+def test_the_in_process_wrapper_benchmark_times_the_counting_path(kind: str) -> None:
+    _dev_python_has("flask", "fastapi")
+    result = wrapper.measure(sys.executable, kind, rounds=2, calls=50)
+    assert result["counted"] >= 2 * 50  # the agent saw every wrapped call
+    assert len(result["delta_us"]) == 2
+    assert all(t > 0 for t in result["per_call_us"]["bare"] + result["per_call_us"]["pilotfish"])

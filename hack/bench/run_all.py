@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import rps
 import startup
+import wrapper
 from common import CONFIGS, ROOT, Summary, bench_python, machine_facts, otel_sitecustomize_dir
 
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -73,6 +74,7 @@ def render(
     import_entries: List[startup.ImportEntry],
     import_total: float,
     rps_results: List[rps.RunResult],
+    wrapper_results: List[Dict[str, Any]],
     settings: Dict[str, Any],
 ) -> str:
     out: List[str] = []
@@ -133,7 +135,45 @@ def render(
     out.append(rps.rps_table(rps_results))
     out.append("")
     out.extend(line + "\n" for line in rps.budget_lines(rps_results))
+    if wrapper_results:
+        out.append(
+            "### Per-request cost of the inbound wrappers, in process\n\n"
+            "The same apps called directly in one process started under the agent (awake, counting "
+            "every call in shared memory as in a pod), bare and through `wrap_wsgi`/`wrap_asgi`, in %d "
+            "interleaved blocks of %d calls (`hack/bench/wrapper.py`). No server, no network, so the "
+            "noise of the requests/s runs mostly cancels; the difference is what the agent adds per "
+            "request. The last column sets it against the bare server's CPU µs/request measured above."
+            % (settings["wrapper_rounds"], settings["wrapper_calls"])
+        )
+        out.append("")
+        out.append(wrapper.wrapper_table(wrapper_results))
+        out.append("")
+        out.extend(line + "\n" for line in predicted_lines(wrapper_results, rps_results))
     return "\n".join(out).rstrip() + "\n"
+
+
+def predicted_lines(wrapper_results: List[Dict[str, Any]], rps_results: List[rps.RunResult]) -> List[str]:
+    """requests/s ratio the wrapper cost alone predicts: cpu / (cpu + added) per request."""
+    lines = []
+    for res in wrapper_results:
+        app = "flask-gunicorn" if res["kind"] == "wsgi" else "fastapi-uvicorn"
+        cpu = [r.cpu_us_per_request for r in rps_results if r.app == app and r.config == "bare"]
+        if not cpu:
+            continue
+        bare_cpu = Summary.of(cpu).median
+        added = Summary.of(res["delta_us"])
+        lines.append(
+            "%s: %.1f µs added on %.0f µs of server CPU per request predicts %.1f %% of bare "
+            "requests/s (p90 of the added time: %.1f %%)."
+            % (
+                rps.APPS[app].label,
+                added.median,
+                bare_cpu,
+                100 * bare_cpu / (bare_cpu + max(added.median, 0.0)),
+                100 * bare_cpu / (bare_cpu + max(added.p90, 0.0)),
+            )
+        )
+    return lines
 
 
 def write_doc(block: str) -> None:
@@ -154,6 +194,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     )
     parser.add_argument("--skip-startup", action="store_true")
     parser.add_argument("--skip-rps", action="store_true")
+    parser.add_argument("--skip-wrapper", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench")
     args = parser.parse_args(argv)
     if args.write and args.quick:
@@ -173,6 +214,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         "duration": 2.0 if args.quick else 5.0,
         "warmup": 1.0,
         "top": 15,
+        "wrapper_rounds": 5 if args.quick else 40,
+        "wrapper_calls": 300 if args.quick else 1000,
     }
     facts: Dict[str, Any] = asdict(machine_facts(python))
     facts["when"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
@@ -210,7 +253,13 @@ def main(argv: Optional[List[str]] = None) -> int:
             shutil.which("wrk") is not None,
             args.out / "logs",
         )
-    block = render(facts, timer, startup_results, entries, total, rps_results, settings)
+    wrapper_results: List[Dict[str, Any]] = []
+    if not args.skip_wrapper:
+        wrapper_results = [
+            wrapper.measure(python, kind, settings["wrapper_rounds"], settings["wrapper_calls"])
+            for kind in ("wsgi", "asgi")
+        ]
+    block = render(facts, timer, startup_results, entries, total, rps_results, wrapper_results, settings)
     (args.out / "results.json").write_text(
         json.dumps(
             {
@@ -219,6 +268,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 "startup": [asdict(r) for r in startup_results],
                 "importtime": [asdict(e) for e in entries],
                 "rps": [asdict(r) for r in rps_results],
+                "wrapper": wrapper_results,
             },
             indent=1,
         )
