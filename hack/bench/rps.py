@@ -4,15 +4,21 @@
 Servers (issue 4): Flask under gunicorn with one sync worker, FastAPI under uvicorn
 in one process (``--loop asyncio``, httptools, access log off). Apps: ``hack/bench/apps/``.
 
-Method. Each run starts a fresh server, pinned to CPU 1 with ``taskset``; the load
-generator is pinned to CPU 0 (wrk ``-t1`` when installed, else the asyncio fallback
-``hack/bench/loadgen.py``). A run is a 1 s warm-up (discarded) then a fixed 5 s
-measurement on ``GET /``. Before measuring, the harness asks the server
-(``/_bench/agents``) which agents are loaded and aborts if that is not the
-configuration it meant to run. Runs are interleaved (per round, every app, every
-configuration in rotating order) and repeated ``--rounds`` times (>= 5). We report
-per app and configuration the median requests/s with min-max, and the ratio to
-bare as the median (min-max) of per-round ratios (paired within a round).
+Method. Per app, one server per configuration is started, pinned to CPU 1 with
+``taskset``, and asked (``/_bench/agents``) which agents it loaded: the harness
+aborts if that is not the configuration it meant to run. The load generator is
+pinned to CPU 0 (wrk ``-t1`` when installed, else the asyncio fallback
+``hack/bench/loadgen.py``). A run is a 1 s warm-up (discarded) then a fixed
+measurement on ``GET /``; runs rotate over the configurations (A B C, B C A, ...)
+for ``--rounds`` rounds (>= 5), so the three servers take turns through the same
+stretch of machine weather. Under pilotfish, the agent's ``/status`` must have
+counted every answered request, or the run aborts (an idle agent is not a
+measurement). ``--fresh`` starts a new server for every run instead.
+
+We report per app and configuration the median requests/s with min-max, the ratio
+to bare as the median (min-max) of per-round ratios (paired within a round), and
+the server's CPU time per request (user+system of its process session), which a
+busy shared machine disturbs much less than requests/s.
 
 Usage: ``python hack/bench/rps.py [--rounds N] [--duration S] [--json FILE]``.
 """
@@ -285,6 +291,76 @@ def check_counted(status: Optional[Dict[str, Any]], served: int) -> None:
         )
 
 
+class Live:
+    """A started server of one app under one configuration, checked to run that configuration."""
+
+    def __init__(
+        self, python: str, app: App, config: str, otel_dir: Optional[str], logdir: Path, use_wrk: bool
+    ) -> None:
+        self.app = app
+        self.config = config
+        self.use_wrk = use_wrk
+        self.served = 0  # measured answers so far: the agent must have counted at least these
+        port = free_port()
+        extra: Dict[str, str] = {}
+        self.status_port: Optional[int] = None
+        if config == "pilotfish":
+            # Never the default 55199: other benchmarks and tests share this machine.
+            self.status_port = free_port()
+            extra = {"PILOTFISH_STATUS_HOST": "127.0.0.1", "PILOTFISH_STATUS_PORT": str(self.status_port)}
+        self.base = "http://127.0.0.1:%d" % port
+        self.server = Server(
+            app.argv(python, port),
+            config_env(config, otel_dir, extra),
+            logdir / ("%s-%s.log" % (app.name, config)),
+        )
+        try:
+            self.agents = wait_agents(self.base, self.server)
+            check_agents(config, self.agents)
+        except BaseException:
+            self.server.stop()
+            raise
+
+    def status(self) -> Optional[Dict[str, Any]]:
+        if self.status_port is None:
+            return None
+        raw = http_get("http://127.0.0.1:%d/status" % self.status_port)
+        if raw is None:
+            return None
+        try:
+            return dict(json.loads(raw))
+        except ValueError:
+            return {"unparsed": raw[:200].decode("latin-1")}
+
+    def measure(self, round_index: int, duration: float, warmup: float) -> RunResult:
+        load = run_wrk if self.use_wrk else run_pyload
+        if warmup > 0:
+            load(self.base + "/", warmup, self.app.connections)
+        cpu_before = session_cpu_seconds(self.server.proc.pid)
+        result = load(self.base + "/", duration, self.app.connections)
+        cpu = session_cpu_seconds(self.server.proc.pid) - cpu_before
+        self.served += result.requests
+        status = self.status()
+        if self.config == "pilotfish":
+            check_counted(status, self.served)
+        return RunResult(
+            app=self.app.name,
+            config=self.config,
+            round=round_index,
+            rps=result.rps,
+            requests=result.requests,
+            non_2xx=result.non_2xx,
+            errors=result.errors,
+            generator=result.generator,
+            cpu_us_per_request=cpu * 1e6 / result.requests if result.requests else 0.0,
+            agents=self.agents,
+            status=status,
+        )
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
 def one_run(
     python: str,
     app: App,
@@ -296,49 +372,12 @@ def one_run(
     use_wrk: bool,
     logdir: Path,
 ) -> RunResult:
-    port = free_port()
-    extra: Dict[str, str] = {}
-    status_port = None
-    if config == "pilotfish":
-        # Never the default 55199: other benchmarks and tests share this machine.
-        status_port = free_port()
-        extra = {"PILOTFISH_STATUS_HOST": "127.0.0.1", "PILOTFISH_STATUS_PORT": str(status_port)}
-    env = config_env(config, otel_dir, extra)
-    server = Server(app.argv(python, port), env, logdir / ("%s-%s-%d.log" % (app.name, config, round_index)))
-    base = "http://127.0.0.1:%d" % port
+    """Start a server, measure once, stop it."""
+    live = Live(python, app, config, otel_dir, logdir, use_wrk)
     try:
-        agents = wait_agents(base, server)
-        check_agents(config, agents)
-        load = run_wrk if use_wrk else run_pyload
-        if warmup > 0:
-            load(base + "/", warmup, app.connections)
-        cpu_before = session_cpu_seconds(server.proc.pid)
-        result = load(base + "/", duration, app.connections)
-        cpu = session_cpu_seconds(server.proc.pid) - cpu_before
-        status = None
-        if status_port is not None:
-            raw = http_get("http://127.0.0.1:%d/status" % status_port)
-            if raw is not None:
-                try:
-                    status = dict(json.loads(raw))
-                except ValueError:
-                    status = {"unparsed": raw[:200].decode("latin-1")}
-            check_counted(status, result.requests)
-        return RunResult(
-            app=app.name,
-            config=config,
-            round=round_index,
-            rps=result.rps,
-            requests=result.requests,
-            non_2xx=result.non_2xx,
-            errors=result.errors,
-            generator=result.generator,
-            cpu_us_per_request=cpu * 1e6 / result.requests if result.requests else 0.0,
-            agents=agents,
-            status=status,
-        )
+        return live.measure(round_index, duration, warmup)
     finally:
-        server.stop()
+        live.stop()
 
 
 def measure(
@@ -350,31 +389,50 @@ def measure(
     warmup: float,
     use_wrk: bool,
     logdir: Path,
+    fresh: bool = False,
     progress: bool = True,
 ) -> List[RunResult]:
+    """All rounds. Per app, one server per configuration lives through all its rounds
+    (``fresh``: a new server for every run instead, slower and no less noisy here)."""
     otel_dir = otel_sitecustomize_dir(python) if "otel" in configs else None
     logdir.mkdir(parents=True, exist_ok=True)
     results = []
-    for r in range(rounds):
-        for app_name in apps:
-            for config in rotated(configs, r):
-                res = one_run(python, APPS[app_name], config, r, otel_dir, duration, warmup, use_wrk, logdir)
-                results.append(res)
-                if progress:
-                    print(
-                        "rps round %d/%d %s %s: %.0f req/s, %.0f CPU µs/req (non-2xx %d, errors %d)"
-                        % (
-                            r + 1,
-                            rounds,
-                            app_name,
-                            config,
-                            res.rps,
-                            res.cpu_us_per_request,
-                            res.non_2xx,
-                            res.errors,
-                        ),
-                        file=sys.stderr,
-                    )
+
+    def note(res: RunResult, r: int) -> None:
+        results.append(res)
+        if progress:
+            print(
+                "rps round %d/%d %s %s: %.0f req/s, %.0f CPU µs/req (non-2xx %d, errors %d)"
+                % (
+                    r + 1,
+                    rounds,
+                    res.app,
+                    res.config,
+                    res.rps,
+                    res.cpu_us_per_request,
+                    res.non_2xx,
+                    res.errors,
+                ),
+                file=sys.stderr,
+            )
+
+    for app_name in apps:
+        app = APPS[app_name]
+        if fresh:
+            for r in range(rounds):
+                for config in rotated(configs, r):
+                    note(one_run(python, app, config, r, otel_dir, duration, warmup, use_wrk, logdir), r)
+            continue
+        lives: Dict[str, Live] = {}
+        try:
+            for config in configs:
+                lives[config] = Live(python, app, config, otel_dir, logdir, use_wrk)
+            for r in range(rounds):
+                for config in rotated(configs, r):
+                    note(lives[config].measure(r, duration, warmup), r)
+        finally:
+            for live in lives.values():
+                live.stop()
     return results
 
 
@@ -446,7 +504,9 @@ def budget_lines(results: List[RunResult], budget: float = 0.97) -> List[str]:
             continue
         s = Summary.of(rs)
         cpu = Summary.of(ratios(results, app, "pilotfish", "cpu_us_per_request"))
-        if s.p10 >= budget:
+        if s.n < 5:
+            verdict = "too few rounds (%d) to judge" % s.n
+        elif s.p10 >= budget:
             verdict = "within the ≤ 3 % budget even at its p10"
         elif s.p90 < budget:
             verdict = "MISSES the ≤ 3 % budget even at its p90"
@@ -474,6 +534,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--apps", default=",".join(APPS))
     parser.add_argument("--configs", default=",".join(CONFIGS))
     parser.add_argument("--no-wrk", action="store_true", help="use the Python load generator")
+    parser.add_argument("--fresh", action="store_true", help="a new server for every run")
     parser.add_argument("--logdir", type=Path, default=Path("build") / "bench" / "logs")
     parser.add_argument("--json", type=Path, help="also write raw results here")
     args = parser.parse_args(argv)
@@ -488,6 +549,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         args.warmup,
         use_wrk,
         args.logdir,
+        fresh=args.fresh,
     )
     print("Load generator: %s\n" % ("wrk -t1" if use_wrk else "hack/bench/loadgen.py"))
     print(rps_table(results))

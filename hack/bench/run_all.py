@@ -120,8 +120,9 @@ def render(
     out.append("")
     generator = rps_results[0].generator if rps_results else "none"
     out.append(
-        "### Requests/s\n\n%d interleaved rounds; each run a fresh server pinned to CPU 1, "
-        "load from %s pinned to CPU 0, %.0f s warm-up then %.0f s measured on `GET /`. "
+        "### Requests/s\n\n%d rounds; per app one server per configuration, pinned to CPU 1, taking "
+        "turns in rotating order; load from %s pinned to CPU 0, %.0f s warm-up then %.0f s measured on "
+        "`GET /` per run. "
         "Server CPU µs/request = user+system CPU of the server's processes during the "
         "measured seconds ÷ requests (steadier than requests/s on a shared machine)."
         % (
@@ -210,7 +211,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     settings: Dict[str, Any] = {
         "startup_rounds": 4 if args.quick else 20,
         "runs_per_block": 2 if args.quick else 3,
-        "rps_rounds": 1 if args.quick else 7,
+        "rps_rounds": 1 if args.quick else 10,
         "duration": 2.0 if args.quick else 5.0,
         "warmup": 1.0,
         "top": 15,
