@@ -99,6 +99,7 @@ def status_document() -> Dict[str, Any]:
         "in_flight": totals.in_flight,
         "requests_total": totals.requests_total,
         "probes_total": totals.probes_total,
+        "ignored_total": totals.ignored_total,
         "requests_by_tag": {tag or "baseline": count for tag, count in totals.by_tag.items()},
         "offline": shared.is_offline(),
         "tag": current.tag or None,

@@ -4,14 +4,15 @@
 (CLI, ``uvicorn.run``, ``--workers``, ``--reload``, gunicorn's UvicornWorker).
 ``Config.bind_socket`` runs in the supervisor of ``--workers``/``--reload``,
 which binds but never listens: waking there makes it the owner, so the
-workers it spawns find its shared memory.
+workers it spawns find its shared memory. ``Server.startup`` covers the event
+loops that listen in C (uvloop), where ``socket.listen`` is never called.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from pilotfish import log, patching, runtime
+from pilotfish import importhooks, log, patching, runtime
 from pilotfish.inbound.asgi import wrap_asgi
 
 KEY = "uvicorn"
@@ -40,11 +41,31 @@ def _bind_socket(original: Any) -> Any:
     return bind_socket
 
 
+def _startup(original: Any) -> Any:
+    async def startup(self: Any, *args: Any, **kwargs: Any) -> Any:
+        result = await original(self, *args, **kwargs)
+        try:
+            for server in getattr(self, "servers", None) or ():
+                for sock in getattr(server, "sockets", None) or ():
+                    runtime.wake(getattr(sock.family, "name", ""), sock.getsockname())
+        except Exception:
+            log.exception_once("uvicorn-startup", "could not start the agent when uvicorn started")
+        return result
+
+    return startup
+
+
+def _patch_server(module: Any) -> None:
+    patching.replace(KEY, module.Server, "startup", _startup)
+
+
 def patch() -> None:
     from uvicorn import config
 
     patching.replace(KEY, config.Config, "load", _load)
     patching.replace(KEY, config.Config, "bind_socket", _bind_socket)
+    # uvloop listens in C, unseen by socket.listen: learn the sockets once startup is done.
+    importhooks.when_imported("uvicorn.server", _patch_server)
 
 
 def unpatch() -> None:
