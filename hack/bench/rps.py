@@ -2,7 +2,7 @@
 """Requests/s of hello-world apps bare, under pilotfish and under OpenTelemetry.
 
 Servers (issue 4): Flask under gunicorn with one sync worker, FastAPI under uvicorn
-in one process (``--loop asyncio``, httptools, access log off). Apps: ``hack/bench/apps/``.
+in one process (uvloop + httptools, as ``uvicorn[standard]``; access log off). Apps: ``hack/bench/apps/``.
 
 Method. Per app, one server per configuration is started, pinned to CPU 1 with
 ``taskset``, and asked (``/_bench/agents``) which agents it loaded: the harness
@@ -95,11 +95,8 @@ class App:
                 "127.0.0.1",
                 "--port",
                 str(port),
-                # asyncio, not uvloop: under uvloop the listening socket is made in C, the
-                # agent never sees listen() and stays dormant (reported to the lead; see
-                # docs/benchmarks.md), which would measure an idle agent.
-                "--loop",
-                "asyncio",
+                # Loop and HTTP parser left to uvicorn's "auto": uvloop and httptools, which
+                # the bench venv installs, as `uvicorn[standard]` (FastAPI's own advice) does.
                 "--log-level",
                 "warning",
                 "--no-access-log",
