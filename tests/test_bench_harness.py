@@ -20,9 +20,11 @@ sys.path.insert(0, str(ROOT / "hack" / "bench"))
 
 import common  # noqa: E402
 import loadgen  # noqa: E402
+import profile_share  # noqa: E402
 import rps  # noqa: E402
 import startup  # noqa: E402
 import wrapper  # noqa: E402
+import wrapper_parts  # noqa: E402
 
 
 def test_percentile_interpolates_like_numpy_default() -> None:
@@ -230,3 +232,26 @@ def test_the_in_process_wrapper_benchmark_times_the_counting_path(kind: str) -> 
     assert result["counted"] >= 2 * 50  # the agent saw every wrapped call
     assert len(result["delta_us"]) == 2
     assert all(t > 0 for t in result["per_call_us"]["bare"] + result["per_call_us"]["pilotfish"])
+
+
+@pytest.mark.parametrize(
+    ("app", "modules"),
+    [("flask-gunicorn", ("flask", "gunicorn")), ("fastapi-uvicorn", ("fastapi", "uvicorn"))],
+)
+def test_the_profile_attributes_cpu_to_the_agents_request_path(
+    tmp_path: Path, app: str, modules: Tuple[str, ...]
+) -> None:
+    _dev_python_has(*modules)
+    share = profile_share.profile_app(sys.executable, app, duration=1.0, warmup=0.0, workdir=tmp_path)
+    names = [name for name, _calls, _s in share.functions]
+    wrapper_name = "pilotfish_wsgi" if app == "flask-gunicorn" else "pilotfish_asgi"
+    assert any(name.endswith(":" + wrapper_name) for name in names), names
+    assert share.requests > 0 and 0 < share.share < 0.5
+
+
+def test_every_step_of_the_inbound_path_is_timed() -> None:
+    _dev_python_has("flask", "fastapi")
+    rows = dict(wrapper_parts.measure(sys.executable, 2000))
+    assert rows["shared.py:Slot.begin + Slot.end"] is not None
+    assert all(us is None or us > 0 for us in rows.values())
+    assert rows["trivial WSGI app, wrap_wsgi"] > rows["trivial WSGI app, bare"]  # type: ignore[operator]
