@@ -74,6 +74,7 @@ def install(bootstrap_dir: str = "") -> None:
     for trigger, name in SERVER_INTEGRATIONS:
         importhooks.when_imported(trigger, _integration_hook(name))
     _install_optional("pilotfish.tags.install")
+    on_wake(_start_central_config)
     if hasattr(os, "register_at_fork"):
         os.register_at_fork(after_in_child=_after_fork_in_child)
 
@@ -87,6 +88,24 @@ def _install_optional(module: str) -> None:
             log.exception_once("install:" + module, "could not start %s" % module)
     except Exception:
         log.exception_once("install:" + module, "could not start %s" % module)
+
+
+def _start_central_config() -> None:
+    """Owner only, after wake-up: live config from PILOTFISH_CONFIG_URL (a no-op without it)."""
+    from pilotfish import config_client
+
+    config_client.start()
+
+
+def _follow_central_config() -> None:
+    """Workers: apply what the owner's config client caches (no connection of their own)."""
+    try:
+        if os.environ.get("PILOTFISH_CONFIG_URL"):
+            from pilotfish import config_client
+
+            config_client.follow()
+    except Exception:
+        log.exception_once("config-follow", "central config is not followed in this worker")
 
 
 def _integration_hook(name: str) -> Callable[[Any], None]:
@@ -154,6 +173,7 @@ def wake(family: str = "", address: Any = None) -> None:
             _role = WORKER
             shared.claim()
             log.debug("worker %d attached to %s" % (os.getpid(), shared.segment().path))  # type: ignore[union-attr]
+            _follow_central_config()
             return
         _waking = True
         try:
@@ -251,6 +271,7 @@ def _after_fork_in_child() -> None:
         if _role in (OWNER, STANDALONE, WORKER):
             _role = WORKER
             shared.claim()
+            _follow_central_config()
     except Exception:
         log.exception_once("after-fork", "could not set up the agent in a forked worker")
 

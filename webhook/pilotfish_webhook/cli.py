@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import TYPE_CHECKING, List, Optional, Tuple
 
 import uvicorn
 
 from pilotfish_webhook.app import create_app
 from pilotfish_webhook.tls import ensure_certs
+
+if TYPE_CHECKING:
+    from pilotfish_webhook.config.router import ConfigService
 
 
 def parse_listen(value: str) -> Tuple[str, int]:
@@ -39,7 +42,57 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="extra DNS name or IP for the serving certificate (repeatable)",
     )
+    add_config_flags(serve)
     return parser
+
+
+def add_config_flags(serve: argparse.ArgumentParser) -> None:
+    """Flags of the central config service (issue 6)."""
+    source = serve.add_mutually_exclusive_group()
+    source.add_argument(
+        "--policies",
+        type=Path,
+        metavar="FILE",
+        help="embedded config service: GovernancePolicy objects from this multi-document YAML "
+        "file, watched (changes apply within 1 s); registry kept in memory",
+    )
+    source.add_argument(
+        "--in-cluster",
+        action="store_true",
+        help="config service backed by the cluster: watch GovernancePolicy objects, registry "
+        "on Pods/EndpointSlices, callers authenticated by TokenReview",
+    )
+    serve.add_argument(
+        "--system-namespace",
+        default=None,
+        metavar="NS",
+        help="namespace whose policies are cluster scope (default: this pod's namespace in "
+        "cluster, else pilotfish-system)",
+    )
+    serve.add_argument(
+        "--lease-seconds",
+        type=float,
+        default=15.0,
+        metavar="S",
+        help="embedded registry: drop an instance that has not renewed for this long",
+    )
+
+
+def config_service(args: argparse.Namespace) -> Optional[ConfigService]:
+    from pilotfish_webhook.config.router import ConfigService
+
+    namespace = args.system_namespace or _own_namespace() or "pilotfish-system"
+    if args.in_cluster:
+        return ConfigService.in_cluster(namespace)
+    return ConfigService.embedded(args.policies, namespace, lease_seconds=args.lease_seconds)
+
+
+def _own_namespace() -> str:
+    path = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -47,13 +100,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     host, port = args.listen
     names = [*args.host_name, "localhost", "127.0.0.1"]
     certs = ensure_certs(args.certs_dir, names)
+    app = create_app()
+    service = config_service(args)
+    if service is not None:
+        from pilotfish_webhook.config.router import attach
+
+        attach(app, service)
     uvicorn.run(
-        create_app(),
+        app,
         host=host,
         port=port,
         ssl_certfile=str(certs.cert),
         ssl_keyfile=str(certs.key),
         log_level="warning",
+        # Parked config long-polls would hold a graceful shutdown for up to 60 s;
+        # agents retry against another replica instead.
+        timeout_graceful_shutdown=3,
     )
     return 0
 

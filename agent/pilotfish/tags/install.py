@@ -1,0 +1,78 @@
+"""Wire traffic tags into a process: thread propagation, client patches, the /status section.
+
+:func:`install` is called once at interpreter start-up by
+:func:`pilotfish.runtime.install`. Start-up budget: it imports nothing (not
+even ``threading`` or ``typing``) and only registers post-import hooks with
+:func:`pilotfish.importhooks.when_imported`; each patch runs when the app
+imports the library, or at once if it already has.
+"""
+
+from __future__ import annotations
+
+from pilotfish import importhooks, log
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, List
+
+# module to watch -> (integration module, function called with the imported module)
+PATCHES = (
+    ("threading", "pilotfish.tags.propagation", "patch_threading"),
+    ("concurrent.futures.thread", "pilotfish.tags.propagation", "patch_futures"),
+    ("http.client", "pilotfish.integrations.http_client", "patch"),
+    ("httpx", "pilotfish.integrations.httpx_client", "patch"),
+    ("aiohttp", "pilotfish.integrations.aiohttp_client", "patch"),
+    ("grpc._channel", "pilotfish.integrations.grpc_client", "patch_sync"),
+    ("grpc.aio._channel", "pilotfish.integrations.grpc_client", "patch_aio"),
+)
+
+installed: List[str] = []
+"""Modules whose tag patch is in place in this process (for /status and tests)."""
+
+
+def status() -> Dict[str, Any]:
+    """The ``tags`` section of /status: how requests are tagged here, and what is patched.
+
+    (This instance's own tag is the top-level ``tag`` of /status, from the status server.)
+    """
+    from pilotfish import settings
+    from pilotfish.tags import inbound
+
+    current = settings.current()
+    return {
+        "tag_headers": list(current.tag_headers),
+        "baggage_key": current.baggage_key,
+        "lanes": [lane.describe() for lane in inbound.lanes()],
+        "patched": list(installed),
+    }
+
+
+def _add_status_section() -> None:
+    try:
+        from pilotfish import status_server
+
+        status_server.add_status_section("tags", status)
+    except Exception:
+        log.exception_once("tags:status", "could not add the tags section to /status")
+
+
+def _hook(watched: str, module_path: str, function: str) -> Callable[[Any], None]:
+    def hook(module: Any) -> None:
+        integration = __import__(module_path, fromlist=[function])
+        getattr(integration, function)(module)
+        installed.append(watched)
+
+    hook.__qualname__ = "tags:" + watched
+    return hook
+
+
+def install() -> None:
+    """Register every tag patch as a post-import hook, and the /status section on wake. Never raises."""
+    try:
+        for watched, module_path, function in PATCHES:
+            importhooks.when_imported(watched, _hook(watched, module_path, function))
+        from pilotfish import runtime
+
+        runtime.on_wake(_add_status_section)
+    except Exception:
+        log.exception_once("tags:install", "traffic tags are off in this process")

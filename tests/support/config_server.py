@@ -1,0 +1,77 @@
+"""A real ``pilotfish-webhook serve --policies FILE`` in a subprocess, over HTTPS on loopback."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, List, Optional
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ConfigServer:
+    url: str
+    ca: Path
+    policies: Optional[Path]
+    proc: subprocess.Popen
+    log: Path
+
+    def context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca))
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def config_server(
+    tmp: Path, policies: Optional[Path], extra: Optional[List[str]] = None, timeout: float = 20.0
+) -> Iterator[ConfigServer]:
+    port = free_port()
+    certs = tmp / "certs"
+    log = tmp / ("server-%d.log" % port)
+    args = [str(BIN / "pilotfish-webhook"), "serve", "--listen", "127.0.0.1:%d" % port]
+    args += ["--certs-dir", str(certs)]
+    if policies is not None:
+        args += ["--policies", str(policies)]
+    args += extra or []
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+    server = ConfigServer("https://127.0.0.1:%d" % port, certs / "ca.crt", policies, proc, log)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError("config server exited: %s" % server.output())
+            try:
+                if server.ca.exists():
+                    health = server.url + "/healthz"
+                    urllib.request.urlopen(health, timeout=1, context=server.context()).read()
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("config server did not come up: %s" % server.output())
+            time.sleep(0.1)
+        yield server
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,187 @@
+"""Central config end to end: a real app under the agent, a real config server, a policy file.
+
+Spec (issue 6, done-when): an app under the agent (``PYTHONPATH=build/agent-tree/bootstrap``
+only), pointed at ``pilotfish-webhook serve --policies FILE`` over HTTPS, shows the merged
+config and its version in ``/status`` and a changed value within 1 s of the file changing.
+Issue 4's faults: with the service down or answering garbage the app serves exactly as
+before, and a restart while the service is down starts from the cached config.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import time
+from pathlib import Path
+from typing import Dict, Iterator
+
+import pytest
+from support.config_server import ConfigServer, config_server, free_port
+from support.interpreters import matrix_versions, require_app_python
+from support.servers import RunningServer
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "deploy" / "examples" / "policies.yaml"
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ConfigServer]:
+    policies = tmp_path / "policies.yaml"
+    shutil.copy(EXAMPLE, policies)
+    with config_server(tmp_path, policies) as running:
+        yield running
+
+
+def agent_env(url: str, ca: Path, cache: Path) -> Dict[str, str]:
+    return {
+        "PILOTFISH_CONFIG_URL": url,
+        "PILOTFISH_CONFIG_CA": str(ca),
+        "PILOTFISH_APP": "shop",
+        "PILOTFISH_POD_NAMESPACE": "demo",
+        "PILOTFISH_POD_NAME": "shop-0",
+        "PILOTFISH_CACHE_DIR": str(cache),
+        "PILOTFISH_WARMUP_CURVE": "3",  # explicit env must beat every policy
+    }
+
+
+@pytest.mark.parametrize("minor", matrix_versions())
+def test_status_shows_the_merged_config_and_a_file_change_within_one_second(
+    server: ConfigServer, tmp_path: Path, minor: str
+) -> None:
+    python = require_app_python(minor)
+    with RunningServer("gunicorn-sync", python, env=agent_env(server.url, server.ca, tmp_path)) as app:
+        status = app.wait_status(lambda s: s.get("config_version") is not None, timeout=20)
+        config = status["config"]
+        assert config["warmup_seconds"] == 60  # namespace scope
+        assert config["lane_mode"] == "strict"  # app scope
+        assert config["tag_headers"] == ["x-pilotfish-tag", "x-mse-tag"]  # cluster scope
+        assert config["warmup_curve"] == 3  # the pod's env wins
+        assert [lane["name"] for lane in config["lanes"]] == ["testers", "gray-5-percent"]
+        assert status["config_service"]["source"] == "service"
+        assert status["config_service"]["version"] == status["config_version"]
+
+        assert server.policies is not None
+        written = time.monotonic()
+        server.policies.write_text(server.policies.read_text().replace("seconds: 60", "seconds: 45"))
+        changed = app.wait_status(lambda s: s["config"]["warmup_seconds"] == 45, timeout=5)
+        assert time.monotonic() - written <= 1.0
+        assert changed["config_version"] != status["config_version"]
+        assert app.get("/healthz").body == b"ok"
+
+
+def test_a_restart_while_the_service_is_down_comes_up_with_the_cached_config(tmp_path: Path) -> None:
+    python = require_app_python(matrix_versions()[-1])
+    policies = tmp_path / "policies.yaml"
+    shutil.copy(EXAMPLE, policies)
+    with config_server(tmp_path, policies) as server:
+        env = agent_env(server.url, server.ca, tmp_path)
+        with RunningServer("gunicorn-sync", python, env=env) as app:
+            version = app.wait_status(lambda s: s.get("config_version") is not None, timeout=20)[
+                "config_version"
+            ]
+    # The service is gone now (same URL, nothing listening).
+    with RunningServer("gunicorn-sync", python, env=env) as app:
+        status = app.wait_status(lambda s: s.get("config_version") is not None, timeout=20)
+        assert status["config_version"] == version
+        assert status["config"]["lane_mode"] == "strict"
+        assert status["config_service"]["source"] == "cache"
+        assert app.get("/healthz").body == b"ok"
+        after = app.wait_status(lambda s: s["config_service"]["failures"] >= 1, timeout=10)
+        assert after["config_version"] == version
+
+
+@pytest.mark.parametrize("fault", ["down", "garbage", "wrong-ca", "slow"])
+def test_the_app_answers_exactly_as_without_the_agent_when_the_service_misbehaves(
+    tmp_path: Path, fault: str
+) -> None:
+    import http.server
+    import threading
+
+    python = require_app_python(matrix_versions()[-1])
+    garbage = None
+    silent = socket.socket()
+    if fault == "slow":  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        url, ca = "http://127.0.0.1:%d" % silent.getsockname()[1], Path("")
+    elif fault == "down":
+        url, ca = "https://127.0.0.1:%d" % free_port(), ROOT / "missing-ca.crt"
+    elif fault == "garbage":
+
+        class Junk(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"<html>not a config</html>")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        garbage = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Junk)
+        threading.Thread(target=garbage.serve_forever, daemon=True).start()
+        url, ca = "http://127.0.0.1:%d" % garbage.server_address[1], Path("")
+    else:
+        from pilotfish_webhook.tls import ensure_certs
+
+        other = ensure_certs(tmp_path / "other", ["localhost"])
+        cm = config_server(tmp_path, None)
+        real = cm.__enter__()
+        url, ca = real.url, other.ca_cert
+    try:
+        env = agent_env(url, ca, tmp_path)
+        with RunningServer("gunicorn-sync", python, agent=False, env=env) as plain:
+            expected = [(r.status, r.body) for r in (plain.get("/healthz"), plain.get("/missing"))]
+        with RunningServer("gunicorn-sync", python, env=env) as app:
+            if fault == "slow":  # the poll hangs until its socket timeout; the app must not care
+                status = app.wait_status(lambda s: s["config_service"].get("enabled"), timeout=15)
+            else:
+                status = app.wait_status(lambda s: s["config_service"].get("failures", 0) >= 1, timeout=15)
+                assert status["config_service"]["last_error"]
+            got = [(r.status, r.body) for r in (app.get("/healthz"), app.get("/missing"))]
+            assert got == expected
+            assert status["config_version"] is None
+            assert status["config"]["warmup_seconds"] == 120  # the built-in default
+            assert app.proc is not None and app.proc.poll() is None
+    finally:
+        silent.close()
+        if garbage is not None:
+            garbage.shutdown()
+            garbage.server_close()
+        if fault == "wrong-ca":
+            cm.__exit__(None, None, None)
+
+
+def test_every_gunicorn_worker_follows_the_owners_config_without_its_own_connection(
+    server: ConfigServer, tmp_path: Path
+) -> None:
+    from support import servers
+
+    python = require_app_python(matrix_versions()[-1])
+    servers.SERVERS["gunicorn-settings"] = servers._gunicorn("sync", "settings_app:app", workers=3)
+    apps = str(Path(__file__).resolve().parent / "config_apps")
+    env = agent_env(server.url, server.ca, tmp_path)
+    with RunningServer("gunicorn-settings", python, env=env, pythonpath=(apps,)) as app:
+
+        def workers_at(seconds: float, within: float) -> Dict[int, float]:
+            seen: Dict[int, float] = {}
+            deadline = time.monotonic() + within
+            while time.monotonic() < deadline:
+                answer = app.get("/").json()
+                seen[answer["pid"]] = answer["warmup_seconds"]
+                if len(seen) >= 3 and all(v == seconds for v in seen.values()):
+                    return seen
+                if answer["warmup_seconds"] != seconds:
+                    seen.pop(answer["pid"])
+                time.sleep(0.01)
+            raise AssertionError("workers seen: %s" % seen)
+
+        workers_at(60, within=20)
+        assert server.policies is not None
+        written = time.monotonic()
+        server.policies.write_text(server.policies.read_text().replace("seconds: 60", "seconds: 45"))
+        workers_at(45, within=5)
+        assert time.monotonic() - written < 2.0  # owner <= ~0.2 s, then one cache check (0.5 s)
+        status = app.status()
+        assert status["config"]["warmup_seconds"] == 45
+        assert len(status["workers"]) >= 3
+    del servers.SERVERS["gunicorn-settings"]

@@ -1,0 +1,188 @@
+"""Where policies come from: a watched YAML file, or GovernancePolicy objects in the cluster.
+
+The file source polls (stdlib only, no inotify): ``stat`` every ``interval``
+seconds and re-read when mtime, size or inode changed, plus a full re-read and
+hash comparison every second so an edit that keeps size and mtime (coarse
+filesystem clocks) is still seen. A change therefore lands well within 1 s.
+
+The cluster source lists, then watches, with the kubernetes client in a daemon
+thread, and re-lists when the watch expires (HTTP 410) or the connection drops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, List, Optional, Tuple
+
+import yaml
+
+from pilotfish_webhook.config import schema
+from pilotfish_webhook.config.store import PolicyStore
+
+log = logging.getLogger("pilotfish_webhook.config")
+
+
+def load_documents(text: str, origin: str) -> List[Tuple[Any, str]]:
+    """Every non-empty YAML document with a label naming its file and position."""
+    docs: List[Tuple[Any, str]] = []
+    for index, doc in enumerate(yaml.safe_load_all(text), start=1):
+        if doc is None:
+            continue
+        if isinstance(doc, dict) and doc.get("kind") == schema.KIND + "List":
+            for j, item in enumerate(doc.get("items") or [], start=1):
+                docs.append((item, "%s document %d item %d" % (origin, index, j)))
+            continue
+        docs.append((doc, "%s document %d" % (origin, index)))
+    return docs
+
+
+class FileSource:
+    """Watch ``path`` and feed its documents to ``store``."""
+
+    def __init__(self, path: Path, store: PolicyStore, interval: float = 0.1, rehash_every: float = 1.0):
+        self.path = path
+        self.store = store
+        self.interval = interval
+        self.rehash_every = rehash_every
+        self._signature: Optional[Tuple[int, int, int]] = None
+        self._digest: Optional[str] = None
+        self._last_read = 0.0
+        self.reloads = 0
+
+    def poll(self) -> bool:
+        """Check once; True when the store was fed a new state."""
+        try:
+            st = os.stat(self.path)
+        except OSError as problem:
+            self.store.set_source_error("cannot read %s (%s)" % (self.path, problem.strerror or problem))
+            self._signature = None
+            return False
+        signature = (st.st_mtime_ns, st.st_size, st.st_ino)
+        now = time.monotonic()
+        if signature == self._signature and now - self._last_read < self.rehash_every:
+            return False
+        self._signature, self._last_read = signature, now
+        try:
+            data = self.path.read_bytes()
+        except OSError as problem:
+            self.store.set_source_error("cannot read %s (%s)" % (self.path, problem.strerror or problem))
+            return False
+        digest = hashlib.sha256(data).hexdigest()
+        if digest == self._digest:
+            return False
+        try:
+            docs = load_documents(data.decode("utf-8"), self.path.name)
+        except (yaml.YAMLError, UnicodeDecodeError) as problem:
+            self._digest = digest
+            self.store.set_source_error("%s is not valid YAML: %s" % (self.path, _one_line(problem)))
+            return False
+        self._digest = digest
+        self.store.replace_all(docs)
+        self.reloads += 1
+        log.info("policies loaded from %s: %d object(s)", self.path, len(docs))
+        return True
+
+    async def run(self) -> None:
+        while True:
+            try:
+                self.poll()
+            except Exception:  # never let the watcher die: the next tick tries again
+                log.exception("policy file watcher failed; retrying")
+            await asyncio.sleep(self.interval)
+
+
+def _one_line(problem: BaseException) -> str:
+    return " ".join(str(problem).split())
+
+
+class KubeSource:
+    """List + watch GovernancePolicy objects cluster-wide (needs get/list/watch RBAC)."""
+
+    def __init__(
+        self,
+        store: PolicyStore,
+        api_client: Any,
+        watch_timeout: int = 300,
+        retry_delay: float = 1.0,
+    ) -> None:
+        self.store = store
+        self.api_client = api_client
+        self.watch_timeout = watch_timeout
+        self.retry_delay = retry_delay
+        self._stop = threading.Event()
+        self.thread: Optional[threading.Thread] = None
+        self.synced = threading.Event()
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._run, name="pilotfish-policy-watch", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _api(self) -> Any:
+        from kubernetes import client
+
+        return client.CustomObjectsApi(self.api_client)
+
+    def relist(self) -> str:
+        listing = self._api().list_cluster_custom_object(schema.GROUP, schema.VERSION, schema.PLURAL)
+        items = listing.get("items") or []
+        self.store.replace_from_list([(item, "cluster") for item in items])
+        self.synced.set()
+        return str((listing.get("metadata") or {}).get("resourceVersion") or "")
+
+    def watch_once(self, resource_version: str, on_event: Optional[Callable[[str], None]] = None) -> str:
+        """Follow one watch until it ends; return the last resourceVersion seen ('' = relist)."""
+        from kubernetes import watch
+        from kubernetes.client.exceptions import ApiException
+
+        stream = watch.Watch()
+        try:
+            for event in stream.stream(
+                self._api().list_cluster_custom_object,
+                schema.GROUP,
+                schema.VERSION,
+                schema.PLURAL,
+                resource_version=resource_version,
+                timeout_seconds=self.watch_timeout,
+                allow_watch_bookmarks=True,
+            ):
+                kind, obj = event.get("type"), event.get("raw_object") or event.get("object")
+                if kind == "ERROR":
+                    return ""  # e.g. 410 Gone: resourceVersion too old
+                meta = obj.get("metadata", {}) if isinstance(obj, dict) else {}
+                resource_version = str(meta.get("resourceVersion") or resource_version)
+                if kind in ("ADDED", "MODIFIED"):
+                    self.store.upsert(obj, "cluster")
+                elif kind == "DELETED":
+                    self.store.delete(obj)
+                if on_event is not None:
+                    on_event(str(kind))
+                if self._stop.is_set():
+                    break
+        except ApiException as problem:
+            if problem.status == 410:
+                return ""
+            raise
+        finally:
+            stream.stop()
+        return resource_version
+
+    def _run(self) -> None:
+        resource_version = ""
+        while not self._stop.is_set():
+            try:
+                if not resource_version:
+                    resource_version = self.relist()
+                resource_version = self.watch_once(resource_version)
+            except Exception as problem:
+                self.store.set_source_error("watching GovernancePolicy objects failed: %s" % problem)
+                resource_version = ""
+                self._stop.wait(self.retry_delay)
