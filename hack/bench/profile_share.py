@@ -13,7 +13,10 @@ cProfile charges a fixed cost per Python call, so call-heavy code looks slower
 than it is; the agent's wrapper makes ~8 calls per request against the
 framework's hundreds, so its share here is if anything overstated a little.
 
-Usage: ``python hack/bench/profile_share.py [--python PY] [--duration S]``.
+``--diff`` also profiles each server bare and lists the functions whose CPU per
+request grew most, the agent's own or not (everything it makes other code do).
+
+Usage: ``python hack/bench/profile_share.py [--python PY] [--duration S] [--diff]``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import argparse
 import glob
 import os
 import pstats
+import re
 import shutil
 import sys
 import tempfile
@@ -44,6 +48,7 @@ class Share:
     total_s: float
     agent_s: float
     functions: List[Tuple[str, int, float]] = field(default_factory=list)  # (file:function, calls, s)
+    files: List[str] = field(default_factory=list)
 
     @property
     def share(self) -> float:
@@ -70,13 +75,19 @@ def analyse(app: str, files: List[str], requests: int) -> Share:
 
 
 def profile_app(
-    python: str, app_name: str, duration: float, warmup: float, workdir: Path, timer: str = "cpu"
+    python: str,
+    app_name: str,
+    duration: float,
+    warmup: float,
+    workdir: Path,
+    timer: str = "cpu",
+    config: str = "pilotfish",
 ) -> Share:
     app = APPS[app_name]
     port = free_port()
     argv = app.argv(python, port)
     server_name = argv[2]  # [python, "-m", "gunicorn" | "uvicorn", ...]
-    out = str(workdir / ("%s.prof" % app_name))
+    out = str(workdir / ("%s-%s.prof" % (app_name, config)))
     extra = {
         "PILOTFISH_STATUS_HOST": "127.0.0.1",
         "PILOTFISH_STATUS_PORT": str(free_port()),
@@ -84,12 +95,12 @@ def profile_app(
     }
     server = Server(
         [python, str(APPS_DIR / "profiled.py"), out, server_name, *argv[3:]],
-        config_env("pilotfish", None, extra),
-        workdir / ("%s.log" % app_name),
+        config_env(config, None, extra),
+        workdir / ("%s-%s.log" % (app_name, config)),
     )
     base = "http://127.0.0.1:%d" % port
     try:
-        check_agents("pilotfish", wait_agents(base, server))
+        check_agents(config, wait_agents(base, server))
         load = run_wrk if shutil.which("wrk") else run_pyload
         if warmup:
             load(base + "/", warmup, app.connections)
@@ -98,12 +109,12 @@ def profile_app(
         server.stop()
     files = sorted(glob.glob(out + "*"))
     if not files:
-        raise RuntimeError(
-            "no profile written for %s; log:\n%s" % (app_name, (workdir / (app_name + ".log")).read_text())
-        )
+        raise RuntimeError("no profile written for %s under %s" % (app_name, config))
     # The profile also covers start-up and warm-up: count their requests too (wrk's
     # warm-up is not known exactly, so the per-request columns are upper bounds).
-    return analyse(app_name, files, result.requests)
+    share = analyse(app_name, files, result.requests)
+    share.files = files
+    return share
 
 
 def share_table(shares: List[Share], top: int = 8) -> str:
@@ -133,19 +144,72 @@ def share_table(shares: List[Share], top: int = 8) -> str:
     )
 
 
+def per_request(share: Share) -> Dict[str, Tuple[float, float]]:
+    """file:function -> (calls, CPU µs) per request, over the whole profiled process."""
+    stats = pstats.Stats(share.files[0])
+    for extra in share.files[1:]:
+        stats.add(extra)
+    out: Dict[str, Tuple[float, float]] = {}
+    raw = stats.stats  # type: ignore[attr-defined]
+    for (filename, _line, name), (_cc, calls, tottime, _ct, _callers) in raw.items():
+        key = "%s:%s" % ("/".join(filename.split("/")[-2:]), re.sub(r" at 0x[0-9a-f]+", "", name))
+        prev = out.get(key, (0.0, 0.0))
+        out[key] = (prev[0] + calls / share.requests, prev[1] + 1e6 * tottime / share.requests)
+    return out
+
+
+def diff_table(bare: Share, agent: Share, top: int = 15) -> str:
+    """Functions whose CPU per request grew most from bare to pilotfish (agent's own or not)."""
+    a, b = per_request(bare), per_request(agent)
+    rows = []
+    for key in set(a) | set(b):
+        calls0, us0 = a.get(key, (0.0, 0.0))
+        calls1, us1 = b.get(key, (0.0, 0.0))
+        rows.append((us1 - us0, key, calls0, calls1, us0, us1))
+    rows.sort(reverse=True)
+    total0 = 1e6 * bare.total_s / bare.requests
+    total1 = 1e6 * agent.total_s / agent.requests
+    body = [
+        ["**all functions**", "", "", "%.1f" % total0, "%.1f" % total1, "%+.1f" % (total1 - total0)],
+        *[
+            ["`%s`" % key, "%.2f" % c0, "%.2f" % c1, "%.1f" % u0, "%.1f" % u1, "%+.1f" % d]
+            for d, key, c0, c1, u0, u1 in rows[:top]
+        ],
+    ]
+    return markdown_table(
+        [
+            "function (profiled)",
+            "calls/req bare",
+            "calls/req pilotfish",
+            "µs/req bare",
+            "µs/req pilotfish",
+            "Δ µs",
+        ],
+        body,
+    )
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--python", help="interpreter (default: .venvs/bench/bin/python)")
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=0.0)
     parser.add_argument("--timer", choices=["cpu", "wall"], default="cpu")
+    parser.add_argument("--diff", action="store_true", help="also profile bare and list what grew")
     args = parser.parse_args(argv)
     python = bench_python(args.python)
     with tempfile.TemporaryDirectory(prefix="pilotfish-profile-") as tmp:
         shares = [
             profile_app(python, name, args.duration, args.warmup, Path(tmp), args.timer) for name in APPS
         ]
-    print(share_table(shares))
+        print(share_table(shares))
+        if args.diff:
+            for share in shares:
+                bare = profile_app(
+                    python, share.app, args.duration, args.warmup, Path(tmp), args.timer, "bare"
+                )
+                print("\n%s: CPU per request, bare vs pilotfish (cProfile)\n" % APPS[share.app].label)
+                print(diff_table(bare, share))
     return 0
 
 
