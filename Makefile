@@ -40,9 +40,11 @@ demo: agent-tree
 # own venv so the dev venv never carries OTel. BENCH_ARGS e.g. '--quick' or '--write'.
 BENCH_VENV := .venvs/bench
 BENCH_ARGS ?=
-$(BENCH_VENV)/.installed: requirements/bench.txt
+$(BENCH_VENV)/.installed: requirements/bench.txt requirements/bench-otel.txt
 	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install -q --disable-pip-version-check -r requirements/bench.txt
+	rm -rf $(BENCH_VENV)/otel
+	$(BENCH_VENV)/bin/python -m pip install -q --disable-pip-version-check --target $(BENCH_VENV)/otel -r requirements/bench-otel.txt
 	touch $@
 
 bench: agent-tree $(BENCH_VENV)/.installed

@@ -45,12 +45,13 @@ def test_configurations_differ_only_in_the_injection_variables(monkeypatch: pyte
     monkeypatch.setenv("PYTHONPATH", "/somewhere/else")
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
     monkeypatch.setenv("PILOTFISH_ENABLED", "false")
-    bare = common.config_env("bare", "/otel/auto")
-    agent = common.config_env("pilotfish", "/otel/auto")
-    otel = common.config_env("otel", "/otel/auto")
+    auto = "/otel/opentelemetry/instrumentation/auto_instrumentation"
+    bare = common.config_env("bare", auto)
+    agent = common.config_env("pilotfish", auto)
+    otel = common.config_env("otel", auto)
     assert "PYTHONPATH" not in bare and "PILOTFISH_ENABLED" not in bare and "OTEL_TRACES_EXPORTER" not in bare
     assert agent["PYTHONPATH"] == str(common.BOOTSTRAP)
-    assert otel["PYTHONPATH"] == "/otel/auto"
+    assert otel["PYTHONPATH"] == auto + ":/otel"  # the operator's order: sitecustomize dir, then packages
     assert {otel[k] for k in ("OTEL_TRACES_EXPORTER", "OTEL_METRICS_EXPORTER", "OTEL_LOGS_EXPORTER")} == {
         "none"
     }

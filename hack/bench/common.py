@@ -10,9 +10,10 @@ The three configurations are the ones a user would compare in a pod:
   ``none`` so no network is attempted and no telemetry is written anywhere.
 
 All three run the same interpreter of the same bench venv (``.venvs/bench``, from
-``requirements/bench.txt``), which holds the apps' libraries and the OTel packages.
-OTel installs no ``.pth`` file, so having it in the venv changes nothing for
-``bare`` and ``pilotfish`` until its directory is put on ``PYTHONPATH``.
+``requirements/bench.txt``), which holds the apps' libraries. The OTel packages live
+apart in ``.venvs/bench/otel`` (``pip install --target``, from
+``requirements/bench-otel.txt``), as the operator's image does, and are on
+``PYTHONPATH`` only in the ``otel`` configuration.
 """
 
 from __future__ import annotations
@@ -73,8 +74,16 @@ def bench_python(explicit: Optional[str] = None) -> str:
     return sys.executable
 
 
+OTEL_TARGET = BENCH_VENV / "otel"
+AUTO_INSTRUMENTATION = os.path.join("opentelemetry", "instrumentation", "auto_instrumentation")
+
+
 def otel_sitecustomize_dir(python: str) -> Optional[str]:
-    """Directory of OTel's ``sitecustomize.py`` in ``python``'s environment, or None if absent."""
+    """Directory of OTel's ``sitecustomize.py``: in ``.venvs/bench/otel`` (the operator-style
+    ``pip install --target`` of ``make bench``), else in ``python``'s environment, else None."""
+    candidate = OTEL_TARGET / AUTO_INSTRUMENTATION
+    if (candidate / "sitecustomize.py").exists():
+        return str(candidate)
     probe = (
         "import os, importlib.util as u\n"
         "s = u.find_spec('opentelemetry.instrumentation.auto_instrumentation')\n"
@@ -108,7 +117,13 @@ def config_env(
     elif config == "otel":
         if not otel_dir:
             raise SystemExit("otel configuration requested but OpenTelemetry is not installed (make bench)")
-        env["PYTHONPATH"] = otel_dir
+        # As the operator: the sitecustomize dir first, the packages dir last.
+        root = (
+            otel_dir[: -len(AUTO_INSTRUMENTATION)].rstrip(os.sep)
+            if otel_dir.endswith(AUTO_INSTRUMENTATION)
+            else ""
+        )
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (otel_dir, root) if p)
         env.update(OTEL_ENV)
     elif config != "bare":
         raise ValueError("unknown configuration %r (expected one of %s)" % (config, ", ".join(CONFIGS)))
