@@ -36,8 +36,19 @@ test: lint agent-tree matrix
 demo: agent-tree
 	$(BIN)/python hack/demo.py
 
-bench: agent-tree
-	$(BIN)/python hack/bench/run_all.py
+# Overhead benchmarks (docs/benchmarks.md): servers and the OpenTelemetry peer live in their
+# own venv so the dev venv never carries OTel. BENCH_ARGS e.g. '--quick' or '--write'.
+BENCH_VENV := .venvs/bench
+BENCH_ARGS ?=
+$(BENCH_VENV)/.installed: requirements/bench.txt requirements/bench-otel.txt
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q --disable-pip-version-check -r requirements/bench.txt
+	rm -rf $(BENCH_VENV)/otel
+	$(BENCH_VENV)/bin/python -m pip install -q --disable-pip-version-check --target $(BENCH_VENV)/otel -r requirements/bench-otel.txt
+	touch $@
+
+bench: agent-tree $(BENCH_VENV)/.installed
+	$(BIN)/python hack/bench/run_all.py --python $(BENCH_VENV)/bin/python $(BENCH_ARGS)
 
 clean:
 	rm -rf build .venv .venvs .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,258 @@
+"""The overhead benchmark harness (hack/bench/) measures what it says it measures.
+
+These are not timed tests: they check the harness's parsing, statistics and
+configuration, and run it for real against small servers for a second or two, so a
+broken harness cannot silently publish numbers of the wrong configuration.
+"""
+
+from __future__ import annotations
+
+import http.server
+import sys
+import threading
+from pathlib import Path
+from typing import Iterator, Tuple
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "hack" / "bench"))
+
+import common  # noqa: E402
+import loadgen  # noqa: E402
+import profile_share  # noqa: E402
+import rps  # noqa: E402
+import startup  # noqa: E402
+import wrapper  # noqa: E402
+import wrapper_parts  # noqa: E402
+
+
+def test_percentile_interpolates_like_numpy_default() -> None:
+    values = [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert common.percentile(values, 50) == 3.0
+    assert common.percentile(values, 10) == pytest.approx(1.4)
+    assert common.percentile(values, 90) == pytest.approx(4.6)
+    assert common.median([4.0, 1.0, 3.0, 2.0]) == 2.5
+
+
+def test_rounds_rotate_so_every_configuration_goes_first_once_per_cycle() -> None:
+    firsts = [common.rotated(["bare", "pilotfish", "otel"], r)[0] for r in range(3)]
+    assert firsts == ["bare", "pilotfish", "otel"]
+    assert sorted(common.rotated(["bare", "pilotfish", "otel"], 7)) == ["bare", "otel", "pilotfish"]
+
+
+def test_configurations_differ_only_in_the_injection_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYTHONPATH", "/somewhere/else")
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
+    monkeypatch.setenv("PILOTFISH_ENABLED", "false")
+    auto = "/otel/opentelemetry/instrumentation/auto_instrumentation"
+    bare = common.config_env("bare", auto)
+    agent = common.config_env("pilotfish", auto)
+    otel = common.config_env("otel", auto)
+    assert "PYTHONPATH" not in bare and "PILOTFISH_ENABLED" not in bare and "OTEL_TRACES_EXPORTER" not in bare
+    assert agent["PYTHONPATH"] == str(common.BOOTSTRAP)
+    assert otel["PYTHONPATH"] == auto + ":/otel"  # the operator's order: sitecustomize dir, then packages
+    assert {otel[k] for k in ("OTEL_TRACES_EXPORTER", "OTEL_METRICS_EXPORTER", "OTEL_LOGS_EXPORTER")} == {
+        "none"
+    }
+    assert set(agent) - set(bare) == {"PYTHONPATH"}
+    with pytest.raises(SystemExit, match="OpenTelemetry is not installed"):
+        common.config_env("otel", None)
+    with pytest.raises(ValueError, match="unknown configuration 'datadog'"):
+        common.config_env("datadog", None)
+
+
+IMPORTTIME = """\
+import time: self [us] | cumulative | imported package
+import time:       150 |        150 |     _typing
+import time:      3000 |       3150 |   typing
+import time:       200 |       3350 | pilotfish.bootstrap
+import time:        40 |         40 |   sitecustomize
+import time:       100 |       3490 | sitecustomize
+"""
+
+
+def test_importtime_lines_are_parsed_with_the_module_that_imported_them() -> None:
+    entries = startup.parse_importtime(IMPORTTIME)
+    assert [(e.module, e.depth, e.parent) for e in entries] == [
+        ("_typing", 2, "typing"),
+        ("typing", 1, "pilotfish.bootstrap"),
+        ("pilotfish.bootstrap", 0, "site"),
+        ("sitecustomize", 1, "sitecustomize"),
+        ("sitecustomize", 0, "site"),
+    ]
+    assert entries[1].self_us == 3000 and entries[1].cumulative_us == 3150
+
+
+def test_import_breakdown_of_the_agent_lists_only_what_bare_does_not_import() -> None:
+    entries, total = startup.import_breakdown(sys.executable, "pilotfish", None, repeats=1)
+    names = [e.module for e in entries]
+    assert "pilotfish.bootstrap" in names and "sitecustomize" in names
+    assert "os" not in names  # every interpreter imports os before site runs
+    assert total > 0
+
+
+def test_the_fallback_timer_times_real_start_ups() -> None:
+    times = startup.time_block_loop([sys.executable, "-c", "pass"], common.base_env(), 3)
+    assert len(times) == 3 and all(0.001 < t < 10 for t in times)
+
+
+def test_a_configuration_that_writes_to_stderr_is_refused() -> None:
+    with pytest.raises(SystemExit, match="not clean"):
+        startup.check_quiet(sys.executable, "import sys; sys.stderr.write('boom')", common.base_env(), "bare")
+
+
+WRK_REPORT = """\
+Running 1s test @ http://127.0.0.1:18765/
+  1 threads and 2 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     1.85ms    1.95ms  11.63ms   85.25%
+    Req/Sec     1.29k   219.80     1.66k    63.64%
+  1412 requests in 1.10s, 717.03KB read
+  Socket errors: connect 0, read 3, write 0, timeout 1
+  Non-2xx or 3xx responses: 12
+Requests/sec:   1284.80
+Transfer/sec:    652.44KB
+"""
+
+
+def test_wrk_reports_are_parsed_including_errors() -> None:
+    load = rps.parse_wrk(WRK_REPORT)
+    assert (load.rps, load.requests, load.non_2xx, load.errors) == (1284.80, 1412, 12, 4)
+    with pytest.raises(RuntimeError, match="could not parse"):
+        rps.parse_wrk("wrk: unable to connect")
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        status = 500 if self.path == "/fail" else 200
+        body = b"hello"
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        if self.path == "/close":
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def http_server() -> Iterator[Tuple[str, http.server.ThreadingHTTPServer]]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield "http://127.0.0.1:%d" % server.server_address[1], server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("path", ["/", "/close"])
+def test_the_fallback_load_generator_counts_keep_alive_and_closing_responses(
+    http_server: Tuple[str, object], path: str
+) -> None:
+    import asyncio
+
+    base, _ = http_server
+    result = asyncio.run(loadgen.run(base + path, duration=0.5, connections=2, warmup=0.2))
+    assert result.requests > 10
+    assert result.errors == 0 and result.non_2xx == 0
+    assert result.rps == pytest.approx(result.requests / result.seconds)
+
+
+def test_the_fallback_load_generator_counts_error_statuses_apart(http_server: Tuple[str, object]) -> None:
+    import asyncio
+
+    base, _ = http_server
+    result = asyncio.run(loadgen.run(base + "/fail", duration=0.3, connections=1, warmup=0.0))
+    assert result.requests == 0 and result.non_2xx > 0
+
+
+def _dev_python_has(*modules: str) -> None:
+    import importlib.util
+
+    for name in modules:
+        if importlib.util.find_spec(name) is None:
+            pytest.skip("%s is not installed in %s" % (name, sys.executable))
+
+
+@pytest.mark.parametrize(
+    ("app", "modules"),
+    [("flask-gunicorn", ("flask", "gunicorn")), ("fastapi-uvicorn", ("fastapi", "uvicorn"))],
+)
+@pytest.mark.parametrize("config", ["bare", "pilotfish"])
+def test_a_real_server_run_checks_its_configuration_and_measures_requests(
+    tmp_path: Path, app: str, modules: Tuple[str, ...], config: str
+) -> None:
+    _dev_python_has(*modules)
+    result = rps.one_run(
+        sys.executable,
+        rps.APPS[app],
+        config,
+        0,
+        None,
+        duration=1.0,
+        warmup=0.0,
+        use_wrk=False,
+        logdir=tmp_path,
+    )
+    assert result.agents["pilotfish"] is (config == "pilotfish")
+    assert result.agents["otel"] is False
+    assert result.requests > 0 and result.errors == 0 and result.non_2xx == 0
+    assert result.cpu_us_per_request > 0
+    if config == "pilotfish":
+        assert result.status is not None and result.status["requests_total"] >= result.requests
+
+
+def test_an_agent_that_did_not_count_the_load_is_refused() -> None:
+    rps.check_counted({"requests_total": 1200}, 1000)
+    with pytest.raises(RuntimeError, match="not on the request path"):
+        rps.check_counted({"requests_total": 3}, 1000)
+    with pytest.raises(RuntimeError, match="did not answer"):
+        rps.check_counted(None, 1000)
+
+
+def test_a_server_that_runs_another_configuration_is_refused() -> None:
+    with pytest.raises(RuntimeError, match="configuration bare is not what the server runs"):
+        rps.check_agents("bare", {"pilotfish": True, "otel": False})
+    with pytest.raises(RuntimeError, match="configuration otel is not what the server runs"):
+        rps.check_agents("otel", {"pilotfish": False, "otel": False})
+
+
+@pytest.mark.parametrize("kind", ["wsgi", "asgi"])
+def test_the_in_process_wrapper_benchmark_times_the_counting_path(kind: str) -> None:
+    _dev_python_has("flask", "fastapi")
+    result = wrapper.measure(sys.executable, kind, rounds=2, calls=50)
+    assert result["counted"] >= 2 * 50  # the agent saw every wrapped call
+    assert len(result["delta_us"]) == 2
+    assert all(t > 0 for t in result["per_call_us"]["bare"] + result["per_call_us"]["pilotfish"])
+
+
+@pytest.mark.parametrize(
+    ("app", "modules"),
+    [("flask-gunicorn", ("flask", "gunicorn")), ("fastapi-uvicorn", ("fastapi", "uvicorn"))],
+)
+def test_the_profile_attributes_cpu_to_the_agents_request_path(
+    tmp_path: Path, app: str, modules: Tuple[str, ...]
+) -> None:
+    _dev_python_has(*modules)
+    share = profile_share.profile_app(sys.executable, app, duration=1.0, warmup=0.0, workdir=tmp_path)
+    names = [name for name, _calls, _s in share.functions]
+    wrapper_name = "pilotfish_wsgi" if app == "flask-gunicorn" else "pilotfish_asgi"
+    assert any(name.endswith(":" + wrapper_name) for name in names), names
+    assert share.requests > 0 and 0 < share.share < 0.5
+
+
+def test_every_step_of_the_inbound_path_is_timed() -> None:
+    _dev_python_has("flask", "fastapi")
+    rows = dict(wrapper_parts.measure(sys.executable, 2000))
+    assert rows["shared.py:Slot.begin + Slot.end"] is not None
+    assert all(us is None or us > 0 for us in rows.values())
+    assert rows["trivial WSGI app, wrap_wsgi"] > rows["trivial WSGI app, bare"]  # type: ignore[operator]
