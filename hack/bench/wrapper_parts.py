@@ -60,16 +60,15 @@ def child(number: int) -> List[Tuple[str, Optional[float]]]:
     step("request.py:slot", "rq.slot()", {"rq": rq})
     step("shared.py:is_offline", "shared.is_offline()", {"shared": shared})
     step("shared.py:Slot.begin + Slot.end", "s.begin(None); s.end()", {"s": slot})
-    step("shared.py:Slot._count_tag", "s._count_tag('')", {"s": slot})
-    step("asgi.py:_user_agent (2 headers)", "ua(h)", {"ua": asgi._user_agent, "h": ASGI_SCOPE["headers"]})
+    step("shared.py:Slot.begin('gray') + Slot.end (tagged)", "s.begin('gray'); s.end()", {"s": slot})
     step(
-        "wsgi.py:_finish_file (not a file)",
-        "ff(r, e, s)",
-        {"ff": getattr(wsgi, "_finish_file", None), "r": [b"x"], "e": environ, "s": slot},
+        "wsgi.py:_is_instance (not a file)",
+        "ii(r, e.get('wsgi.file_wrapper', object))",
+        {"ii": getattr(wsgi, "_is_instance", None), "r": [b"x"], "e": environ},
     )
     step(
         "wsgi.py:_SizedFinishing() + close()",
-        "s.in_flight += 1; F([b'x'], s).close()",
+        "s.begin(None); F([b'x'], s).close()",
         {"F": getattr(wsgi, "_SizedFinishing", None), "s": slot},
     )
 

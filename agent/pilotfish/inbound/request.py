@@ -53,6 +53,13 @@ def classify(path: str, user_agent: Optional[str]) -> int:
     return TRAFFIC
 
 
+def classify_path(path: str) -> int:
+    """TRAFFIC or IGNORED for a request path (the User-Agent already checked)."""
+    if _ignore_exact and (path in _ignore_exact or path.startswith(_ignore_prefixes)):
+        return IGNORED
+    return TRAFFIC
+
+
 def slot() -> Optional[shared.Slot]:
     current = shared._slot
     if current is None and shared._segment is not None:
@@ -78,7 +85,9 @@ CONSUMER_ENVIRON_KEY = "HTTP_X_PILOTFISH_CONSUMER"
 CONSUMER_HEADER_BYTES = b"x-pilotfish-consumer"
 
 tag_from_environ = _optional("pilotfish.tags.inbound", "tag_from_environ")
+tags_inbound: Any = _optional("pilotfish.tags", "inbound")  # its ``_state``: the compiled tag settings
 tag_from_asgi_headers = _optional("pilotfish.tags.inbound", "tag_from_asgi_headers")
 tag_from_grpc_metadata = _optional("pilotfish.tags.inbound", "tag_from_grpc_metadata")
-_tag_var = _optional("pilotfish.tags.context", "CURRENT_TAG")
-set_tag: Optional[Callable[[Optional[str]], Any]] = _tag_var.set if _tag_var is not None else None  # type: ignore[attr-defined]
+_tag_var: Any = _optional("pilotfish.tags.context", "CURRENT_TAG")
+set_tag: Optional[Callable[[Optional[str]], Any]] = _tag_var.set if _tag_var is not None else None
+get_tag: Optional[Callable[[], Optional[str]]] = _tag_var.get if _tag_var is not None else None

@@ -69,11 +69,13 @@ def _offline_start_response(start_response: StartResponse) -> StartResponse:
     return start
 
 
-def _finish_file(result: Any, environ: dict, slot: shared.Slot) -> Optional[Any]:
+def _is_instance(result: Any, file_wrapper: Any) -> bool:
+    """``isinstance``, for a ``wsgi.file_wrapper`` that may not be a class."""
+    return isinstance(file_wrapper, type) and isinstance(result, file_wrapper)
+
+
+def _finish_file(result: Any, slot: shared.Slot) -> Optional[Any]:
     """Keep a ``wsgi.file_wrapper`` response as it is (sendfile) and hook its close()."""
-    file_wrapper = environ.get("wsgi.file_wrapper")
-    if not isinstance(file_wrapper, type) or not isinstance(result, file_wrapper):
-        return None
     inner_close = getattr(result, "close", None)
     done: List[bool] = []
 
@@ -87,7 +89,7 @@ def _finish_file(result: Any, environ: dict, slot: shared.Slot) -> Optional[Any]
                 slot.end()
 
     try:
-        result.close = close  # type: ignore[attr-defined]
+        result.close = close
     except Exception:
         return None
     return result
@@ -97,9 +99,10 @@ def wrap_wsgi(app: WSGIApp) -> WSGIApp:
     """Return ``app`` wrapped once (wrapping a wrapped app returns it unchanged)."""
     if getattr(app, WRAPPED_MARK, False):
         return app
-    classify, get_slot, is_offline = rq.classify, rq.slot, shared.is_offline
-    tag_from_environ, set_tag = rq.tag_from_environ, rq.set_tag
+    classify, get_slot = rq.classify, rq.slot
+    tag_from_environ, set_tag, get_tag = rq.tag_from_environ, rq.set_tag, rq.get_tag
     on_marked, consumer_key = rq.on_marked_request, rq.CONSUMER_ENVIRON_KEY
+    offline_at = shared.OFFLINE_OFFSET
     TRAFFIC, PROBE = rq.TRAFFIC, rq.PROBE
 
     def pilotfish_wsgi(environ: dict, start_response: StartResponse) -> Iterable[bytes]:
@@ -107,9 +110,11 @@ def wrap_wsgi(app: WSGIApp) -> WSGIApp:
         try:
             kind = classify(environ.get("PATH_INFO") or "/", environ.get("HTTP_USER_AGENT"))
             tag = tag_from_environ(environ) if (kind == TRAFFIC and tag_from_environ is not None) else None
-            if set_tag is not None:
+            # Threads are reused from request to request: clear a previous request's
+            # tag, but skip the (costlier) set when there is nothing to change.
+            if set_tag is not None and (tag is not None or get_tag() is not None):  # type: ignore[misc]
                 set_tag(tag)
-            counter = get_slot()
+            counter = shared._slot or get_slot()
             if counter is not None:
                 if kind == TRAFFIC:
                     counter.begin(tag)
@@ -120,7 +125,8 @@ def wrap_wsgi(app: WSGIApp) -> WSGIApp:
                     counter.probe()
                 else:
                     counter.ignore()
-            if is_offline():
+            segment = shared._segment
+            if segment is not None and segment.buf[offline_at]:
                 start_response = _offline_start_response(start_response)
         except Exception:
             log.exception_once("wsgi-inbound", "inbound accounting failed for a request; served unmodified")
@@ -132,8 +138,14 @@ def wrap_wsgi(app: WSGIApp) -> WSGIApp:
             slot.end()
             raise
         try:
-            wrapper = _SizedFinishing if hasattr(result, "__len__") else _Finishing
-            return _finish_file(result, environ, slot) or wrapper(result, slot)
+            file_wrapper = environ.get("wsgi.file_wrapper")
+            if file_wrapper is not None and _is_instance(result, file_wrapper):
+                finished = _finish_file(result, slot)
+                if finished is not None:
+                    return finished
+            if hasattr(result, "__len__"):
+                return _SizedFinishing(result, slot)
+            return _Finishing(result, slot)
         except Exception:
             slot.end()
             return result
