@@ -106,6 +106,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description="pilotfish local demo")
     parser.add_argument("--seconds", type=float, default=0, help="stop after N seconds (0 = until Ctrl-C)")
     args = parser.parse_args(argv)
+    # SIGTERM (a test, a supervisor) must stop the demo's servers too, not orphan them.
+    signal.signal(signal.SIGTERM, _interrupt)
     STATE.mkdir(parents=True, exist_ok=True)
     webhook_port, app_port, status_port = free_port(), free_port(), free_port()
     procs = [start_webhook(webhook_port)]
@@ -137,6 +139,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                 proc.wait(timeout=40)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _ca_context() -> ssl.SSLContext:

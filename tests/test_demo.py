@@ -9,6 +9,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -40,3 +42,7 @@ def test_the_demo_prints_urls_that_answer() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+    # Stopping the demo stops what it started: nothing is left listening.
+    for url in (app_url.group(1), status_url.group(1)):
+        with pytest.raises(OSError):
+            urllib.request.urlopen(url, timeout=5)

@@ -283,7 +283,8 @@ class Slot:
         self._tables_used = 0
 
     # -- the hot path: one cell per thread, no lock ----------------------------------
-    def begin(self, tag: Optional[str]) -> None:
+    def begin(self, tag: Optional[str]) -> int:
+        """Count a request in; returns this thread's cell (0 when it is not a private one)."""
         c = self._local.cell
         if c > 0:
             q = self._q
@@ -291,10 +292,20 @@ class Slot:
             self._d[c + 4] = time.monotonic()
             if tag:
                 self._count_tag(tag)
-        else:
-            self._locked(c, 0, tag)
+            return c
+        self._locked(c, 0, tag)
+        return 0
 
-    def end(self) -> None:
+    def end(self, cell: int = 0) -> None:
+        """Count a request out.
+
+        ``cell``: what :meth:`begin` returned, for a caller that ends on the thread
+        that began (an asyncio task never changes threads); it saves the
+        thread-local lookup. Otherwise 0: the current thread's cell is used.
+        """
+        if cell > 0:
+            self._q[cell + 1] += 1
+            return
         c = self._local.cell
         if c > 0:
             self._q[c + 1] += 1

@@ -127,3 +127,14 @@ def test_in_flight_counts_requests_held_open_on_several_threads(slot: shared.Slo
         thread.join()
     values, _ = counters(slot)
     assert values[1] == 0
+
+
+def test_a_caller_on_one_thread_may_hand_the_cell_from_begin_to_end(slot: shared.Slot) -> None:
+    """The ASGI wrapper does: an asyncio task begins and ends on its loop's thread."""
+    slot.begin(None)  # the first request claims the thread's cell
+    cell = slot.begin(None)
+    assert cell > 0
+    slot.end(cell)
+    slot.end()
+    values, _ = counters(slot)
+    assert (values[1], values[2]) == (0, 2)

@@ -71,13 +71,14 @@ def wrap_asgi(app: ASGIApp) -> ASGIApp:
             await app(scope, receive, send)
             return
         slot = None
+        cell = 0
         try:
             state = tags_module._state if tags_module is not None else None
             if state is not tags_state:
                 tags_state, names = state, _header_names(state)
             user_agent = None
             marked = tagged = False
-            headers = scope.get("headers") or ()
+            headers = scope["headers"]  # required in an http scope (a KeyError is caught below)
             for name, value in headers:
                 if name in names:
                     if name == USER_AGENT:
@@ -88,8 +89,10 @@ def wrap_asgi(app: ASGIApp) -> ASGIApp:
                         tagged = True
             if user_agent is not None and user_agent.startswith(probe_agent):
                 kind = PROBE
-            else:
+            elif rq.ignore_paths_set:
                 kind = classify_path(scope.get("path") or "/")
+            else:
+                kind = TRAFFIC
             tag = None
             if (
                 kind == TRAFFIC
@@ -105,7 +108,7 @@ def wrap_asgi(app: ASGIApp) -> ASGIApp:
             counter = shared._slot or get_slot()
             if counter is not None:
                 if kind == TRAFFIC:
-                    counter.begin(tag)
+                    cell = counter.begin(tag)
                     slot = counter
                     if marked and on_marked is not None:
                         on_marked()
@@ -124,7 +127,7 @@ def wrap_asgi(app: ASGIApp) -> ASGIApp:
         try:
             await app(scope, receive, send)
         finally:
-            slot.end()
+            slot.end(cell)  # same task, same thread: the cell begin() wrote
 
     setattr(pilotfish_asgi, WRAPPED_MARK, True)
     pilotfish_asgi.__wrapped__ = app  # type: ignore[attr-defined]

@@ -26,13 +26,16 @@ CONSUMER_HEADER = "X-Pilotfish-Consumer"
 
 _ignore_exact: frozenset = frozenset()
 _ignore_prefixes: Tuple[str, ...] = ()
+ignore_paths_set = False
+"""Whether any ``ignore_paths`` are configured: wrappers skip the path check when not."""
 
 
 def _load_ignore_paths(current: settings.Settings) -> None:
-    global _ignore_exact, _ignore_prefixes
+    global _ignore_exact, _ignore_prefixes, ignore_paths_set
     paths = tuple(current.ignore_paths)
     _ignore_exact = frozenset(paths)
     _ignore_prefixes = tuple(p.rstrip("/") + "/" for p in paths)
+    ignore_paths_set = bool(paths)
 
 
 def _on_settings(old: settings.Settings, new: settings.Settings) -> None:
