@@ -332,8 +332,11 @@ def serve(server: _Server) -> None:
     """Serve on a daemon thread; the app's exit never waits for it."""
     global _server
     _server = server
+    # Nothing stops this server but the process's exit (a daemon thread). The poll
+    # interval only bounds how long a shutdown() would wait, so it is long: an idle
+    # pod's agent should not wake up twice a second for nothing.
     thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.5}, name="pilotfish-status", daemon=True
+        target=server.serve_forever, kwargs={"poll_interval": 60.0}, name="pilotfish-status", daemon=True
     )
     thread.start()
 
