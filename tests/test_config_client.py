@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import shutil
 import socket
 import threading
 import time
@@ -24,17 +23,12 @@ import pytest
 from pilotfish import config_client, settings
 from pilotfish.config_client import CallFailed, ConfigClient, Registration, Transport
 from pilotfish_webhook.tls import ensure_certs
-from support.config_server import ConfigServer, config_server
-
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE = ROOT / "deploy" / "examples" / "policies.yaml"
+from support.config_server import ConfigServer, example_config_server
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ConfigServer]:
-    policies = tmp_path / "policies.yaml"
-    shutil.copy(EXAMPLE, policies)
-    with config_server(tmp_path, policies, ["--lease-seconds", "1.5"]) as running:
+    with example_config_server(tmp_path, ["--lease-seconds", "1.5"]) as running:
         yield running
 
 

@@ -9,26 +9,22 @@ before, and a restart while the service is down starts from the cached config.
 
 from __future__ import annotations
 
-import shutil
 import socket
 import time
 from pathlib import Path
 from typing import Dict, Iterator
 
 import pytest
-from support.config_server import ConfigServer, config_server, free_port
+from support.config_server import ConfigServer, config_server, example_config_server, free_port
 from support.interpreters import matrix_versions, require_app_python
 from support.servers import RunningServer
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE = ROOT / "deploy" / "examples" / "policies.yaml"
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ConfigServer]:
-    policies = tmp_path / "policies.yaml"
-    shutil.copy(EXAMPLE, policies)
-    with config_server(tmp_path, policies) as running:
+    with example_config_server(tmp_path) as running:
         yield running
 
 
@@ -71,9 +67,7 @@ def test_status_shows_the_merged_config_and_a_file_change_within_one_second(
 
 def test_a_restart_while_the_service_is_down_comes_up_with_the_cached_config(tmp_path: Path) -> None:
     python = require_app_python(matrix_versions()[-1])
-    policies = tmp_path / "policies.yaml"
-    shutil.copy(EXAMPLE, policies)
-    with config_server(tmp_path, policies) as server:
+    with example_config_server(tmp_path) as server:
         env = agent_env(server.url, server.ca, tmp_path)
         with RunningServer("gunicorn-sync", python, env=env) as app:
             version = app.wait_status(lambda s: s.get("config_version") is not None, timeout=20)[

@@ -8,7 +8,6 @@ for a Service's instances; embedded leases expire when an agent stops renewing.
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -16,17 +15,12 @@ from typing import Any, Dict, Iterator
 
 import httpx
 import pytest
-from support.config_server import ConfigServer, config_server
-
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE = ROOT / "deploy" / "examples" / "policies.yaml"
+from support.config_server import ConfigServer, example_config_server
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ConfigServer]:
-    policies = tmp_path / "policies.yaml"
-    shutil.copy(EXAMPLE, policies)
-    with config_server(tmp_path, policies, ["--lease-seconds", "1"]) as running:
+    with example_config_server(tmp_path, ["--lease-seconds", "1"]) as running:
         yield running
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import socket
 import ssl
 import subprocess
@@ -75,3 +76,15 @@ def config_server(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+EXAMPLE_POLICIES = Path(__file__).resolve().parent.parent.parent / "deploy" / "examples" / "policies.yaml"
+
+
+@contextlib.contextmanager
+def example_config_server(tmp: Path, extra: Optional[List[str]] = None) -> Iterator[ConfigServer]:
+    """A config server on a copy of the shipped example policies (tests may rewrite the copy)."""
+    policies = tmp / "policies.yaml"
+    shutil.copy(EXAMPLE_POLICIES, policies)
+    with config_server(tmp, policies, extra) as running:
+        yield running
