@@ -8,6 +8,7 @@ import pytest
 from pilotfish import settings
 from pilotfish.tags import inbound, outbound
 from pilotfish.tags.context import CURRENT_TAG
+from support.carriers import ALL_CARRIERS
 
 
 def _reset() -> None:
@@ -36,3 +37,9 @@ def untagged() -> Iterator[None]:
     yield
     CURRENT_TAG.reset(token)
     _reset()
+
+
+@pytest.fixture(params=ALL_CARRIERS, ids=[c[0] for c in ALL_CARRIERS])
+def extract(request: pytest.FixtureRequest) -> Callable[..., Any]:
+    """The tag extractor of each carrier (WSGI environ, ASGI headers, gRPC metadata), called with headers."""
+    return request.param[1]

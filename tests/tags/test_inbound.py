@@ -2,41 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Dict
-
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pilotfish.tags import inbound
 from pilotfish.tags.context import valid_tag
-
-
-def environ(**headers: str) -> Dict[str, str]:
-    """A WSGI environ with the given headers (``x_user_id="7"`` -> ``HTTP_X_USER_ID``)."""
-    env = {"REQUEST_METHOD": "GET", "PATH_INFO": "/"}
-    for name, value in headers.items():
-        env["HTTP_" + name.upper()] = value
-    return env
-
-
-def asgi(**headers: str):
-    return [(k.replace("_", "-").encode(), v.encode()) for k, v in headers.items()]
-
-
-def grpc_md(**headers: str):
-    return tuple((k.replace("_", "-"), v) for k, v in headers.items())
-
-
-ALL_CARRIERS = [
-    ("wsgi", lambda **h: inbound.tag_from_environ(environ(**h))),
-    ("asgi", lambda **h: inbound.tag_from_asgi_headers(asgi(**h))),
-    ("grpc", lambda **h: inbound.tag_from_grpc_metadata(grpc_md(**h))),
-]
-
-
-@pytest.fixture(params=ALL_CARRIERS, ids=[c[0] for c in ALL_CARRIERS])
-def extract(request):
-    return request.param[1]
 
 
 def test_an_untagged_request_has_no_tag(extract) -> None:

@@ -24,36 +24,9 @@ from pilotfish.tags import inbound
 from pilotfish.tags.context import valid_tag
 from pilotfish.tags.lanes import compile_lanes
 from pilotfish_webhook.config.merge import flatten, parse_policy
+from support.carriers import environ
 
 EXAMPLE = Path(__file__).resolve().parent.parent.parent / "deploy" / "examples" / "policies.yaml"
-
-
-def environ(**headers: str) -> Dict[str, str]:
-    """A WSGI environ with the given headers (``x_user_id="7"`` -> ``HTTP_X_USER_ID``)."""
-    env = {"REQUEST_METHOD": "GET", "PATH_INFO": "/"}
-    for name, value in headers.items():
-        env["HTTP_" + name.upper()] = value
-    return env
-
-
-def asgi(**headers: str):
-    return [(k.replace("_", "-").encode(), v.encode()) for k, v in headers.items()]
-
-
-def grpc_md(**headers: str):
-    return tuple((k.replace("_", "-"), v) for k, v in headers.items())
-
-
-ALL_CARRIERS = [
-    ("wsgi", lambda **h: inbound.tag_from_environ(environ(**h))),
-    ("asgi", lambda **h: inbound.tag_from_asgi_headers(asgi(**h))),
-    ("grpc", lambda **h: inbound.tag_from_grpc_metadata(grpc_md(**h))),
-]
-
-
-@pytest.fixture(params=ALL_CARRIERS, ids=[c[0] for c in ALL_CARRIERS])
-def extract(request):
-    return request.param[1]
 
 
 def cond(source: str, name: str, op: str = "exact", values: Optional[List[str]] = None) -> Dict[str, Any]:
