@@ -7,7 +7,6 @@ set, as the webhook would; the agent is configured through env vars only.
 from __future__ import annotations
 
 import http.client
-import json
 import os
 import signal
 import socket
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from support.agent import agent_env
-from support.servers import _gunicorn_flags, free_port
+from support.servers import Response, _gunicorn_flags, free_port, http_get
 
 APPS = Path(__file__).resolve().parent.parent / "apps"
 TOKEN = "t0ken-for-tests"
@@ -79,14 +78,14 @@ SERVERS = {
 }
 
 
-class Reply:
+class Reply(Response):
+    """A response, with when the request was sent and when its answer had been read."""
+
     def __init__(
         self, status: int, headers: Dict[str, str], body: bytes, started: float, ended: float
     ) -> None:
-        self.status, self.headers, self.body, self.started, self.ended = status, headers, body, started, ended
-
-    def json(self) -> Any:
-        return json.loads(self.body)
+        super().__init__(status, headers, body)
+        self.started, self.ended = started, ended
 
 
 def get(
@@ -97,14 +96,8 @@ def get(
     method: str = "GET",
 ) -> Reply:
     started = time.time()
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request(method, path, headers=dict(headers or {}))
-        resp = conn.getresponse()
-        body = resp.read()
-        return Reply(resp.status, {k.lower(): v for k, v in resp.getheaders()}, body, started, time.time())
-    finally:
-        conn.close()
+    response = http_get(port, path, headers, timeout, method)
+    return Reply(response.status, response.headers, response.body, started, time.time())
 
 
 class Server:
