@@ -114,7 +114,12 @@ class Drainer:
                 if now - started >= max_wait:
                     break
                 time.sleep(self._poll)
-            self._stop_grpc(max(1.0, max_wait - (self._clock() - started)))
+            if self.trigger != "SIGTERM":
+                # After /offline (the preStop), stop(grace) sends gRPC clients a GOAWAY so
+                # that they reconnect elsewhere before kubelet's SIGTERM. After a SIGTERM,
+                # the signal is handed on next and does what it does without the agent
+                # (a stop here would let a plain script return and exit 0 instead).
+                self._stop_grpc(max(1.0, max_wait - (self._clock() - started)))
             self.result = {
                 "drained": True,
                 "reason": reason,
@@ -139,7 +144,7 @@ class Drainer:
         log.info("offline: drained (%s)" % self.result)
 
     def add_grpc_server(self, server: Any) -> None:
-        """A started gRPC server: stopped with ``stop(grace)`` once the quiet period is over."""
+        """A started gRPC server: stopped with ``stop(grace)`` once a /offline drain is quiet."""
         if server not in self.grpc_servers:
             self.grpc_servers.append(server)
 

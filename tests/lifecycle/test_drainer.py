@@ -148,11 +148,21 @@ def test_grpc_servers_stop_accepting_only_after_the_quiet_period() -> None:
     server = FakeGrpcServer()
     drainer.add_grpc_server(server)
     started = time.monotonic()
-    drainer.start("SIGTERM")
+    drainer.start("/offline")
     assert drainer.wait(3)
     assert len(server.stopped_with) == 1
     assert server.stopped_at - started >= 0.4
     assert server.stopped_with[0] == pytest.approx(10 - 0.4, abs=0.3)
+
+
+def test_after_a_sigterm_drain_grpc_servers_are_left_to_the_signal() -> None:
+    """The handed-on SIGTERM does what it does without the agent; a stop first would change it."""
+    drainer, _, _, _, _ = make(quiet=0.2, max_wait=10)
+    server = FakeGrpcServer()
+    drainer.add_grpc_server(server)
+    drainer.start("SIGTERM")
+    assert drainer.wait(3)
+    assert server.stopped_with == []
 
 
 def test_a_broken_traffic_view_still_ends_in_drained() -> None:
@@ -192,7 +202,7 @@ def test_a_real_grpc_server_is_stopped_after_the_quiet_period_and_its_last_call_
     drainer, _, traffic, _, _ = make(quiet=0.5, max_wait=10)
     drainer.add_grpc_server(server)
     try:
-        drainer.start("SIGTERM")
+        drainer.start("/offline")
         time.sleep(0.2)
         assert call(b"during quiet", timeout=5) == b"during quiet", "still accepting calls while draining"
         traffic.request()
