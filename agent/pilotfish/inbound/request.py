@@ -51,9 +51,7 @@ def classify(path: str, user_agent: Optional[str]) -> int:
     """TRAFFIC, PROBE or IGNORED for a request path and User-Agent."""
     if user_agent is not None and user_agent.startswith(PROBE_AGENT):
         return PROBE
-    if _ignore_exact and (path in _ignore_exact or path.startswith(_ignore_prefixes)):
-        return IGNORED
-    return TRAFFIC
+    return classify_path(path) if _ignore_exact else TRAFFIC
 
 
 def classify_path(path: str) -> int:
