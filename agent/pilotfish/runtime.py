@@ -37,6 +37,7 @@ _role = DORMANT
 _lock = _thread.RLock()
 _wake_callbacks: List[Callable[[], None]] = []
 _woken_callbacks_ran = False
+_started = False  # every wake callback has returned: the readiness gates are all in place
 _app_addresses: List[Tuple[str, Any]] = []
 _listening_since: Optional[float] = None
 _ignored_fds: set = set()
@@ -223,9 +224,13 @@ def _become_owner(current: Any) -> str:
 
 
 def _listening_gate() -> Tuple[bool, str]:
-    if _app_addresses:
-        return True, "app listens on %s" % ", ".join(_describe(a) for _, a in _app_addresses)
-    return False, "the app has not opened its listening socket yet"
+    if not _app_addresses:
+        return False, "the app has not opened its listening socket yet"
+    if not _started:
+        # The status server answers before the lifecycle has added its gates; with this
+        # gate alone passing, /readiness would say 200 during the registration delay.
+        return False, "the app listens; the agent is still adding its readiness gates"
+    return True, "app listens on %s" % ", ".join(_describe(a) for _, a in _app_addresses)
 
 
 def _describe(address: Any) -> str:
@@ -245,13 +250,16 @@ def on_wake(callback: Callable[[], None]) -> None:
 
 
 def _run_wake_callbacks() -> None:
-    global _woken_callbacks_ran
+    global _woken_callbacks_ran, _started
     with _lock:
         callbacks = list(_wake_callbacks) if _role == OWNER else []
         _wake_callbacks.clear()
         _woken_callbacks_ran = True
-    for callback in callbacks:
-        _call(callback)
+    try:
+        for callback in callbacks:
+            _call(callback)
+    finally:
+        _started = True  # even if a step failed: its gates are absent, the others decide
 
 
 def _call(callback: Callable[[], None]) -> None:

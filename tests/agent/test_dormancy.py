@@ -7,6 +7,7 @@ only for registering import hooks: no thread, no status port, no shared memory.
 from __future__ import annotations
 
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,60 @@ def test_the_first_listening_socket_wakes_the_agent_and_serves_status(tmp_path: 
         assert status["runtime"]["role"] == "owner"
         assert status["runtime"]["app_addresses"] == ["127.0.0.1:%d" % app_port]
         assert status["gates"]["app-listening"]["ok"] is True
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_readiness_stays_503_until_every_start_up_step_has_added_its_gates(tmp_path: Path) -> None:
+    """The status server answers from the moment the app listens, before the lifecycle has
+    plugged in its gates (probe, registration delay, ...). In that window the app-listening
+    gate alone must not make /readiness 200: kubelet would send traffic during the delay.
+    A start-up step that takes 2 s (here a sleeping wake callback) holds the window open."""
+    python = require_interpreter("3.11")
+    status_port = free_port()
+    script = tmp_path / "serve.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import socket, time
+            from pilotfish import runtime
+            runtime.on_wake(lambda: time.sleep(2))
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            print(s.getsockname()[1], flush=True)
+            s.listen()
+            print("started", flush=True)
+            time.sleep(10)
+            """
+        )
+    )
+    import subprocess
+
+    from support.agent import agent_env
+
+    env = agent_env(
+        {
+            "PILOTFISH_STATUS_PORT": str(status_port),
+            "PILOTFISH_STATUS_HOST": "127.0.0.1",
+            "PILOTFISH_READINESS_ENABLED": "false",  # only app-listening and online decide
+        }
+    )
+    proc = subprocess.Popen([python, str(script)], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        proc.stdout.readline()  # type: ignore[union-attr]  # bound; listen() comes next
+        during = None
+        for _ in range(100):
+            try:
+                during = http_get(status_port, "/readiness")
+                break
+            except OSError:
+                time.sleep(0.01)
+        assert during is not None and during.status == 503, during and during.json()
+        assert "still adding its readiness gates" in during.json()["failing"]["app-listening"]
+        assert proc.stdout.readline() == "started\n"  # type: ignore[union-attr]
+        after = http_get(status_port, "/readiness")
+        assert after.status == 200, after.json()
     finally:
         proc.kill()
         proc.wait()

@@ -83,7 +83,11 @@ def test_registration_waits_for_the_delay_and_offline_deregisters(stub: ConfigSt
         lifecycle = server.status()["lifecycle"]
         delaying = {t["state"]: t["at_epoch"] for t in lifecycle["transitions"]}["delaying"]
         registers = [c for c in stub.calls if c["path"].startswith("/v1/register")]
-        assert registers, stub.calls
+        assert registers, "%r\n%s\n%s" % (
+            stub.calls,
+            json.dumps(lifecycle, indent=1),
+            server.output()[-3000:],
+        )
         assert registers[0]["at"] >= delaying + 1.5 - 0.05, "never before listening + delay"
         assert registers[0]["body"]["port"] == server.port
         assert lifecycle["registration"] == "registered"
