@@ -101,13 +101,18 @@ class Drainer:
         reason, totals = "max-wait", None
         try:
             first = self._totals()
-            requests_before = int(getattr(first, "requests_total", 0))
+            requests_before = seen = int(getattr(first, "requests_total", 0))
+            last = started  # requests still arrive after offline starts: endpoints lag
             while True:
                 current = self._settings()
                 quiet, max_wait = current.offline_quiet_seconds, current.offline_max_wait_seconds
                 totals = self._totals()
                 now = self._clock()
-                last = max(float(getattr(totals, "last_request_at", 0.0) or 0.0), started)
+                # The hot path keeps no time stamps: a request arrived if the count moved
+                # since the last poll, at most one poll interval before ``now``.
+                count = int(getattr(totals, "requests_total", 0))
+                if count != seen:
+                    seen, last = count, now
                 if int(getattr(totals, "in_flight", 0)) <= 0 and now - last >= quiet:
                     reason = "quiet"
                     break

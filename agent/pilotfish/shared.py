@@ -2,7 +2,7 @@
 
 Why shared memory: gunicorn forks workers and ``uvicorn --workers`` spawns them,
 but exactly one process serves the status port. The owner must know every
-worker's in-flight count and last request time (to say "drained"), and every
+worker's in-flight and request counts (to say "drained"), and every
 worker must learn at once that the pod went offline (to add ``Connection:
 close``). A small ``mmap`` of a file under ``/dev/shm`` does both with no
 threads and no sockets in the workers: each worker writes only its own slot,
@@ -30,19 +30,20 @@ from typing import Dict, List, Optional, Tuple
 
 from pilotfish import log
 
-MAGIC = b"PILOTFS2"
+MAGIC = b"PILOTFS3"
 SLOTS = 256
 HEADER = struct.Struct("=8sIIqd32x")  # magic, slot count, offline flag, owner pid, created at
 assert HEADER.size == 64
-# The slot's head: pid, then four unused words (the counters live in the cells),
-# started_at, one spare. ``read_slots`` returns the same shape with the cells summed:
-# pid, in_flight, requests, probes, ignored, last_request_at, started_at, 0.
+# The slot's head: pid, then five unused words (the counters live in the cells),
+# started_at, one spare. ``read_slots`` sums the cells into
+# (pid, in_flight, requests, probes, ignored, started_at).
 COUNTERS = struct.Struct("=qqqqqddq")
 TAGS = 8
 TAG_NAME = 32
 TAG_ENTRY = struct.Struct("=%dsq" % TAG_NAME)
-# A cell: requests begun, requests ended, probes, ignored (int64), last request (double).
-CELL_WORDS = 5
+# A cell: requests begun, requests ended, probes, ignored (int64). No time stamp: a
+# time.monotonic() per request cost ~1k instructions; the drain watches the counts move.
+CELL_WORDS = 4
 CELL_SIZE = CELL_WORDS * 8
 CELLS = 40
 CELLS_AT = COUNTERS.size + TAGS * TAG_ENTRY.size
@@ -145,9 +146,10 @@ class Segment:
     def read_slots(self) -> List[Tuple[int, Tuple, Dict[str, int]]]:
         """Every occupied slot: (index, counters tuple, {tag: requests}).
 
-        The counters tuple has the shape of :data:`COUNTERS` with the slot's cells
-        summed. Ended counts are read before begun counts: both only grow, so the
-        in-flight difference is never below the truth at the time of the read.
+        The counters tuple is (pid, in_flight, requests, probes, ignored,
+        started_at), the slot's cells summed. Ended counts are read before begun
+        counts: both only grow, so the in-flight difference is never below the
+        truth at the time of the read.
         """
         slots = []
         ints, floats = self.ints, self.floats
@@ -162,9 +164,8 @@ class Segment:
             begun = sum(ints[first:stop:CELL_WORDS])
             probes = sum(ints[first + 2 : stop : CELL_WORDS])
             ignored = sum(ints[first + 3 : stop : CELL_WORDS])
-            last = max(floats[first + 4 : stop : CELL_WORDS])
             started_at = floats[offset // 8 + 6]
-            counters = (pid, begun - ended, begun, probes, ignored, last, started_at, 0)
+            counters = (pid, begun - ended, begun, probes, ignored, started_at)
             tags: Dict[str, int] = {}
             base = offset + COUNTERS.size
             for position in range(TAGS):
@@ -251,6 +252,10 @@ class Slot:
     ``CELLS - 1`` share the last cell and take the lock for it. Only requests
     that carry a tag touch the tag table (under the lock): the baseline count
     is derived by the reader as requests minus tagged requests.
+
+    The ASGI wrapper inlines :meth:`begin` and :meth:`end` for the common case
+    (the thread's own cell, no tag): ``_q[cell] += 1`` and ``_q[cell + 1] += 1``.
+    A change to the cell layout changes it too.
     """
 
     __slots__ = (
@@ -260,7 +265,6 @@ class Slot:
         "lock",
         "tags",
         "_q",
-        "_d",
         "_local",
         "_free",
         "_shared",
@@ -274,7 +278,6 @@ class Slot:
         self.lock = threading.Lock()
         self.tags: Dict[str, int] = {}  # tag -> index of its count in ``_q``
         self._q = segment.ints
-        self._d = segment.floats
         self._local = _Local()
         first = (self.offset + CELLS_AT) // 8
         cells = [first + n * CELL_WORDS for n in range(CELLS)]
@@ -289,7 +292,6 @@ class Slot:
         if c > 0:
             q = self._q
             q[c] += 1
-            self._d[c + 4] = time.monotonic()
             if tag:
                 self._count_tag(tag)
             return c
@@ -339,8 +341,6 @@ class Slot:
                 return
         with self.lock:
             self._q[-c + field] += 1
-            if field == 0:
-                self._d[-c + 4] = time.monotonic()
         if tag:
             self._count_tag(tag)
 

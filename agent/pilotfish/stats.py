@@ -11,13 +11,13 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 from pilotfish import shared
 
 
 class WorkerView:
-    __slots__ = ("pid", "in_flight", "requests", "probes", "ignored", "last_request_at", "started_at")
+    __slots__ = ("pid", "in_flight", "requests", "probes", "ignored", "started_at")
 
     def __init__(
         self,
@@ -26,7 +26,6 @@ class WorkerView:
         requests: int,
         probes: int,
         ignored: int,
-        last_request_at: float,
         started_at: float,
     ) -> None:
         self.pid = pid
@@ -34,7 +33,6 @@ class WorkerView:
         self.requests = requests
         self.probes = probes
         self.ignored = ignored
-        self.last_request_at = last_request_at
         self.started_at = started_at
 
     def as_dict(self) -> Dict[str, object]:
@@ -45,22 +43,18 @@ class WorkerView:
             "requests": self.requests,
             "probes": self.probes,
             "ignored": self.ignored,
-            "seconds_since_last_request": round(now - self.last_request_at, 3)
-            if self.last_request_at
-            else None,
             "uptime_seconds": round(now - self.started_at, 3),
         }
 
 
 class Totals:
-    """Traffic summed over all live workers (``last_request_at`` is ``time.monotonic()``)."""
+    """Traffic summed over all live workers (counts only: the drain watches them move)."""
 
     __slots__ = (
         "in_flight",
         "requests_total",
         "probes_total",
         "ignored_total",
-        "last_request_at",
         "by_tag",
         "workers",
         "worker_deaths",
@@ -71,13 +65,9 @@ class Totals:
         self.requests_total = 0
         self.probes_total = 0
         self.ignored_total = 0
-        self.last_request_at = 0.0
         self.by_tag: Dict[str, int] = {}
         self.workers: List[WorkerView] = []
         self.worker_deaths = 0
-
-    def seconds_since_last_request(self) -> Optional[float]:
-        return time.monotonic() - self.last_request_at if self.last_request_at else None
 
 
 _lock = threading.Lock()
@@ -95,7 +85,7 @@ def totals() -> Totals:
         return result
     with _lock:
         for index, counters, tags in segment.read_slots():
-            pid, in_flight, requests, probes, ignored, last, started, _ = counters
+            pid, in_flight, requests, probes, ignored, started = counters
             if pid != os.getpid() and not shared.process_alive(pid):
                 segment.release_slot(index, pid)
                 _deaths += 1
@@ -107,10 +97,9 @@ def totals() -> Totals:
             result.requests_total += requests
             result.probes_total += probes
             result.ignored_total += ignored
-            result.last_request_at = max(result.last_request_at, last)
             for tag, count in tags.items():
                 result.by_tag[tag] = result.by_tag.get(tag, 0) + count
-            result.workers.append(WorkerView(pid, in_flight, requests, probes, ignored, last, started))
+            result.workers.append(WorkerView(pid, in_flight, requests, probes, ignored, started))
         result.worker_deaths = _deaths
         # Counters are totals since start: requests served by workers that have
         # since exited still count (Prometheus counters must not go down).

@@ -31,7 +31,7 @@ def slot() -> Iterator[shared.Slot]:
 
 
 def counters(slot: shared.Slot) -> Tuple[Tuple, Dict[str, int]]:
-    """(pid, in_flight, requests, probes, ignored, last, started_at, 0) and tags, as the owner reads them."""
+    """(pid, in_flight, requests, probes, ignored, started_at) and tags, as the owner reads them."""
     [(index, values, tags)] = slot.segment.read_slots()
     assert index == slot.index
     return values, tags
@@ -42,7 +42,7 @@ def test_a_request_is_in_flight_from_begin_to_end(slot: shared.Slot) -> None:
     values, _ = counters(slot)
     assert values[0] == os.getpid()
     assert (values[1], values[2]) == (1, 1)
-    assert values[5] > 0  # the last request's start time
+    assert values[5] > 0  # when the worker claimed its slot
     slot.end()
     values, tags = counters(slot)
     assert (values[1], values[2]) == (0, 1)

@@ -32,7 +32,6 @@ class Machine:
 class Totals:
     in_flight = 0
     requests_total = 0
-    last_request_at = 0.0
 
 
 current = settings.build({"offline_quiet_seconds": quiet, "offline_max_wait_seconds": 10.0}, {})

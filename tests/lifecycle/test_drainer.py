@@ -18,11 +18,9 @@ class Traffic:
     def __init__(self) -> None:
         self.in_flight = 0
         self.requests_total = 0
-        self.last_request_at = 0.0
 
     def request(self) -> None:
         self.requests_total += 1
-        self.last_request_at = time.monotonic()
 
     def __call__(self) -> Traffic:
         return self
