@@ -179,3 +179,69 @@ def test_every_gunicorn_worker_follows_the_owners_config_without_its_own_connect
         assert status["config"]["warmup_seconds"] == 45
         assert len(status["workers"]) >= 3
     del servers.SERVERS["gunicorn-settings"]
+
+
+TESTER = {"x-user-group": "testers", "Cookie": "beta=1"}  # the example's "testers" lane: tag gray
+
+
+@pytest.mark.parametrize("kind", ["uvicorn", "uvicorn-workers"])
+def test_an_asgi_app_follows_lanes_and_ignored_paths_that_change_while_it_serves(
+    server: ConfigServer, tmp_path: Path, kind: str
+) -> None:
+    """The ASGI wrapper reads lanes and ignored paths once per change, not per request:
+    a change must reach it in the owner and in every spawned worker."""
+    python = require_app_python(matrix_versions()[-1])
+    with RunningServer(kind, python, env=agent_env(server.url, server.ca, tmp_path)) as app:
+        app.wait_status(
+            lambda s: [lane["name"] for lane in s["config"]["lanes"]] == ["testers", "gray-5-percent"], 20
+        )
+
+        def batch(path: str, headers: Dict[str, str]) -> Dict[str, int]:
+            """Six requests; how each total of /status moved."""
+            before = app.status()
+            for _ in range(6):
+                app.get(path, headers=headers)
+            after = app.wait_status(
+                lambda s: (
+                    s["requests_total"] + s["ignored_total"]
+                    >= before["requests_total"] + before["ignored_total"] + 6
+                )
+            )
+            tags = {
+                t: after["requests_by_tag"].get(t, 0) - before["requests_by_tag"].get(t, 0)
+                for t in ("gray", "baseline")
+            }
+            return {
+                "requests": after["requests_total"] - before["requests_total"],
+                "ignored": after["ignored_total"] - before["ignored_total"],
+                **tags,
+            }
+
+        def until(path: str, headers: Dict[str, str], want: Dict[str, int], within: float = 5.0) -> None:
+            """Workers follow the owner's config within one cache check: poll until a whole batch agrees."""
+            deadline = time.monotonic() + within
+            got = batch(path, headers)
+            while got != want and time.monotonic() < deadline:
+                got = batch(path, headers)
+            assert got == want, app.output()
+
+        until("/", TESTER, {"requests": 6, "ignored": 0, "gray": 6, "baseline": 0})
+        until("/", {}, {"requests": 6, "ignored": 0, "gray": 0, "baseline": 6})
+        until("/skip", {}, {"requests": 6, "ignored": 0, "gray": 0, "baseline": 6})
+
+        assert server.policies is not None
+        text = server.policies.read_text()
+        lanes_at = text.index("  lanes:")
+        routing_at = text.index("  routing:", lanes_at)
+        changed = text[:lanes_at] + text[routing_at:]  # the shop's lanes removed...
+        changed = changed.replace(
+            "    delayRegisterSeconds: 2\n", "    delayRegisterSeconds: 2\n    ignorePaths: [/skip]\n"
+        )  # ...and /skip no longer traffic
+        server.policies.write_text(changed)
+        app.wait_status(
+            lambda s: not s["config"].get("lanes") and s["config"]["ignore_paths"] == ["/skip"], 5
+        )
+
+        until("/skip", {}, {"requests": 0, "ignored": 6, "gray": 0, "baseline": 0})
+        until("/skip/deeper", TESTER, {"requests": 0, "ignored": 6, "gray": 0, "baseline": 0})
+        until("/", TESTER, {"requests": 6, "ignored": 0, "gray": 0, "baseline": 6})

@@ -8,7 +8,7 @@ close``). A small ``mmap`` of a file under ``/dev/shm`` does both with no
 threads and no sockets in the workers: each worker writes only its own slot,
 the owner only reads slots and writes the header flag.
 
-Layout: a 64-byte header (magic, slot count, offline flag, owner pid) then
+Layout: a 64-byte header (magic, offline flag, slot count, owner pid) then
 ``SLOTS`` fixed slots. A slot holds the worker's pid and start time, a small
 table of per-tag request counts, and ``CELLS`` counter cells: one per thread
 that serves requests, so that every cell has exactly one writer and the hot
@@ -30,9 +30,11 @@ from typing import Dict, List, Optional, Tuple
 
 from pilotfish import log
 
-MAGIC = b"PILOTFS3"
+MAGIC = b"PILOTFS4"
 SLOTS = 256
-HEADER = struct.Struct("=8sIIqd32x")  # magic, slot count, offline flag, owner pid, created at
+# magic, offline flag, slot count, owner pid, created at. The offline flag is a
+# whole int64 word so that a wrapper reads it from the same ``ints`` view it counts in.
+HEADER = struct.Struct("=8sqI4xqd24x")
 assert HEADER.size == 64
 # The slot's head: pid, then five unused words (the counters live in the cells),
 # started_at, one spare. ``read_slots`` sums the cells into
@@ -53,7 +55,7 @@ SIZE = HEADER.size + SLOTS * SLOT_SIZE
 OTHER_TAG = "__other__"
 ENV_VAR = "PILOTFISH_SHM"
 
-OFFLINE_OFFSET = 8 + 4  # after magic and slot count: the offline flag (uint32)
+OFFLINE_WORD = 1  # ``Segment.ints[OFFLINE_WORD]``: nonzero while the pod is offline
 
 
 def _shm_dir() -> str:
@@ -82,7 +84,7 @@ class Segment:
             buf = mmap.mmap(fd, SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         finally:
             os.close(fd)
-        HEADER.pack_into(buf, 0, MAGIC, SLOTS, 0, os.getpid(), time.time())
+        HEADER.pack_into(buf, 0, MAGIC, 0, SLOTS, os.getpid(), time.time())
         return cls(path, buf, owner=True)
 
     @classmethod
@@ -104,10 +106,10 @@ class Segment:
 
     # -- the offline flag (header) -------------------------------------------------
     def set_offline(self, offline: bool) -> None:
-        struct.pack_into("=I", self.buf, OFFLINE_OFFSET, 1 if offline else 0)
+        self.ints[OFFLINE_WORD] = 1 if offline else 0
 
     def is_offline(self) -> bool:
-        return self.buf[OFFLINE_OFFSET] != 0
+        return self.ints[OFFLINE_WORD] != 0
 
     def owner_pid(self) -> int:
         return int(HEADER.unpack_from(self.buf, 0)[3])
@@ -445,4 +447,4 @@ def set_offline(offline: bool) -> None:
 
 def is_offline() -> bool:
     segment = _segment
-    return segment is not None and segment.buf[OFFLINE_OFFSET] != 0
+    return segment is not None and segment.ints[OFFLINE_WORD] != 0

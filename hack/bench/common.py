@@ -36,6 +36,15 @@ BOOTSTRAP = ROOT / "build" / "agent-tree" / "bootstrap"
 BENCH_VENV = ROOT / ".venvs" / "bench"
 
 CONFIGS = ("bare", "pilotfish", "otel")
+TREE_CONFIG = "pilotfish@"
+"""``pilotfish@DIR``: pilotfish from another agent tree (built with ``hack/build_agent_tree.py
+--out DIR``), to compare two trees side by side in one run."""
+
+
+def is_pilotfish(config: str) -> bool:
+    """Whether a configuration runs the agent (from build/agent-tree or another tree)."""
+    return config == "pilotfish" or config.startswith(TREE_CONFIG)
+
 
 # The OpenTelemetry operator sets OTEL_*_EXPORTER=otlp; with no collector here that
 # would mean connection attempts, so every signal's exporter is switched off.
@@ -114,6 +123,8 @@ def config_env(
     env = base_env()
     if config == "pilotfish":
         env["PYTHONPATH"] = str(BOOTSTRAP)
+    elif config.startswith(TREE_CONFIG):
+        env["PYTHONPATH"] = str(Path(config[len(TREE_CONFIG) :]).resolve() / "bootstrap")
     elif config == "otel":
         if not otel_dir:
             raise SystemExit("otel configuration requested but OpenTelemetry is not installed (make bench)")

@@ -162,6 +162,9 @@ def measure(
 ) -> int:
     """Instructions per request of one server in one configuration."""
     env = config_env(config, None, extra)
+    # A fixed hash seed: str/bytes hashes, and so dict and set layouts, repeat from run
+    # to run. With a random seed the count moves by ~1k instructions per request.
+    env.setdefault("PYTHONHASHSEED", "0")
     if config == "pilotfish" and tree is not None:
         env["PYTHONPATH"] = str(tree / "bootstrap")
     if config == "pilotfish":

@@ -50,6 +50,7 @@ from common import (
     Summary,
     bench_python,
     config_env,
+    is_pilotfish,
     markdown_table,
     otel_sitecustomize_dir,
     rotated,
@@ -266,7 +267,7 @@ def wait_agents(base: str, server: Server, timeout: float = 90.0) -> Dict[str, A
 
 def check_agents(config: str, agents: Dict[str, Any]) -> None:
     """Refuse to measure a configuration that is not the one requested."""
-    want_pilotfish = config == "pilotfish"
+    want_pilotfish = is_pilotfish(config)
     want_otel = config == "otel"
     if bool(agents.get("pilotfish")) != want_pilotfish or bool(agents.get("otel")) != want_otel:
         raise RuntimeError("configuration %s is not what the server runs: %r" % (config, agents))
@@ -301,7 +302,7 @@ class Live:
         port = free_port()
         extra: Dict[str, str] = {}
         self.status_port: Optional[int] = None
-        if config == "pilotfish":
+        if is_pilotfish(config):
             # Never the default 55199: other benchmarks and tests share this machine.
             self.status_port = free_port()
             extra = {"PILOTFISH_STATUS_HOST": "127.0.0.1", "PILOTFISH_STATUS_PORT": str(self.status_port)}
@@ -309,7 +310,7 @@ class Live:
         self.server = Server(
             app.argv(python, port),
             config_env(config, otel_dir, extra),
-            logdir / ("%s-%s.log" % (app.name, config)),
+            logdir / ("%s-%s.log" % (app.name, re.sub(r"[^A-Za-z0-9_.-]+", "_", config))),
         )
         try:
             self.agents = wait_agents(self.base, self.server)
@@ -338,7 +339,7 @@ class Live:
         cpu = session_cpu_seconds(self.server.proc.pid) - cpu_before
         self.served += result.requests
         status = self.status()
-        if self.config == "pilotfish":
+        if is_pilotfish(self.config):
             check_counted(status, self.served)
         return RunResult(
             app=self.app.name,

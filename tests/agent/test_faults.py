@@ -11,6 +11,7 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+import pytest
 from support.agent import run_python
 from support.interpreters import require_app_python, require_interpreter
 from support.servers import RunningServer
@@ -84,3 +85,35 @@ def test_the_kill_switch_leaves_a_server_without_any_agent() -> None:
         except OSError:
             reachable = False
     assert not reachable
+
+
+@pytest.mark.parametrize("kind", ["uvicorn", "hypercorn"])
+def test_an_exception_inside_the_asgi_wrapper_leaves_responses_identical(tmp_path: Path, kind: str) -> None:
+    """Both paths of the ASGI wrapper (the usual request, and probes and tagged requests)
+    meet a counter that raises on every use; the app answers as without the agent."""
+    python = require_app_python("3.11")
+    broken = _sitecustomize_that_breaks(
+        tmp_path,
+        """
+        import pilotfish.shared as shared
+
+        class Broken:
+            def __getattr__(self, name):
+                raise RuntimeError("boom inside the agent")
+
+        def claim():
+            shared._slot = Broken()
+            return shared._slot
+
+        shared.claim = claim
+        """,
+    )
+    requests = [{}, {"User-Agent": "kube-probe/1.31"}, {"x-pilotfish-tag": "gray"}, {"User-Agent": "t"}]
+    answers = []
+    for agent in (False, True):
+        with RunningServer(kind, python, agent=agent, pythonpath=(str(broken),)) as server:
+            got = [server.get("/headers", headers=h) for h in requests for _ in range(3)]
+            answers.append([(r.status, {k: v for k, v in r.json().items() if k != "host"}) for r in got])
+            log = server.output()
+    assert answers[0] == answers[1]
+    assert log.count("pilotfish: warning: inbound accounting failed") == 1

@@ -123,10 +123,11 @@ def test_grpc_server_calls_are_counted_and_wake_the_agent(minor: str) -> None:
         assert status["requests_total"] == 2 and status["in_flight"] == 0
 
 
-def test_configured_ignored_paths_are_counted_apart_from_traffic() -> None:
+@pytest.mark.parametrize("kind", ["gunicorn-gthread", "uvicorn", "hypercorn"])
+def test_configured_ignored_paths_are_counted_apart_from_traffic(kind: str) -> None:
     python = require_app_python("3.11")
-    with RunningServer("gunicorn-gthread", python, env={"PILOTFISH_IGNORE_PATHS": "/healthz"}) as server:
-        before = server.wait_status(_ready("gunicorn-gthread"), timeout=20)
+    with RunningServer(kind, python, env={"PILOTFISH_IGNORE_PATHS": "/healthz"}) as server:
+        before = server.wait_status(_ready(kind), timeout=20)
         for path in ("/healthz", "/healthz", "/healthz/deep", "/healthzx"):
             server.get(path)
         after = server.wait_status(lambda s: s["ignored_total"] >= before.get("ignored_total", 0) + 3)

@@ -6,13 +6,22 @@ should wait for too). Lifespan and other scope types pass straight through.
 While the pod is offline, ``connection: close`` and the offline marker are
 added to the response head; uvicorn and hypercorn honour an app's
 ``connection: close`` and end keep-alive after that response.
+
+Two paths. Every request pays for the wrapper, and a hello-world FastAPI request
+costs the server ~70 µs of CPU, so the 3 % budget is ~2 µs; measured inside a
+loaded server, each attribute read or call we add costs several times what it
+costs in a micro-benchmark. So the usual request (no probe User-Agent, no tag or
+consumer header, no lanes or ignored paths configured, this thread's own counter
+cell) takes a short path: one pass over the header names, one increment before
+the app, one after. Anything else takes :func:`_begin_full`, which classifies,
+tags and counts as the specification says.
 """
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable, FrozenSet, MutableMapping
+from typing import Any, Awaitable, Callable, FrozenSet, MutableMapping, Optional, Tuple
 
-from pilotfish import log, shared
+from pilotfish import log, settings, shared
 from pilotfish.inbound import WRAPPED_MARK
 from pilotfish.inbound import request as rq
 
@@ -23,12 +32,38 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 USER_AGENT = b"user-agent"
 _OFFLINE_HEADERS = [(b"connection", b"close"), (rq.OFFLINE_HEADER.lower().encode(), b"1")]
+_PROBE_AGENT = rq.PROBE_AGENT_BYTES
+_OFFLINE_WORD = shared.OFFLINE_WORD
+
+# What the short path needs from the settings, recomputed on every change (not per
+# request): the header names one pass must notice, and whether every request
+# must take the full path anyway (lanes or ignored paths are configured).
+_noticed: FrozenSet[bytes] = frozenset()
+_always_full = True
 
 
 def _header_names(tags_state: Any) -> FrozenSet[bytes]:
     """The header names one pass over a request's headers must notice."""
     wanted = getattr(tags_state, "wanted_bytes", None) or frozenset()
     return frozenset(wanted) | {USER_AGENT, rq.CONSUMER_HEADER_BYTES}
+
+
+def refresh() -> None:
+    """Recompute the short path's settings from the tag settings and ignored paths in force."""
+    global _noticed, _always_full
+    state = rq.tags_inbound._state if rq.tags_inbound is not None else None
+    _noticed = _header_names(state)
+    _always_full = bool(rq.ignore_paths_set or (state is not None and state.lanes))
+
+
+def _on_settings(old: settings.Settings, new: settings.Settings) -> None:
+    # Subscribed after pilotfish.tags.inbound and request.py (both imported above),
+    # so their state for ``new`` is already rebuilt when this runs.
+    refresh()
+
+
+refresh()
+settings.subscribe(_on_settings)
 
 
 def _offline_send(send: Send) -> Send:
@@ -44,103 +79,105 @@ def _offline_send(send: Send) -> Send:
     return offline_send
 
 
-def wrap_asgi(app: ASGIApp) -> ASGIApp:
-    """Return ``app`` wrapped once (wrapping a wrapped app returns it unchanged).
+def _begin_full(scope: Scope, headers: Any, send: Send) -> Tuple[Optional[shared.Slot], int, Send]:
+    """Classify, tag and count a request the short path does not handle.
 
-    Why it is written as one flat function: every request pays for it, and on a
-    hello-world FastAPI app a request costs ~430k instructions, so the 3 % budget
-    is ~13k. The headers are walked once, noticing only the names in a set
-    (User-Agent, the consumer marker, and the tag headers of the current
-    settings); the tag is worked out only when a tag header was seen or lanes
-    are configured.
+    Returns the slot that counted it in (``None`` for a probe, an ignored path, or
+    when there is no shared memory: nothing to count out), the cell ``begin``
+    returned, and ``send`` (wrapped while the pod is offline).
     """
+    user_agent = None
+    marked = tagged = False
+    noticed = _noticed
+    for name, value in headers:
+        if name in noticed:
+            if name == USER_AGENT:
+                user_agent = value
+            elif name == rq.CONSUMER_HEADER_BYTES:
+                marked = True
+            else:
+                tagged = True
+    if user_agent is not None and user_agent.startswith(_PROBE_AGENT):
+        kind = rq.PROBE
+    elif rq.ignore_paths_set:
+        kind = rq.classify_path(scope.get("path") or "/")
+    else:
+        kind = rq.TRAFFIC
+    counter = rq.slot()
+    if kind != rq.TRAFFIC:
+        if counter is not None:
+            counter.probe() if kind == rq.PROBE else counter.ignore()
+        return None, 0, send
+    tag = None
+    state = rq.tags_inbound._state if rq.tags_inbound is not None else None
+    if (tagged or (state is not None and state.lanes)) and rq.tag_from_asgi_headers is not None:
+        tag = rq.tag_from_asgi_headers(headers)
+        # Each ASGI request runs in its own task, with its own copy of the context:
+        # nothing leaks in from another request, so untagged requests set nothing.
+        if tag is not None and rq.set_tag is not None:
+            rq.set_tag(tag)
+    if counter is None:
+        return None, 0, send
+    if marked and rq.on_marked_request is not None:
+        rq.on_marked_request()
+    if counter._q[_OFFLINE_WORD]:
+        send = _offline_send(send)
+    # Counting in is the last step: once it is done, nothing here can raise before
+    # the wrapper holds the slot that counts the request out.
+    return counter, counter.begin(tag), send
+
+
+def _count_out(counter: shared.Slot, cell: int) -> None:
+    try:
+        counter.end(cell)
+    except Exception:
+        log.exception_once("asgi-inbound-end", "could not count a request out")
+
+
+def wrap_asgi(app: ASGIApp) -> ASGIApp:
+    """Return ``app`` wrapped once (wrapping a wrapped app returns it unchanged)."""
     if getattr(app, WRAPPED_MARK, False):
         return app
-    get_slot, classify_path = rq.slot, rq.classify_path
-    tag_from_headers, set_tag = rq.tag_from_asgi_headers, rq.set_tag
-    tags_module = rq.tags_inbound
-    on_marked, consumer = rq.on_marked_request, rq.CONSUMER_HEADER_BYTES
-    probe_agent, offline_at = rq.PROBE_AGENT_BYTES, shared.OFFLINE_OFFSET
-    TRAFFIC, PROBE = rq.TRAFFIC, rq.PROBE
-    tags_state: Any = None
-    names: FrozenSet[bytes] = _header_names(None)
 
     async def pilotfish_asgi(scope: Scope, receive: Receive, send: Send) -> None:
-        nonlocal tags_state, names
-        if scope.get("type") != "http":
-            await app(scope, receive, send)
-            return
-        slot = None
+        counter = None
         cell = 0
-        counts: Any = None
         try:
-            state = tags_module._state if tags_module is not None else None
-            if state is not tags_state:
-                tags_state, names = state, _header_names(state)
-            user_agent = None
-            marked = tagged = False
-            headers = scope["headers"]  # required in an http scope (a KeyError is caught below)
-            for name, value in headers:
-                if name in names:
-                    if name == USER_AGENT:
-                        user_agent = value
-                    elif name == consumer:
-                        marked = True
-                    else:
-                        tagged = True
-            if user_agent is not None and user_agent.startswith(probe_agent):
-                kind = PROBE
-            elif rq.ignore_paths_set:
-                kind = classify_path(scope.get("path") or "/")
-            else:
-                kind = TRAFFIC
-            tag = None
-            if (
-                kind == TRAFFIC
-                and (tagged or (state is not None and state.lanes))
-                and tag_from_headers is not None
-            ):
-                tag = tag_from_headers(headers)
-                # Each ASGI request runs in its own task, with its own copy of the
-                # context: nothing leaks in from another request, so untagged
-                # requests set nothing.
-                if tag is not None and set_tag is not None:
-                    set_tag(tag)
-            counter = shared._slot or get_slot()
-            if counter is not None:
-                if kind == TRAFFIC:
-                    # Slot.begin() inlined for the common case (this thread's own cell,
-                    # no tag): a method call costs more than the increment it makes.
-                    cell = counter._local.cell
-                    if cell > 0 and not tag:
-                        counts = counter._q
+            if scope["type"] == "http":
+                headers = scope["headers"]
+                full = _always_full
+                noticed = _noticed
+                for name, value in headers:
+                    if name in noticed and (name != USER_AGENT or value.startswith(_PROBE_AGENT)):
+                        full = True
+                current = shared._slot
+                if full or current is None:
+                    counter, cell, send = _begin_full(scope, headers, send)
+                else:
+                    # Slot.begin(None) inlined for this thread's own cell (> 0).
+                    cell = current._local.cell
+                    counts = current._q
+                    if cell > 0:
                         counts[cell] += 1
                     else:
-                        cell = counter.begin(tag)
-                        counts = counter._q
-                    slot = counter
-                    if marked and on_marked is not None:
-                        on_marked()
-                elif kind == PROBE:
-                    counter.probe()
-                else:
-                    counter.ignore()
-            segment = shared._segment
-            if segment is not None and segment.buf[offline_at]:
-                send = _offline_send(send)
+                        cell = current.begin(None)
+                    counter = current
+                    if counts[_OFFLINE_WORD]:
+                        send = _offline_send(send)
         except Exception:
             log.exception_once("asgi-inbound", "inbound accounting failed for a request; served unmodified")
-        if slot is None:
+        if counter is None:
             await app(scope, receive, send)
             return
         try:
             await app(scope, receive, send)
         finally:
-            # Same task, same thread: the cell begin() wrote (Slot.end(cell) inlined).
+            # Same task, same thread: the cell begin() counted in (Slot.end(cell) inlined).
             if cell > 0:
+                counts = counter._q
                 counts[cell + 1] += 1
             else:
-                slot.end(0)
+                _count_out(counter, cell)
 
     setattr(pilotfish_asgi, WRAPPED_MARK, True)
     pilotfish_asgi.__wrapped__ = app  # type: ignore[attr-defined]

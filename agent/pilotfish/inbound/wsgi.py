@@ -102,7 +102,7 @@ def wrap_wsgi(app: WSGIApp) -> WSGIApp:
     classify, get_slot = rq.classify, rq.slot
     tag_from_environ, set_tag, get_tag = rq.tag_from_environ, rq.set_tag, rq.get_tag
     on_marked, consumer_key = rq.on_marked_request, rq.CONSUMER_ENVIRON_KEY
-    offline_at = shared.OFFLINE_OFFSET
+    offline_word = shared.OFFLINE_WORD
     TRAFFIC, PROBE = rq.TRAFFIC, rq.PROBE
 
     def pilotfish_wsgi(environ: dict, start_response: StartResponse) -> Iterable[bytes]:
@@ -126,7 +126,7 @@ def wrap_wsgi(app: WSGIApp) -> WSGIApp:
                 else:
                     counter.ignore()
             segment = shared._segment
-            if segment is not None and segment.buf[offline_at]:
+            if segment is not None and segment.ints[offline_word]:
                 start_response = _offline_start_response(start_response)
         except Exception:
             log.exception_once("wsgi-inbound", "inbound accounting failed for a request; served unmodified")
