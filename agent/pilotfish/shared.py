@@ -26,7 +26,7 @@ import struct
 import tempfile
 import threading
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from pilotfish import log
 
@@ -56,6 +56,9 @@ OTHER_TAG = "__other__"
 ENV_VAR = "PILOTFISH_SHM"
 
 OFFLINE_WORD = 1  # ``Segment.ints[OFFLINE_WORD]``: nonzero while the pod is offline
+# Private cells (a Slot of the owner process, see Slot): a list with the offline flag
+# mirrored at OFFLINE_WORD and the cells from PRIVATE_FIRST_CELL on.
+PRIVATE_FIRST_CELL = CELL_WORDS
 
 
 def _shm_dir() -> str:
@@ -74,6 +77,9 @@ class Segment:
         view = memoryview(buf)
         self.ints = view.cast("q")  # 8-byte aligned fields, by index
         self.floats = view.cast("d")
+        # slot index -> (pid, cells) of a slot whose cells live in that process's
+        # memory (see Slot); only that process reads them.
+        self.private: Dict[int, Tuple[int, List[int]]] = {}
 
     @classmethod
     def create(cls, key: str) -> Segment:
@@ -106,7 +112,10 @@ class Segment:
 
     # -- the offline flag (header) -------------------------------------------------
     def set_offline(self, offline: bool) -> None:
-        self.ints[OFFLINE_WORD] = 1 if offline else 0
+        flag = 1 if offline else 0
+        self.ints[OFFLINE_WORD] = flag
+        for _pid, cells in list(self.private.values()):
+            cells[OFFLINE_WORD] = flag
 
     def is_offline(self) -> bool:
         return self.ints[OFFLINE_WORD] != 0
@@ -155,17 +164,22 @@ class Segment:
         """
         slots = []
         ints, floats = self.ints, self.floats
+        me = os.getpid()
         for index in range(SLOTS):
             offset = slot_offset(index)
             pid = ints[offset // 8]
             if pid == 0:
                 continue
+            cells: Sequence[int] = ints
             first = (offset + CELLS_AT) // 8
+            private = self.private.get(index)
+            if private is not None and private[0] == pid == me:
+                cells, first = private[1], PRIVATE_FIRST_CELL
             stop = first + CELLS * CELL_WORDS
-            ended = sum(ints[first + 1 : stop : CELL_WORDS])
-            begun = sum(ints[first:stop:CELL_WORDS])
-            probes = sum(ints[first + 2 : stop : CELL_WORDS])
-            ignored = sum(ints[first + 3 : stop : CELL_WORDS])
+            ended = sum(cells[first + 1 : stop : CELL_WORDS])
+            begun = sum(cells[first:stop:CELL_WORDS])
+            probes = sum(cells[first + 2 : stop : CELL_WORDS])
+            ignored = sum(cells[first + 3 : stop : CELL_WORDS])
             started_at = floats[offset // 8 + 6]
             counters = (pid, begun - ended, begun, probes, ignored, started_at)
             tags: Dict[str, int] = {}
@@ -217,7 +231,7 @@ def process_alive(pid: int) -> bool:
 
 
 class _Local(threading.local):
-    """Per thread: the index (in ``Segment.ints``) of the thread's cell; 0 until claimed."""
+    """Per thread: the index (in ``Slot._q``) of the thread's cell; 0 until claimed."""
 
     cell = 0
 
@@ -255,13 +269,22 @@ class Slot:
     that carry a tag touch the tag table (under the lock): the baseline count
     is derived by the reader as requests minus tagged requests.
 
+    Private cells: in the owner process (the one that serves the status port), the
+    cells are a plain list instead of words of the mapping. Only the owner reads
+    slots, so a single-process server (uvicorn, hypercorn, waitress, runserver)
+    need not publish its counts at all, and ``+= 1`` on a list item costs less
+    than half of one on the mapping (~390 against ~900 instructions). The offline
+    flag is mirrored into the list at ``OFFLINE_WORD`` by :meth:`Segment.set_offline`.
+
     The ASGI wrapper inlines :meth:`begin` and :meth:`end` for the common case
-    (the thread's own cell, no tag): ``_q[cell] += 1`` and ``_q[cell + 1] += 1``.
-    A change to the cell layout changes it too.
+    (the thread's own cell, no tag): ``_q[cell] += 1`` and ``_q[cell + 1] += 1``,
+    and reads the offline flag as ``_q[OFFLINE_WORD]``. A change to the cell
+    layout changes it too.
     """
 
     __slots__ = (
         "segment",
+        "private",
         "index",
         "offset",
         "lock",
@@ -273,15 +296,22 @@ class Slot:
         "_tables_used",
     )
 
-    def __init__(self, segment: Segment, index: int) -> None:
+    def __init__(self, segment: Segment, index: int, private: bool = False) -> None:
         self.segment = segment
         self.index = index
         self.offset = slot_offset(index)
         self.lock = threading.Lock()
-        self.tags: Dict[str, int] = {}  # tag -> index of its count in ``_q``
-        self._q = segment.ints
+        self.tags: Dict[str, int] = {}  # tag -> index of its count in ``segment.ints``
         self._local = _Local()
-        first = (self.offset + CELLS_AT) // 8
+        self.private = private
+        self._q: Any  # List[int] (private) or the memoryview of the mapping
+        if private:
+            q = [0] * (PRIVATE_FIRST_CELL + CELLS * CELL_WORDS)
+            q[OFFLINE_WORD] = segment.ints[OFFLINE_WORD]
+            segment.private[index] = (os.getpid(), q)
+            self._q, first = q, PRIVATE_FIRST_CELL
+        else:
+            self._q, first = segment.ints, (self.offset + CELLS_AT) // 8
         cells = [first + n * CELL_WORDS for n in range(CELLS)]
         self._shared = cells.pop()  # the overflow cell, written under the lock
         self._free = cells[::-1]  # pop() hands out the first cell first
@@ -371,7 +401,7 @@ class Slot:
             at = self.tags.get(tag)
             if at is None:
                 at = self._tag_index(tag)
-            self._q[at] += 1
+            self.segment.ints[at] += 1
 
     def _tag_index(self, tag: str) -> int:
         """Give ``tag`` an entry in the table (the last entry collects any overflow)."""
@@ -422,11 +452,14 @@ def claim() -> Optional[Slot]:
         return None
     if _slot is not None and struct.unpack_from("=q", _segment.buf, _slot.offset)[0] == os.getpid():
         return _slot
-    index = _segment.claim_slot(os.getpid())
+    pid = os.getpid()
+    index = _segment.claim_slot(pid)
     if index is None:
         log.once("shm-full", "warning", "more than %d worker processes; extra ones are not counted" % SLOTS)
         return None
-    _slot = Slot(_segment, index)
+    # The owner reads every slot, so when it serves requests itself its cells can be a
+    # plain list: cheaper to count in than the mapping, and read in this process only.
+    _slot = Slot(_segment, index, private=_segment.owner and _segment.owner_pid() == pid)
     return _slot
 
 

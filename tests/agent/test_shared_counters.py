@@ -19,13 +19,14 @@ import pytest
 from pilotfish import shared
 
 
-@pytest.fixture
-def slot() -> Iterator[shared.Slot]:
+@pytest.fixture(params=[False, True], ids=["worker-cells-in-the-mapping", "owner-private-cells"])
+def slot(request: pytest.FixtureRequest) -> Iterator[shared.Slot]:
+    """Every counter spec holds for a worker's slot and for the owner's private one."""
     segment = shared.Segment.create("test-" + uuid.uuid4().hex[:8])
     index = segment.claim_slot(os.getpid())
     assert index is not None
     try:
-        yield shared.Slot(segment, index)
+        yield shared.Slot(segment, index, private=request.param)
     finally:
         segment.close()
 
@@ -138,3 +139,37 @@ def test_a_caller_on_one_thread_may_hand_the_cell_from_begin_to_end(slot: shared
     slot.end()
     values, _ = counters(slot)
     assert (values[1], values[2]) == (0, 2)
+
+
+def test_the_offline_flag_reaches_a_private_slot_set_before_or_after_it_was_claimed() -> None:
+    segment = shared.Segment.create("test-" + uuid.uuid4().hex[:8])
+    try:
+        segment.set_offline(True)
+        early = shared.Slot(segment, segment.claim_slot(os.getpid()) or 0, private=True)
+        assert early._q[shared.OFFLINE_WORD] == 1
+        segment.set_offline(False)
+        assert early._q[shared.OFFLINE_WORD] == 0 and not segment.is_offline()
+        segment.set_offline(True)
+        assert early._q[shared.OFFLINE_WORD] == 1 and segment.is_offline()
+    finally:
+        segment.close()
+
+
+def test_private_cells_are_read_only_by_the_process_that_counts_in_them() -> None:
+    """A forked child inherits the owner's list as a stale copy: it must read the mapping."""
+    segment = shared.Segment.create("test-" + uuid.uuid4().hex[:8])
+    try:
+        owner = shared.Slot(segment, segment.claim_slot(os.getpid()) or 0, private=True)
+        owner.begin(None)
+        assert segment.read_slots()[0][1][1:3] == (1, 1)  # in flight, requests
+        read, write = os.pipe()
+        child = os.fork()
+        if child == 0:  # pragma: no cover - runs in the child
+            os.write(write, repr(segment.read_slots()[0][1][1:3]).encode())
+            os._exit(0)
+        os.close(write)
+        os.waitpid(child, 0)
+        assert os.read(read, 100) == b"(0, 0)"
+        os.close(read)
+    finally:
+        segment.close()
