@@ -211,6 +211,33 @@ def test_a_real_server_run_checks_its_configuration_and_measures_requests(
         assert result.status is not None and result.status["requests_total"] >= result.requests
 
 
+def test_a_simultaneous_round_loads_every_server_at_once_and_pairs_them(tmp_path: Path) -> None:
+    """Both servers are loaded in the same round, one result each, paired for the ratio."""
+    _dev_python_has("fastapi", "uvicorn")
+    results = rps.measure(
+        sys.executable,
+        ["fastapi-uvicorn"],
+        ["bare", "pilotfish"],
+        rounds=1,
+        duration=2.0,
+        warmup=0.0,
+        use_wrk=False,
+        logdir=tmp_path,
+        progress=False,
+        simultaneous=True,
+    )
+    assert sorted(r.config for r in results) == ["bare", "pilotfish"]
+    assert all(r.requests > 0 and r.errors == 0 and r.round == 0 for r in results)
+    assert len(rps.ratios(results, "fastapi-uvicorn", "pilotfish")) == 1
+
+
+def test_another_agent_tree_is_a_configuration_of_its_own(tmp_path: Path) -> None:
+    env = common.config_env(common.TREE_CONFIG + str(tmp_path), None)
+    assert env["PYTHONPATH"] == str(tmp_path.resolve() / "bootstrap")
+    assert common.is_pilotfish(common.TREE_CONFIG + str(tmp_path)) and common.is_pilotfish("pilotfish")
+    assert not common.is_pilotfish("bare") and not common.is_pilotfish("otel")
+
+
 def test_an_agent_that_did_not_count_the_load_is_refused() -> None:
     rps.check_counted({"requests_total": 1200}, 1000)
     with pytest.raises(RuntimeError, match="not on the request path"):

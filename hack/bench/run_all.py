@@ -81,6 +81,7 @@ def render(
     shares: List[profile_share.Share],
     parts: List[Any],
     settings: Dict[str, Any],
+    together_results: Optional[List[rps.RunResult]] = None,
 ) -> str:
     out: List[str] = []
     out.append(
@@ -141,6 +142,21 @@ def render(
     out.append(rps.rps_table(rps_results))
     out.append("")
     out.extend(line + "\n" for line in rps.budget_lines(rps_results))
+    if together_results:
+        out.append(
+            "### Requests/s, bare and pilotfish loaded at the same time\n\n"
+            "%d rounds; per app the bare and the pilotfish server run at once, both pinned to CPU 1, "
+            "each loaded by its own generator pinned to CPU 0 (`hack/bench/rps.py --simultaneous`). "
+            "The scheduler gives each an equal share of the one core over the same seconds, and "
+            "other jobs on the machine hit both alike, so the ratio of their requests/s is the "
+            "ratio of their CPU cost per request, without the drift between runs taken one after "
+            "the other. Absolute requests/s are for half a core, and the two servers evict each "
+            "other's caches, so they are lower than above." % settings["together_rounds"]
+        )
+        out.append("")
+        out.append(rps.rps_table(together_results))
+        out.append("")
+        out.extend(line + "\n" for line in rps.budget_lines(together_results))
     if wrapper_results:
         out.append(
             "### Per-request cost of the inbound wrappers, in process\n\n"
@@ -248,6 +264,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "warmup": 1.0,
         "top": 15,
         "wrapper_rounds": 5 if args.quick else 40,
+        "together_rounds": 2 if args.quick else 20,
         "wrapper_calls": 300 if args.quick else 1000,
     }
     facts: Dict[str, Any] = asdict(machine_facts(python))
@@ -286,6 +303,19 @@ def main(argv: Optional[List[str]] = None) -> int:
             shutil.which("wrk") is not None,
             args.out / "logs",
         )
+    together_results: List[rps.RunResult] = []
+    if not args.skip_rps:
+        together_results = rps.measure(
+            python,
+            list(rps.APPS),
+            ["bare", "pilotfish"],
+            settings["together_rounds"],
+            settings["duration"],
+            settings["warmup"],
+            shutil.which("wrk") is not None,
+            args.out / "logs",
+            simultaneous=True,
+        )
     wrapper_results: List[Dict[str, Any]] = []
     if not args.skip_wrapper:
         wrapper_results = [
@@ -302,7 +332,17 @@ def main(argv: Optional[List[str]] = None) -> int:
             ]
         parts = wrapper_parts.measure(python, 20000 if args.quick else 100000)
     block = render(
-        facts, timer, startup_results, entries, total, rps_results, wrapper_results, shares, parts, settings
+        facts,
+        timer,
+        startup_results,
+        entries,
+        total,
+        rps_results,
+        wrapper_results,
+        shares,
+        parts,
+        settings,
+        together_results,
     )
     (args.out / "results.json").write_text(
         json.dumps(
@@ -312,6 +352,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 "startup": [asdict(r) for r in startup_results],
                 "importtime": [asdict(e) for e in entries],
                 "rps": [asdict(r) for r in rps_results],
+                "rps_together": [asdict(r) for r in together_results],
                 "wrapper": wrapper_results,
                 "profile_share": [asdict(x) for x in shares],
                 "wrapper_parts": parts,
