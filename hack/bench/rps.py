@@ -14,6 +14,11 @@ for ``--rounds`` rounds (>= 5), so the three servers take turns through the same
 stretch of machine weather. Under pilotfish, the agent's ``/status`` must have
 counted every answered request, or the run aborts (an idle agent is not a
 measurement). ``--fresh`` starts a new server for every run instead.
+``--simultaneous`` loads the servers of a round at the same time, each with its own
+generator: they share CPU 1 over the same seconds, so the ratio of their requests/s
+is the ratio of their CPU cost per request, free of the drift between runs taken one
+after the other. A configuration ``pilotfish@DIR`` runs the agent tree in ``DIR``
+(``hack/build_agent_tree.py --out DIR``) to compare two versions side by side.
 
 We report per app and configuration the median requests/s with min-max, the ratio
 to bare as the median (min-max) of per-round ratios (paired within a round), and
