@@ -193,7 +193,10 @@ def test_an_asgi_app_follows_lanes_and_ignored_paths_that_change_while_it_serves
     python = require_app_python(matrix_versions()[-1])
     with RunningServer(kind, python, env=agent_env(server.url, server.ca, tmp_path)) as app:
         app.wait_status(
-            lambda s: [lane["name"] for lane in s["config"]["lanes"]] == ["testers", "gray-5-percent"], 20
+            lambda s: (
+                [lane["name"] for lane in s["config"].get("lanes") or []] == ["testers", "gray-5-percent"]
+            ),
+            20,
         )
 
         def batch(path: str, headers: Dict[str, str]) -> Dict[str, int]:
