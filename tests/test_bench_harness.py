@@ -10,8 +10,9 @@ from __future__ import annotations
 import http.server
 import sys
 import threading
+import time
 from pathlib import Path
-from typing import Iterator, Tuple
+from typing import Iterator, List, Tuple
 
 import pytest
 
@@ -19,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "hack" / "bench"))
 
 import common  # noqa: E402
+import idle  # noqa: E402
 import loadgen  # noqa: E402
 import profile_share  # noqa: E402
 import rps  # noqa: E402
@@ -33,6 +35,41 @@ def test_percentile_interpolates_like_numpy_default() -> None:
     assert common.percentile(values, 10) == pytest.approx(1.4)
     assert common.percentile(values, 90) == pytest.approx(4.6)
     assert common.median([4.0, 1.0, 3.0, 2.0]) == 2.5
+
+
+def test_the_median_interval_is_the_pair_of_order_statistics_of_the_binomial_tables() -> None:
+    # The exact binomial ranks for 95 %: n=6 -> x(1)..x(6) (covers 96.9 %),
+    # n=20 -> x(6)..x(15) (95.9 %), n=60 -> x(22)..x(39) (95.1 %).
+    assert common.median_interval([float(v) for v in range(6, 0, -1)]) == (1.0, 6.0)
+    assert common.median_interval([float(v) for v in range(1, 21)]) == (6.0, 15.0)
+    assert common.median_interval([float(v) for v in range(1, 61)]) == (22.0, 39.0)
+    low, high = common.median_interval([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert low != low and high != high  # nan: five samples cannot give 95 %
+
+
+def _paired_rounds(ratios_kept: List[float]) -> List[rps.RunResult]:
+    results = []
+    for index, kept in enumerate(ratios_kept):
+        for config, value in (("bare", 1000.0), ("pilotfish", 1000.0 * kept)):
+            results.append(rps.RunResult("fastapi-uvicorn", config, index, value, 1, 0, 0, "wrk", 100.0))
+    return results
+
+
+@pytest.mark.parametrize(
+    "kept, verdict",
+    [
+        # In both, single rounds spread across 97 % (p10 below it, p90 above), but
+        # twenty of them pin the median on one side.
+        ([0.93, 0.94, 0.95, 1.01, 1.02] + [0.98] * 15, "within the ≤ 3 % budget"),
+        ([0.90, 0.99, 1.0, 1.01] + [0.95] * 16, "MISSES the ≤ 3 % budget"),
+        ([0.96, 0.98] * 10, "inconclusive"),
+        ([0.99] * 5, "too few rounds (5)"),
+    ],
+)
+def test_the_budget_verdict_comes_from_the_interval_of_the_median(kept: List[float], verdict: str) -> None:
+    (line,) = rps.budget_lines(_paired_rounds(kept))
+    assert verdict in line
+    assert line.startswith("FastAPI · uvicorn 1 process: pilotfish keeps")
 
 
 def test_rounds_rotate_so_every_configuration_goes_first_once_per_cycle() -> None:
@@ -229,6 +266,40 @@ def test_a_simultaneous_round_loads_every_server_at_once_and_pairs_them(tmp_path
     assert sorted(r.config for r in results) == ["bare", "pilotfish"]
     assert all(r.requests > 0 and r.errors == 0 and r.round == 0 for r in results)
     assert len(rps.ratios(results, "fastapi-uvicorn", "pilotfish")) == 1
+
+
+def test_the_idle_benchmark_counts_cpu_and_wake_ups_of_a_whole_session() -> None:
+    """A child that wakes 50 times a second in its own session is seen doing so."""
+    import subprocess
+
+    code = "import time\nfor _ in range(100): time.sleep(0.02)"
+    child = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    try:
+        time.sleep(0.3)  # past interpreter start-up
+        cpu0, n0 = idle.session_schedstat(child.pid)
+        time.sleep(1.0)
+        cpu1, n1 = idle.session_schedstat(child.pid)
+    finally:
+        child.kill()
+        child.wait()
+    assert 20 <= n1 - n0 <= 150, "about 50 wake-ups in one second (an idle process: ~0)"
+    assert 0 < cpu1 - cpu0 < 500e6
+    assert idle.session_schedstat(child.pid) == (0, 0), "a session with no process left costs nothing"
+
+
+def test_an_idle_run_measures_every_server_over_the_same_windows(tmp_path: Path) -> None:
+    _dev_python_has("fastapi", "uvicorn")
+    results = idle.run(sys.executable, ["fastapi-uvicorn"], windows=2, window=0.5, settle=0.0)
+    assert [(w.config, w.window) for w in results] == [
+        ("bare", 0),
+        ("pilotfish", 0),
+        ("bare", 1),
+        ("pilotfish", 1),
+    ]
+    assert all(w.cpu_ms_per_s > 0 and w.wakeups_per_s > 0 for w in results)
+    table = idle.idle_table(results)
+    assert "| FastAPI · uvicorn 1 process | pilotfish | 2 |" in table
+    assert "wake-ups/s" in table
 
 
 def test_another_agent_tree_is_a_configuration_of_its_own(tmp_path: Path) -> None:

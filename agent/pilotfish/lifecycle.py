@@ -20,8 +20,12 @@ and monotonic time.
   ``app-listening``). Falls back to ``registered`` if a gate fails again.
 - ``offline``/``drained``: driven by :mod:`pilotfish.offline`.
 
-Everything runs in the owner process, on one daemon thread that ticks every
-:data:`TICK_SECONDS`; nothing here is on a request path.
+Everything runs in the owner process, on one daemon thread; nothing here is on
+a request path. The thread ticks every :data:`TICK_SECONDS` while a clock moves
+the state (``delaying``, ``registered``) and every :data:`IDLE_TICK_SECONDS`
+otherwise: a pod that is ready and idle should not wake ten times a second for
+us (each wake-up of a sleeping thread costs ~0.2 ms of CPU on a VM, as much as
+uvicorn's own main-loop tick). The app's ``listen()`` wakes the thread at once.
 """
 
 from __future__ import annotations
@@ -43,6 +47,10 @@ STARTING, DELAYING, REGISTERED, READY, OFFLINE, DRAINED = (
 )
 STATES = (STARTING, DELAYING, REGISTERED, READY, OFFLINE, DRAINED)
 TICK_SECONDS = 0.1
+IDLE_TICK_SECONDS = 1.0
+"""Tick period in ``starting``, ``ready``, ``offline`` and ``drained``. ``/readiness``
+evaluates the gates live, so this only bounds how late ``/status`` records a
+``ready`` → ``registered`` fall-back (and sees a worker's warm-up marker)."""
 REGISTER_WAIT_SECONDS = 10.0
 """How long readiness waits for the config service before failing open."""
 
@@ -143,6 +151,7 @@ class Lifecycle:
         self.warmup = warmup.WarmupClock(clock, wall)
         self.marker_path: Optional[str] = None
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self.register_thread: Optional[threading.Thread] = None
         self._record(STARTING, "agent loaded")
@@ -169,9 +178,10 @@ class Lifecycle:
             self.listening_at = self._clock() if at is None else at
             delay = self._settings().delay_register_seconds
             self._record(DELAYING, "app listening; registering in %gs" % delay)
+        self._wake.set()  # the thread may be in an idle tick: the delay starts now
 
     def tick(self) -> None:
-        """Advance whatever can advance now. Called every TICK_SECONDS by the lifecycle thread."""
+        """Advance whatever can advance now. Called by the lifecycle thread (see :meth:`tick_period`)."""
         with self._lock:
             state = self.state
             if state == DELAYING and not self.registration and self._delay_elapsed():
@@ -369,8 +379,16 @@ class Lifecycle:
 
     # -- the thread -----------------------------------------------------------------------
 
+    def tick_period(self) -> float:
+        """Seconds to the next tick: short while a clock moves the state, long while nothing does."""
+        return TICK_SECONDS if self.state in (DELAYING, REGISTERED) else IDLE_TICK_SECONDS
+
     def _loop(self) -> None:
-        while not self._stop.wait(TICK_SECONDS):
+        while True:
+            self._wake.wait(self.tick_period())
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
                 self.tick()
             except Exception:
@@ -383,6 +401,7 @@ class Lifecycle:
 
     def stop_thread(self) -> None:
         self._stop.set()
+        self._wake.set()
 
 
 def _iso(epoch: Optional[float]) -> Optional[str]:

@@ -27,7 +27,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 BENCH_DIR = Path(__file__).resolve().parent
@@ -163,6 +163,33 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def median(values: Sequence[float]) -> float:
     return percentile(values, 50.0)
+
+
+def median_interval(values: Sequence[float], confidence: float = 0.95) -> Tuple[float, float]:
+    """A distribution-free confidence interval for the median: two order statistics.
+
+    The spread of single runs (p10-p90) says how noisy one run is; whether a budget
+    is met is a question about the median, which more runs pin down more closely.
+    With ``n`` independent samples, the ``k``-th smallest lies below the true median
+    with probability ``P(Binomial(n, 1/2) >= k)``, so ``[x(k), x(n-k+1)]`` covers it
+    with probability at least ``confidence`` for the largest ``k`` whose two tails
+    stay within ``1 - confidence`` (no normality assumed, as noisy timing needs).
+    ``(nan, nan)`` when ``n`` is too small for any such ``k`` (n < 6 at 95 %).
+    """
+    ordered = sorted(values)
+    n = len(ordered)
+    tail = 0.0
+    k = 0
+    while k < n // 2:
+        # Probability that at most k samples fall below the median: P(B <= k).
+        next_tail = tail + math.comb(n, k) / 2.0**n
+        if 2 * next_tail > 1.0 - confidence:
+            break
+        tail = next_tail
+        k += 1
+    if k == 0:
+        return math.nan, math.nan
+    return ordered[k - 1], ordered[n - k]
 
 
 @dataclass

@@ -2,9 +2,10 @@
 """Run every overhead benchmark in one go and print the markdown for docs/benchmarks.md.
 
 ``make bench`` calls this with the bench venv's interpreter (``.venvs/bench``). It runs
-the start-up benchmark (:mod:`startup`) and the requests/s benchmark (:mod:`rps`)
-one after the other, prints machine facts, the tables, the budget verdicts and the
-import-time breakdown of the pilotfish start-up, and keeps the raw samples in
+the start-up benchmark (:mod:`startup`), the requests/s benchmark (:mod:`rps`), the
+idle cost (:mod:`idle`) and the in-process ones one after the other, prints machine
+facts, the tables, the budget verdicts and the import-time breakdown of the
+pilotfish start-up, and keeps the raw samples in
 ``build/bench/results.json``. ``--write`` also replaces the generated block of the
 "Agent overhead" section of docs/benchmarks.md (between the ``overhead:begin`` and
 ``overhead:end`` markers); the prose around it is written by hand.
@@ -27,6 +28,7 @@ from typing import Any, Dict, List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import idle
 import profile_share
 import rps
 import startup
@@ -82,6 +84,7 @@ def render(
     parts: List[Any],
     settings: Dict[str, Any],
     together_results: Optional[List[rps.RunResult]] = None,
+    idle_results: Optional[List[idle.Window]] = None,
 ) -> str:
     out: List[str] = []
     out.append(
@@ -157,6 +160,18 @@ def render(
         out.append(rps.rps_table(together_results))
         out.append("")
         out.extend(line + "\n" for line in rps.budget_lines(together_results))
+    if idle_results:
+        out.append(
+            "### Idle\n\nThe same servers started bare and under pilotfish at once and left alone "
+            "(pilotfish's first waited on until ready); %d windows of %.0f s measured on all of them "
+            "over the same seconds (`hack/bench/idle.py`). CPU = time on CPU of every thread of the "
+            "server's processes (`schedstat`, user and kernel); wake-ups = times those threads were "
+            "scheduled. An idle pod's cost is its wake-ups: each one runs with cold caches."
+            % (settings["idle_windows"], settings["idle_window"])
+        )
+        out.append("")
+        out.append(idle.idle_table(idle_results))
+        out.append("")
     if wrapper_results:
         out.append(
             "### Per-request cost of the inbound wrappers, in process\n\n"
@@ -243,6 +258,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--skip-startup", action="store_true")
     parser.add_argument("--skip-rps", action="store_true")
     parser.add_argument("--skip-wrapper", action="store_true")
+    parser.add_argument("--skip-idle", action="store_true")
     parser.add_argument("--skip-profile", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench")
     args = parser.parse_args(argv)
@@ -264,7 +280,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         "warmup": 1.0,
         "top": 15,
         "wrapper_rounds": 5 if args.quick else 40,
-        "together_rounds": 2 if args.quick else 20,
+        "together_rounds": 2 if args.quick else 40,
+        "idle_windows": 2 if args.quick else 6,
+        "idle_window": 2.0 if args.quick else 10.0,
         "wrapper_calls": 300 if args.quick else 1000,
     }
     facts: Dict[str, Any] = asdict(machine_facts(python))
@@ -316,6 +334,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             args.out / "logs",
             simultaneous=True,
         )
+    idle_results: List[idle.Window] = []
+    if not args.skip_idle:
+        idle_results = idle.run(
+            python, list(rps.APPS), settings["idle_windows"], settings["idle_window"], settle=3.0
+        )
     wrapper_results: List[Dict[str, Any]] = []
     if not args.skip_wrapper:
         wrapper_results = [
@@ -343,6 +366,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         parts,
         settings,
         together_results,
+        idle_results,
     )
     (args.out / "results.json").write_text(
         json.dumps(
@@ -353,6 +377,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 "importtime": [asdict(e) for e in entries],
                 "rps": [asdict(r) for r in rps_results],
                 "rps_together": [asdict(r) for r in together_results],
+                "idle": [asdict(w) for w in idle_results],
                 "wrapper": wrapper_results,
                 "profile_share": [asdict(x) for x in shares],
                 "wrapper_parts": parts,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Optional, Tuple
 
 import pytest
@@ -239,3 +240,43 @@ def test_a_marked_request_in_the_owner_process_starts_opt_in_warm_up() -> None:
     clock.now += 6
     assert machine.warmup.elapsed() == pytest.approx(6)
     assert machine.warmup.started_by != warmup.REGISTRATION
+
+
+def test_the_thread_ticks_fast_only_while_a_clock_moves_the_state() -> None:
+    machine, _ = make(delay=5.0)
+    periods = {}
+    for state in (STARTING, DELAYING, REGISTERED, READY, OFFLINE, DRAINED):
+        machine.state = state
+        periods[state] = machine.tick_period()
+    assert periods[DELAYING] == periods[REGISTERED] == lifecycle.TICK_SECONDS
+    assert periods[STARTING] == periods[READY] == periods[OFFLINE] == periods[DRAINED]
+    assert periods[READY] == lifecycle.IDLE_TICK_SECONDS > lifecycle.TICK_SECONDS
+
+
+class CountingLifecycle(lifecycle.Lifecycle):
+    ticks = 0
+
+    def tick(self) -> None:
+        self.ticks += 1
+        super().tick()
+
+
+def test_an_idle_ready_pod_is_not_woken_ten_times_a_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Real thread, real time, fake clock frozen: nothing can advance, so it should sleep.
+    monkeypatch.setattr(lifecycle, "IDLE_TICK_SECONDS", 10.0)
+    current = settings.build({"delay_register_seconds": 0.0}, {})
+    machine = CountingLifecycle(lambda: current, FakeRegistrar(), FakeProbe(), clock=FakeClock())
+    machine.start_thread()
+    try:
+        machine.app_listening()  # wakes the thread at once: delay 0 means register now
+        deadline = time.monotonic() + 5
+        while machine.state != READY and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert machine.state == READY, machine.transitions
+        before = machine.ticks
+        time.sleep(0.5)
+        assert machine.ticks - before <= 1, "a ready pod's thread should sleep an idle period"
+    finally:
+        machine.stop_thread()
+        machine._thread.join(2)
+    assert not machine._thread.is_alive(), "stop_thread ends an idle wait at once"

@@ -1,0 +1,192 @@
+#!/usr/bin/env python3
+"""What an idle server costs, bare and under pilotfish: CPU ms per second and wake-ups per second.
+
+"Invisible when idle" (issue 4): a pod that serves nothing should not burn CPU or
+wake up for the agent much more than the server itself does. Idle cost is wake-ups:
+each time a sleeping thread wakes it runs with cold caches, which costs ~0.2 ms of
+CPU here, far more than the Python it then runs.
+
+Method. The servers of ``rps.py`` (Flask under gunicorn, FastAPI under uvicorn), bare
+and under pilotfish, all started at once and left alone (pilotfish's are first
+waited on until ``/status`` says ready, then a settling pause). Then ``--windows``
+windows of ``--window`` seconds, all servers measured over the same seconds: per
+server, the CPU time (``/proc/<pid>/task/<tid>/schedstat``: nanoseconds on CPU,
+user and kernel) and the number of times its threads were scheduled, summed over
+every thread of every process of its session (gunicorn's arbiter and worker, every
+agent thread). We report per server the median and p10-p90 over the windows, and
+per app pilotfish minus bare.
+
+Usage: ``python hack/bench/idle.py [--windows N] [--window S] [--json FILE]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import Summary, bench_python, markdown_table, median
+from rps import APPS, Live
+
+CONFIGS = ("bare", "pilotfish")
+"""Default configurations; ``--configs`` may add ``pilotfish@DIR`` (another agent tree)."""
+
+
+def session_schedstat(session: int) -> Tuple[int, int]:
+    """(ns on CPU, times scheduled) summed over every thread of every process in ``session``."""
+    cpu_ns = slices = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry, "rb") as handle:
+                stat = handle.read()
+            if int(stat[stat.rfind(b")") + 2 :].split()[3]) != session:
+                continue
+            for tid in os.listdir("/proc/%s/task" % entry):
+                with open("/proc/%s/task/%s/schedstat" % (entry, tid), "rb") as handle:
+                    run_ns, _wait_ns, timeslices = handle.read().split()[:3]
+                cpu_ns += int(run_ns)
+                slices += int(timeslices)
+        except (OSError, ValueError, IndexError):
+            continue  # a process or thread that ended while we looked
+    return cpu_ns, slices
+
+
+@dataclass
+class Window:
+    app: str
+    config: str
+    window: int
+    seconds: float
+    cpu_ms_per_s: float
+    wakeups_per_s: float
+
+
+def wait_ready(live: Live, timeout: float = 60.0) -> None:
+    """Under pilotfish, wait until the agent says ready: the lifecycle has settled."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = live.status()
+        if status and status.get("ready") is True:
+            return
+        time.sleep(0.2)
+    raise RuntimeError("pilotfish did not become ready within %.0f s: %r" % (timeout, live.status()))
+
+
+def measure(lives: Sequence[Live], windows: int, window: float, settle: float) -> List[Window]:
+    for live in lives:
+        if live.status_port is not None:
+            wait_ready(live)
+    time.sleep(settle)
+    results: List[Window] = []
+    for index in range(windows):
+        before = [session_schedstat(live.server.proc.pid) for live in lives]
+        start = time.monotonic()
+        time.sleep(window)
+        after = [session_schedstat(live.server.proc.pid) for live in lives]
+        seconds = time.monotonic() - start
+        for live, (cpu0, n0), (cpu1, n1) in zip(lives, before, after):
+            if live.server.proc.poll() is not None:
+                raise RuntimeError("%s %s exited while idle" % (live.app.name, live.config))
+            results.append(
+                Window(
+                    live.app.name,
+                    live.config,
+                    index,
+                    seconds,
+                    (cpu1 - cpu0) / 1e6 / seconds,
+                    (n1 - n0) / seconds,
+                )
+            )
+        print("idle window %d/%d done" % (index + 1, windows), file=sys.stderr)
+    return results
+
+
+def _cell(values: Sequence[float]) -> str:
+    s = Summary.of(values)
+    return "%.2f (%.2f–%.2f)" % (s.median, s.p10, s.p90)
+
+
+def idle_table(results: List[Window]) -> str:
+    rows = []
+    for app in dict.fromkeys(r.app for r in results):
+        medians: Dict[str, Tuple[float, float]] = {}
+        for config in dict.fromkeys(r.config for r in results):
+            runs = [r for r in results if r.app == app and r.config == config]
+            if not runs:
+                continue
+            cpu = [r.cpu_ms_per_s for r in runs]
+            wakeups = [r.wakeups_per_s for r in runs]
+            medians[config] = (median(cpu), median(wakeups))
+            added = ""
+            if config != "bare" and "bare" in medians:
+                added = "%+.2f ms/s, %+.1f wake-ups/s" % (
+                    medians[config][0] - medians["bare"][0],
+                    medians[config][1] - medians["bare"][1],
+                )
+            rows.append([APPS[app].label, config, str(len(runs)), _cell(cpu), _cell(wakeups), added])
+    return markdown_table(
+        [
+            "app · server",
+            "configuration",
+            "windows",
+            "CPU ms per second idle, median (p10–p90)",
+            "wake-ups per second, median (p10–p90)",
+            "added by pilotfish (medians)",
+        ],
+        rows,
+    )
+
+
+def run(
+    python: str,
+    apps: Sequence[str],
+    windows: int,
+    window: float,
+    settle: float,
+    configs: Sequence[str] = CONFIGS,
+) -> List[Window]:
+    logdir = Path(tempfile.mkdtemp(prefix="pilotfish-idle-"))
+    lives: List[Live] = []
+    try:
+        for app in apps:
+            for config in configs:
+                lives.append(Live(python, APPS[app], config, None, logdir, use_wrk=False))
+        return measure(lives, windows, window, settle)
+    finally:
+        for live in lives:
+            live.server.stop()
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--python", help="interpreter that runs the servers (default: the bench venv's)")
+    parser.add_argument("--apps", default=",".join(APPS), help="comma-separated, from: %s" % ", ".join(APPS))
+    parser.add_argument("--configs", default=",".join(CONFIGS), help="bare first; pilotfish, pilotfish@DIR")
+    parser.add_argument("--windows", type=int, default=6)
+    parser.add_argument("--window", type=float, default=10.0, help="seconds per window")
+    parser.add_argument("--settle", type=float, default=3.0, help="seconds left alone before measuring")
+    parser.add_argument("--json", help="write the raw windows here")
+    args = parser.parse_args(argv)
+    apps = [a for a in args.apps.split(",") if a]
+    configs = [c for c in args.configs.split(",") if c]
+    if configs[:1] != ["bare"]:
+        parser.error("--configs must start with bare (the other rows are compared with it)")
+    results = run(bench_python(args.python), apps, args.windows, args.window, args.settle, configs)
+    if args.json:
+        Path(args.json).write_text(json.dumps([asdict(r) for r in results], indent=1))
+    print(idle_table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
