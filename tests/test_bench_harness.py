@@ -109,6 +109,18 @@ import time:       100 |       3490 | sitecustomize
 """
 
 
+def test_machine_facts_read_otel_versions_from_its_own_packages_dir(tmp_path: Path) -> None:
+    """OTel lives apart (pip --target), as in the operator's image; its version must still show."""
+    auto = tmp_path / "otel" / "opentelemetry" / "instrumentation" / "auto_instrumentation"
+    auto.mkdir(parents=True)
+    dist = tmp_path / "otel" / "opentelemetry_distro-9.8.7.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: opentelemetry-distro\nVersion: 9.8.7\n")
+    facts = common.machine_facts(sys.executable, str(auto))
+    assert facts.packages["opentelemetry-distro"] == "9.8.7"
+    assert common.machine_facts(sys.executable).packages["opentelemetry-distro"] == "absent"
+
+
 def test_importtime_lines_are_parsed_with_the_module_that_imported_them() -> None:
     entries = startup.parse_importtime(IMPORTTIME)
     assert [(e.module, e.depth, e.parent) for e in entries] == [

@@ -129,17 +129,20 @@ def config_env(
         if not otel_dir:
             raise SystemExit("otel configuration requested but OpenTelemetry is not installed (make bench)")
         # As the operator: the sitecustomize dir first, the packages dir last.
-        root = (
-            otel_dir[: -len(AUTO_INSTRUMENTATION)].rstrip(os.sep)
-            if otel_dir.endswith(AUTO_INSTRUMENTATION)
-            else ""
-        )
+        root = otel_packages_dir(otel_dir)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (otel_dir, root) if p)
         env.update(OTEL_ENV)
     elif config != "bare":
         raise ValueError("unknown configuration %r (expected one of %s)" % (config, ", ".join(CONFIGS)))
     env.update(extra or {})
     return env
+
+
+def otel_packages_dir(otel_dir: str) -> str:
+    """The ``pip install --target`` directory that holds OTel's packages ("" if unknown)."""
+    if otel_dir.endswith(AUTO_INSTRUMENTATION):
+        return otel_dir[: -len(AUTO_INSTRUMENTATION)].rstrip(os.sep)
+    return ""
 
 
 def rotated(items: Sequence[str], round_index: int) -> List[str]:
@@ -248,7 +251,8 @@ def _tool_version(argv: List[str]) -> str:
     return text[0] if text else "present"
 
 
-def machine_facts(python: str) -> MachineFacts:
+def machine_facts(python: str, otel_dir: Optional[str] = None) -> MachineFacts:
+    """Machine, interpreter and package versions (OTel's read from its own packages dir)."""
     probe = (
         "import json, sys, platform\n"
         "from importlib import metadata as m\n"
@@ -261,8 +265,12 @@ def machine_facts(python: str) -> MachineFacts:
         "    except Exception: v[n] = 'absent'\n"
         "print(json.dumps({'version': platform.python_version(), 'packages': v}))\n"
     )
+    env = base_env()
+    packages = otel_packages_dir(otel_dir) if otel_dir else ""
+    if packages:
+        env["PYTHONPATH"] = packages  # only to read versions: nothing is imported from it
     out = subprocess.run(
-        [python, "-c", probe], env=base_env(), capture_output=True, text=True, timeout=60, check=True
+        [python, "-c", probe], env=env, capture_output=True, text=True, timeout=60, check=True
     )
     data = json.loads(out.stdout)
     return MachineFacts(

@@ -285,7 +285,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "idle_window": 2.0 if args.quick else 10.0,
         "wrapper_calls": 300 if args.quick else 1000,
     }
-    facts: Dict[str, Any] = asdict(machine_facts(python))
+    facts: Dict[str, Any] = asdict(machine_facts(python, otel_dir))
     facts["when"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     facts["commit"] = git_describe()
     args.out.mkdir(parents=True, exist_ok=True)
