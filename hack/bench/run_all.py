@@ -24,7 +24,7 @@ import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -70,6 +70,12 @@ def startup_verdicts(results: List[startup.ScenarioResult]) -> List[str]:
                 "%s the ≤ %.0f ms budget" % (res.scenario, s.median, s.p90, verdict, STARTUP_BUDGET_MS)
             )
     return lines
+
+
+def _section(out: List[str], text: str, table: str, verdicts: Sequence[str] = ()) -> None:
+    """Append one generated section: its prose, its table, then its verdict lines."""
+    out.extend([text, "", table, ""])
+    out.extend(line + "\n" for line in verdicts)
 
 
 def render(
@@ -146,7 +152,8 @@ def render(
     out.append("")
     out.extend(line + "\n" for line in rps.budget_lines(rps_results))
     if together_results:
-        out.append(
+        _section(
+            out,
             "### Requests/s, bare and pilotfish loaded at the same time\n\n"
             "%d rounds; per app the bare and the pilotfish server run at once, both pinned to CPU 1, "
             "each loaded by its own generator pinned to CPU 0 (`hack/bench/rps.py --simultaneous`). "
@@ -154,51 +161,46 @@ def render(
             "other jobs on the machine hit both alike, so the ratio of their requests/s is the "
             "ratio of their CPU cost per request, without the drift between runs taken one after "
             "the other. Absolute requests/s are for half a core, and the two servers evict each "
-            "other's caches, so they are lower than above." % settings["together_rounds"]
+            "other's caches, so they are lower than above." % settings["together_rounds"],
+            rps.rps_table(together_results),
+            rps.budget_lines(together_results),
         )
-        out.append("")
-        out.append(rps.rps_table(together_results))
-        out.append("")
-        out.extend(line + "\n" for line in rps.budget_lines(together_results))
     if idle_results:
-        out.append(
+        _section(
+            out,
             "### Idle\n\nThe same servers started bare and under pilotfish at once and left alone "
             "(pilotfish's first waited on until ready); %d windows of %.0f s measured on all of them "
             "over the same seconds (`hack/bench/idle.py`). CPU = time on CPU of every thread of the "
             "server's processes (`schedstat`, user and kernel); wake-ups = times those threads were "
             "scheduled. An idle pod's cost is its wake-ups: each one runs with cold caches."
-            % (settings["idle_windows"], settings["idle_window"])
+            % (settings["idle_windows"], settings["idle_window"]),
+            idle.idle_table(idle_results),
         )
-        out.append("")
-        out.append(idle.idle_table(idle_results))
-        out.append("")
     if wrapper_results:
-        out.append(
+        _section(
+            out,
             "### Per-request cost of the inbound wrappers, in process\n\n"
             "The same apps called directly in one process started under the agent (awake, counting "
             "every call in shared memory as in a pod), bare and through `wrap_wsgi`/`wrap_asgi`, in %d "
             "interleaved blocks of %d calls (`hack/bench/wrapper.py`). No server, no network, so the "
             "noise of the requests/s runs mostly cancels; the difference is what the agent adds per "
             "request. The last column sets it against the bare server's CPU µs/request measured above."
-            % (settings["wrapper_rounds"], settings["wrapper_calls"])
+            % (settings["wrapper_rounds"], settings["wrapper_calls"]),
+            wrapper.wrapper_table(wrapper_results),
+            predicted_lines(wrapper_results, rps_results),
         )
-        out.append("")
-        out.append(wrapper.wrapper_table(wrapper_results))
-        out.append("")
-        out.extend(line + "\n" for line in predicted_lines(wrapper_results, rps_results))
     if shares:
-        out.append(
+        _section(
+            out,
             "### The agent's share of server CPU, by function (cProfile)\n\n"
             "Each server run once under pilotfish with cProfile on CPU time (`hack/bench/profile_share.py`; "
             "gunicorn: in its worker), loaded %.0f s by the same generator. Share = CPU of the functions "
             "defined in the agent tree ÷ CPU of the whole profiled process; a ratio inside one process, "
             "so other jobs on the machine do not move it. cProfile inflates every Python call (see the "
             "profiled µs/request against the real CPU µs/request above), small functions most, so the "
-            "share is an upper estimate." % settings["duration"]
+            "share is an upper estimate." % settings["duration"],
+            profile_share.share_table(shares),
         )
-        out.append("")
-        out.append(profile_share.share_table(shares))
-        out.append("")
     if parts:
         out.append(
             "Each step of the inbound path timed alone (`hack/bench/wrapper_parts.py`, best of 7, "
