@@ -309,9 +309,11 @@ def test_an_idle_run_measures_every_server_over_the_same_windows(tmp_path: Path)
         ("pilotfish", 1),
     ]
     assert all(w.cpu_ms_per_s > 0 and w.wakeups_per_s > 0 for w in results)
+    # A Python interpreter with uvicorn and FastAPI loaded holds tens of MiB, not bytes or GiB.
+    assert all(10 < w.pss_mib < 1000 for w in results)
     table = idle.idle_table(results)
     assert "| FastAPI · uvicorn 1 process | pilotfish | 2 |" in table
-    assert "wake-ups/s" in table
+    assert "wake-ups/s" in table and "MiB" in table
 
 
 def test_another_agent_tree_is_a_configuration_of_its_own(tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""What an idle server costs, bare and under pilotfish: CPU ms per second and wake-ups per second.
+"""What an idle server costs, bare and under pilotfish: CPU and wake-ups per second, and memory.
 
 "Invisible when idle" (issue 4): a pod that serves nothing should not burn CPU or
 wake up for the agent much more than the server itself does. Idle cost is wake-ups:
@@ -13,8 +13,10 @@ windows of ``--window`` seconds, all servers measured over the same seconds: per
 server, the CPU time (``/proc/<pid>/task/<tid>/schedstat``: nanoseconds on CPU,
 user and kernel) and the number of times its threads were scheduled, summed over
 every thread of every process of its session (gunicorn's arbiter and worker, every
-agent thread). We report per server the median and p10-p90 over the windows, and
-per app pilotfish minus bare.
+agent thread). At the end of each window, the memory of the same processes: PSS
+(``/proc/<pid>/smaps_rollup``), which splits the pages a gunicorn worker shares with
+its arbiter instead of counting them twice. We report per server the median and
+p10-p90 over the windows, and per app pilotfish minus bare.
 
 Usage: ``python hack/bench/idle.py [--windows N] [--window S] [--json FILE]``.
 """
@@ -61,6 +63,27 @@ def session_schedstat(session: int) -> Tuple[int, int]:
     return cpu_ns, slices
 
 
+def session_pss_kib(session: int) -> int:
+    """Proportional set size (KiB) summed over every process in ``session``."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry, "rb") as handle:
+                stat = handle.read()
+            if int(stat[stat.rfind(b")") + 2 :].split()[3]) != session:
+                continue
+            with open("/proc/%s/smaps_rollup" % entry, "rb") as handle:
+                for line in handle:
+                    if line.startswith(b"Pss:"):
+                        total += int(line.split()[1])
+                        break
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
 @dataclass
 class Window:
     app: str
@@ -69,6 +92,7 @@ class Window:
     seconds: float
     cpu_ms_per_s: float
     wakeups_per_s: float
+    pss_mib: float = 0.0
 
 
 def wait_ready(live: Live, timeout: float = 60.0) -> None:
@@ -94,7 +118,8 @@ def measure(lives: Sequence[Live], windows: int, window: float, settle: float) -
         time.sleep(window)
         after = [session_schedstat(live.server.proc.pid) for live in lives]
         seconds = time.monotonic() - start
-        for live, (cpu0, n0), (cpu1, n1) in zip(lives, before, after):
+        memory = [session_pss_kib(live.server.proc.pid) / 1024.0 for live in lives]
+        for live, (cpu0, n0), (cpu1, n1), pss in zip(lives, before, after, memory):
             if live.server.proc.poll() is not None:
                 raise RuntimeError("%s %s exited while idle" % (live.app.name, live.config))
             results.append(
@@ -105,6 +130,7 @@ def measure(lives: Sequence[Live], windows: int, window: float, settle: float) -
                     seconds,
                     (cpu1 - cpu0) / 1e6 / seconds,
                     (n1 - n0) / seconds,
+                    pss,
                 )
             )
         print("idle window %d/%d done" % (index + 1, windows), file=sys.stderr)
@@ -119,21 +145,31 @@ def _cell(values: Sequence[float]) -> str:
 def idle_table(results: List[Window]) -> str:
     rows = []
     for app in dict.fromkeys(r.app for r in results):
-        medians: Dict[str, Tuple[float, float]] = {}
+        medians: Dict[str, Tuple[float, float, float]] = {}
         for config in dict.fromkeys(r.config for r in results):
             runs = [r for r in results if r.app == app and r.config == config]
             if not runs:
                 continue
             cpu = [r.cpu_ms_per_s for r in runs]
             wakeups = [r.wakeups_per_s for r in runs]
-            medians[config] = (median(cpu), median(wakeups))
+            pss = [r.pss_mib for r in runs]
+            medians[config] = (median(cpu), median(wakeups), median(pss))
             added = ""
             if config != "bare" and "bare" in medians:
-                added = "%+.2f ms/s, %+.1f wake-ups/s" % (
-                    medians[config][0] - medians["bare"][0],
-                    medians[config][1] - medians["bare"][1],
+                added = "%+.2f ms/s, %+.1f wake-ups/s, %+.1f MiB" % tuple(
+                    mine - bare for mine, bare in zip(medians[config], medians["bare"])
                 )
-            rows.append([APPS[app].label, config, str(len(runs)), _cell(cpu), _cell(wakeups), added])
+            rows.append(
+                [
+                    APPS[app].label,
+                    config,
+                    str(len(runs)),
+                    _cell(cpu),
+                    _cell(wakeups),
+                    "%.1f" % median(pss),
+                    added,
+                ]
+            )
     return markdown_table(
         [
             "app · server",
@@ -141,6 +177,7 @@ def idle_table(results: List[Window]) -> str:
             "windows",
             "CPU ms per second idle, median (p10–p90)",
             "wake-ups per second, median (p10–p90)",
+            "memory, PSS MiB (median)",
             "added by pilotfish (medians)",
         ],
         rows,

@@ -172,8 +172,9 @@ def render(
             "(pilotfish's first waited on until ready); %d windows of %.0f s measured on all of them "
             "over the same seconds (`hack/bench/idle.py`). CPU = time on CPU of every thread of the "
             "server's processes (`schedstat`, user and kernel); wake-ups = times those threads were "
-            "scheduled. An idle pod's cost is its wake-ups: each one runs with cold caches."
-            % (settings["idle_windows"], settings["idle_window"]),
+            "scheduled. An idle pod's cost is its wake-ups: each one runs with cold caches. Memory = "
+            "PSS of the same processes (`smaps_rollup`; pages a worker shares with its arbiter "
+            "counted once)." % (settings["idle_windows"], settings["idle_window"]),
             idle.idle_table(idle_results),
         )
     if wrapper_results:
