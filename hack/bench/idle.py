@@ -42,39 +42,48 @@ CONFIGS = ("bare", "pilotfish")
 """Default configurations; ``--configs`` may add ``pilotfish@DIR`` (another agent tree)."""
 
 
-def session_schedstat(session: int) -> Tuple[int, int]:
-    """(ns on CPU, times scheduled) summed over every thread of every process in ``session``."""
-    cpu_ns = slices = 0
+def session_pids(session: int) -> List[str]:
+    """The live processes of ``session`` (the server, its workers), as /proc entry names."""
+    pids = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open("/proc/%s/stat" % entry, "rb") as handle:
                 stat = handle.read()
-            if int(stat[stat.rfind(b")") + 2 :].split()[3]) != session:
-                continue
-            for tid in os.listdir("/proc/%s/task" % entry):
-                with open("/proc/%s/task/%s/schedstat" % (entry, tid), "rb") as handle:
+            # Fields after the parenthesised command name: state ppid pgrp session ...
+            if int(stat[stat.rfind(b")") + 2 :].split()[3]) == session:
+                pids.append(entry)
+        except (OSError, ValueError, IndexError):
+            continue  # a process that ended while we looked
+    return pids
+
+
+def session_schedstat(session: int) -> Tuple[int, int]:
+    """(ns on CPU, times scheduled) summed over every thread of every process in ``session``."""
+    cpu_ns = slices = 0
+    for pid in session_pids(session):
+        try:
+            tids = os.listdir("/proc/%s/task" % pid)
+        except OSError:
+            continue  # the process ended while we looked
+        for tid in tids:
+            try:
+                with open("/proc/%s/task/%s/schedstat" % (pid, tid), "rb") as handle:
                     run_ns, _wait_ns, timeslices = handle.read().split()[:3]
                 cpu_ns += int(run_ns)
                 slices += int(timeslices)
-        except (OSError, ValueError, IndexError):
-            continue  # a process or thread that ended while we looked
+            except (OSError, ValueError):
+                continue  # the thread ended while we looked
     return cpu_ns, slices
 
 
 def session_pss_kib(session: int) -> int:
     """Proportional set size (KiB) summed over every process in ``session``."""
     total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    for pid in session_pids(session):
         try:
-            with open("/proc/%s/stat" % entry, "rb") as handle:
-                stat = handle.read()
-            if int(stat[stat.rfind(b")") + 2 :].split()[3]) != session:
-                continue
-            with open("/proc/%s/smaps_rollup" % entry, "rb") as handle:
+            with open("/proc/%s/smaps_rollup" % pid, "rb") as handle:
                 for line in handle:
                     if line.startswith(b"Pss:"):
                         total += int(line.split()[1])
