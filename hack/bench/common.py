@@ -138,6 +138,27 @@ def config_env(
     return env
 
 
+def session_stats(session: int) -> Dict[str, List[str]]:
+    """``/proc/<pid>/stat`` of every live process in ``session`` (a server and its workers).
+
+    Each value is the fields after the parenthesised command name, so index 0 is the
+    state, 3 the session, 11 and 12 utime and stime (in clock ticks).
+    """
+    found: Dict[str, List[str]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as handle:
+                stat = handle.read()
+            fields = stat[stat.rfind(")") + 2 :].split()
+            if int(fields[3]) == session:
+                found[entry] = fields
+        except (OSError, ValueError, IndexError):
+            continue  # a process that ended while we looked
+    return found
+
+
 def otel_packages_dir(otel_dir: str) -> str:
     """The ``pip install --target`` directory that holds OTel's packages ("" if unknown)."""
     if otel_dir.endswith(AUTO_INSTRUMENTATION):

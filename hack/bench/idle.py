@@ -35,34 +35,17 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Summary, bench_python, markdown_table, median
+from common import Summary, bench_python, markdown_table, median, session_stats
 from rps import APPS, Live
 
 CONFIGS = ("bare", "pilotfish")
 """Default configurations; ``--configs`` may add ``pilotfish@DIR`` (another agent tree)."""
 
 
-def session_pids(session: int) -> List[str]:
-    """The live processes of ``session`` (the server, its workers), as /proc entry names."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % entry, "rb") as handle:
-                stat = handle.read()
-            # Fields after the parenthesised command name: state ppid pgrp session ...
-            if int(stat[stat.rfind(b")") + 2 :].split()[3]) == session:
-                pids.append(entry)
-        except (OSError, ValueError, IndexError):
-            continue  # a process that ended while we looked
-    return pids
-
-
 def session_schedstat(session: int) -> Tuple[int, int]:
     """(ns on CPU, times scheduled) summed over every thread of every process in ``session``."""
     cpu_ns = slices = 0
-    for pid in session_pids(session):
+    for pid in session_stats(session):
         try:
             tids = os.listdir("/proc/%s/task" % pid)
         except OSError:
@@ -81,7 +64,7 @@ def session_schedstat(session: int) -> Tuple[int, int]:
 def session_pss_kib(session: int) -> int:
     """Proportional set size (KiB) summed over every process in ``session``."""
     total = 0
-    for pid in session_pids(session):
+    for pid in session_stats(session):
         try:
             with open("/proc/%s/smaps_rollup" % pid, "rb") as handle:
                 for line in handle:

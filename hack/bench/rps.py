@@ -62,6 +62,7 @@ from common import (
     median_interval,
     otel_sitecustomize_dir,
     rotated,
+    session_stats,
     taskset_prefix,
 )
 
@@ -211,19 +212,7 @@ def session_cpu_seconds(session: int) -> float:
     moves much less, so it is reported beside requests/s as the steadier ratio.
     """
     ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % entry) as handle:
-                stat = handle.read()
-        except OSError:
-            continue
-        # Fields after the parenthesised command name: state ppid pgrp session ... utime(14) stime(15)
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if int(fields[3]) == session:
-            total += int(fields[11]) + int(fields[12])
+    total = sum(int(fields[11]) + int(fields[12]) for fields in session_stats(session).values())
     return total / float(ticks)
 
 
