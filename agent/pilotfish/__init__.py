@@ -5,3 +5,8 @@ calls :func:`pilotfish.bootstrap.start` at interpreter start-up.
 """
 
 __version__ = "0.1.0"
+
+PACKAGE = __name__
+"""This package's import name. The agent tree loads it under a private name, so that an
+app's own module called ``pilotfish`` is never shadowed; modules that import by string use
+this instead of a literal."""

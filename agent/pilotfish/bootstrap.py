@@ -35,7 +35,7 @@ def start(bootstrap_dir: str = "") -> None:
     global loaded
     if loaded or not enabled():
         return
-    from pilotfish import runtime
+    from . import runtime
 
     runtime.install(bootstrap_dir=bootstrap_dir)
     loaded = True

@@ -37,7 +37,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import urlencode, urlsplit
 
-from pilotfish import log, settings
+from . import PACKAGE, log, settings
 
 POLL_SECONDS = 30.0  # how long the server may hold a long-poll
 NETWORK_SLACK = 10.0  # extra socket timeout on top of the hold time
@@ -604,7 +604,7 @@ def _add_status_section() -> None:
     try:
         import importlib
 
-        status_server: Any = importlib.import_module("pilotfish.status_server")
+        status_server: Any = importlib.import_module(PACKAGE + ".status_server")
     except ImportError:
         return  # no status server in this build yet
     try:
@@ -616,7 +616,7 @@ def _add_status_section() -> None:
 def _app_port() -> int:
     """The first TCP port the app listens on (0 when unknown): what consumers connect to."""
     try:
-        from pilotfish import runtime
+        from . import runtime
 
         for family, address in runtime.app_addresses():
             if family in ("AF_INET", "AF_INET6") and isinstance(address, tuple) and len(address) >= 2:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import _thread  # not threading/typing: neither is loaded yet at interpreter start-up
 import sys
 
-from pilotfish import log
+from . import log
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -35,7 +35,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from pilotfish import log, warmup
+from . import log, warmup
 
 STARTING, DELAYING, REGISTERED, READY, OFFLINE, DRAINED = (
     "starting",
@@ -75,7 +75,7 @@ class Registrar:
             self.detail = "no config service configured (PILOTFISH_CONFIG_URL unset)"
             return None
         try:
-            from pilotfish import config_client
+            from . import config_client
         except ImportError:
             self.detail = "this agent build has no config client"
             return None
@@ -437,7 +437,7 @@ def drainer() -> Any:
 
 
 def _app_port() -> Optional[int]:
-    from pilotfish import runtime
+    from . import runtime
 
     for _family, address in runtime.app_addresses():
         if isinstance(address, tuple) and len(address) >= 2 and isinstance(address[1], int):
@@ -451,7 +451,7 @@ def start() -> Optional[Lifecycle]:
     if _lifecycle is not None:
         return _lifecycle
     try:
-        from pilotfish import offline, probe, runtime, settings, shared, stats, status_server
+        from . import offline, probe, runtime, settings, shared, stats, status_server
 
         current = settings.current()
         runner = probe.from_settings(current.app_probe, current.pod_ip or "127.0.0.1")

@@ -36,7 +36,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from pilotfish import log
+from . import log
 
 POLL_SECONDS = 0.05
 
@@ -331,7 +331,7 @@ def install_sigterm(drainer: Drainer) -> Optional[SigtermRelay]:
 def add_grpc_server(server: Any) -> None:
     """For the gRPC integration: call with every started ``grpc.Server`` (owner process). Never raises."""
     try:
-        from pilotfish import lifecycle
+        from . import lifecycle
 
         drainer = lifecycle.drainer()
         if drainer is not None:

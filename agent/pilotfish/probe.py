@@ -31,7 +31,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from pilotfish import log
+from . import log
 
 USER_AGENT = "kube-probe/pilotfish"
 HTTP, TCP = "httpGet", "tcpSocket"

@@ -24,7 +24,7 @@ import os
 import sys
 import time
 
-from pilotfish import importhooks, log
+from . import PACKAGE, importhooks, log
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ def install(bootstrap_dir: str = "") -> None:
     importhooks.when_imported("socket", _patch_socket)
     for trigger, name in SERVER_INTEGRATIONS:
         importhooks.when_imported(trigger, _integration_hook(name))
-    _install_optional("pilotfish.tags.install")
+    _install_optional(PACKAGE + ".tags.install")
     on_wake(_start_central_config)  # first: central config may set the lifecycle's delay and warm-up
     on_wake(_start_lifecycle)
     if hasattr(os, "register_at_fork"):
@@ -83,7 +83,7 @@ def install(bootstrap_dir: str = "") -> None:
 
 def _start_lifecycle() -> None:
     """Owner only, once the app listens: lifecycle, readiness gates, graceful offline (issue 5)."""
-    from pilotfish import lifecycle
+    from . import lifecycle
 
     lifecycle.start()
 
@@ -101,7 +101,7 @@ def _install_optional(module: str) -> None:
 
 def _start_central_config() -> None:
     """Owner only, after wake-up: live config from PILOTFISH_CONFIG_URL (a no-op without it)."""
-    from pilotfish import config_client
+    from . import config_client
 
     config_client.start()
 
@@ -110,7 +110,7 @@ def _follow_central_config() -> None:
     """Workers: apply what the owner's config client caches (no connection of their own)."""
     try:
         if os.environ.get("PILOTFISH_CONFIG_URL"):
-            from pilotfish import config_client
+            from . import config_client
 
             config_client.follow()
     except Exception:
@@ -119,7 +119,7 @@ def _follow_central_config() -> None:
 
 def _integration_hook(name: str) -> Callable[[Any], None]:
     def hook(_module: Any) -> None:
-        integration = __import__("pilotfish.integrations." + name, fromlist=["patch"])
+        integration = __import__(PACKAGE + ".integrations." + name, fromlist=["patch"])
         integration.patch()
 
     hook.__qualname__ = "integration:" + name
@@ -171,7 +171,7 @@ def wake(family: str = "", address: Any = None) -> None:
             _app_addresses.append((family, address))
         if _role != DORMANT:
             return
-        from pilotfish import settings, shared
+        from . import settings, shared
 
         current = settings.load()
         if not current.enabled:
@@ -199,7 +199,7 @@ def _follow_log_level(old: Any, new: Any) -> None:
 
 
 def _become_owner(current: Any) -> str:
-    from pilotfish import shared, status_server
+    from . import shared, status_server
 
     server = status_server.bind(current.status_host, current.status_port)
     shared.create("%d" % current.status_port)  # slots are claimed by processes that serve requests
@@ -218,7 +218,7 @@ def _become_owner(current: Any) -> str:
     status_server.add_status_section("runtime", describe)
     log.info(
         "agent %s serving status on %s:%d (pid %d)"
-        % (__import__("pilotfish").__version__, current.status_host, current.status_port, os.getpid())
+        % (__import__(PACKAGE).__version__, current.status_host, current.status_port, os.getpid())
     )
     return OWNER
 
@@ -280,7 +280,7 @@ def _after_fork_in_child() -> None:
         log.reset_for_fork()
         if _role == DORMANT:
             return
-        from pilotfish import shared, status_server
+        from . import shared, status_server
 
         status_server.reset_after_fork()
         shared.forget_slot_after_fork()

@@ -16,7 +16,7 @@ import os
 import threading
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
-from pilotfish import log
+from . import log
 
 Parser = Callable[[Any], Any]
 

@@ -28,7 +28,7 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from pilotfish import log
+from . import log
 
 MAGIC = b"PILOTFS4"
 SLOTS = 256

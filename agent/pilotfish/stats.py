@@ -13,7 +13,7 @@ import threading
 import time
 from typing import Dict, List
 
-from pilotfish import shared
+from . import shared
 
 
 class WorkerView:

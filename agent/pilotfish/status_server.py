@@ -28,8 +28,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-import pilotfish
-from pilotfish import log, settings, shared, stats
+from . import __version__, log, settings, shared, stats
 
 Gate = Callable[[], Tuple[bool, str]]
 SectionProvider = Callable[[], Dict[str, Any]]
@@ -91,7 +90,7 @@ def status_document() -> Dict[str, Any]:
     ready, gates = evaluate_gates()
     totals = stats.totals()
     document: Dict[str, Any] = {
-        "agent_version": pilotfish.__version__,
+        "agent_version": __version__,
         "pid": os.getpid(),
         "state": "ready" if ready else "not-ready",
         "ready": ready,
@@ -220,7 +219,7 @@ def _offline(handler: StatusHandler, wait: bool) -> Tuple[int, Dict[str, Any]]:
 
 
 class StatusHandler(BaseHTTPRequestHandler):
-    server_version = "pilotfish/" + pilotfish.__version__
+    server_version = "pilotfish/" + __version__
     sys_version = ""
     protocol_version = "HTTP/1.1"
     timeout = READ_TIMEOUT

@@ -23,7 +23,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, Optional
 
-from pilotfish import log, shared
+from . import log, shared
 
 REGISTRATION = "registration"
 FIRST_REQUEST = "first-request"

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 from typing import Any, Awaitable, Callable, FrozenSet, MutableMapping, Optional, Tuple
 
-from pilotfish import log, settings, shared
-from pilotfish.inbound import WRAPPED_MARK
-from pilotfish.inbound import request as rq
+from .. import log, settings, shared
+from . import WRAPPED_MARK
+from . import request as rq
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Any]]

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterator, Optional
 
-from pilotfish import log
-from pilotfish.inbound import request as rq
+from .. import log
+from . import request as rq
 
 
 def _begin(metadata: Any) -> Optional[Any]:

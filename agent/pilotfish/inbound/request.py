@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional, Tuple
 
-from pilotfish import log, settings, shared
+from .. import PACKAGE, log, settings, shared
 
 TRAFFIC = 0
 PROBE = 1
@@ -81,14 +81,14 @@ def _optional(module: str, name: str) -> Optional[Callable[..., Any]]:
 
 # Opt-in warm-up start (``warmup_start=first-request``): the first request a
 # pilotfish consumer marks with X-Pilotfish-Consumer starts the clock.
-on_marked_request = _optional("pilotfish.warmup", "on_marked_request")
+on_marked_request = _optional(PACKAGE + ".warmup", "on_marked_request")
 CONSUMER_ENVIRON_KEY = "HTTP_X_PILOTFISH_CONSUMER"
 CONSUMER_HEADER_BYTES = b"x-pilotfish-consumer"
 
-tag_from_environ = _optional("pilotfish.tags.inbound", "tag_from_environ")
-tags_inbound: Any = _optional("pilotfish.tags", "inbound")  # its ``_state``: the compiled tag settings
-tag_from_asgi_headers = _optional("pilotfish.tags.inbound", "tag_from_asgi_headers")
-tag_from_grpc_metadata = _optional("pilotfish.tags.inbound", "tag_from_grpc_metadata")
-_tag_var: Any = _optional("pilotfish.tags.context", "CURRENT_TAG")
+tag_from_environ = _optional(PACKAGE + ".tags.inbound", "tag_from_environ")
+tags_inbound: Any = _optional(PACKAGE + ".tags", "inbound")  # its ``_state``: the compiled tag settings
+tag_from_asgi_headers = _optional(PACKAGE + ".tags.inbound", "tag_from_asgi_headers")
+tag_from_grpc_metadata = _optional(PACKAGE + ".tags.inbound", "tag_from_grpc_metadata")
+_tag_var: Any = _optional(PACKAGE + ".tags.context", "CURRENT_TAG")
 set_tag: Optional[Callable[[Optional[str]], Any]] = _tag_var.set if _tag_var is not None else None
 get_tag: Optional[Callable[[], Optional[str]]] = _tag_var.get if _tag_var is not None else None

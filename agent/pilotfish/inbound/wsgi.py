@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
 
-from pilotfish import log, shared
-from pilotfish.inbound import WRAPPED_MARK
-from pilotfish.inbound import request as rq
+from .. import log, shared
+from . import WRAPPED_MARK
+from . import request as rq
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict, StartResponse], Iterable[bytes]]

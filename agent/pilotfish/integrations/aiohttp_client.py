@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
-from pilotfish import log
-from pilotfish.tags import outbound
-from pilotfish.tags.context import CURRENT_TAG
+from .. import log
+from ..tags import outbound
+from ..tags.context import CURRENT_TAG
 
 _original: Optional[Callable[..., Any]] = None
 _module: Any = None

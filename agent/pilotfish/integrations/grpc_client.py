@@ -24,9 +24,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Tuple
 
-from pilotfish import log
-from pilotfish.tags import outbound
-from pilotfish.tags.context import CURRENT_TAG
+from .. import log
+from ..tags import outbound
+from ..tags.context import CURRENT_TAG
 
 # (module name, class name, methods). Positional metadata sits right after
 # (request, timeout) in the sync API; aio takes it by keyword only.

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pilotfish import log, patching, runtime
-from pilotfish.inbound.grpc_server import make_interceptor
+from .. import log, patching, runtime
+from ..inbound.grpc_server import make_interceptor
 
 KEY = "grpc-server"
 
@@ -53,7 +53,7 @@ def _watch(server: Any) -> None:
             try:
                 for address in getattr(self, "_pilotfish_ports", None) or [("", None)]:
                     runtime.wake("grpc", address)
-                from pilotfish import offline
+                from .. import offline
 
                 offline.add_grpc_server(self)  # drained with stop(grace) after the quiet period
             except Exception:

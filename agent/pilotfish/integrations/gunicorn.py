@@ -9,8 +9,8 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from pilotfish import importhooks, log, patching, shared
-from pilotfish.inbound.wsgi import wrap_wsgi
+from .. import importhooks, log, patching, shared
+from ..inbound.wsgi import wrap_wsgi
 
 KEY = "gunicorn"
 

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, Optional
 
-from pilotfish import log
-from pilotfish.tags import outbound
-from pilotfish.tags.context import CURRENT_TAG
+from .. import log
+from ..tags import outbound
+from ..tags.context import CURRENT_TAG
 
 _originals: Dict[str, Callable[..., Any]] = {}
 _module: Any = None

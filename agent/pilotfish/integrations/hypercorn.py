@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pilotfish import importhooks, log, patching, runtime
-from pilotfish.inbound.asgi import wrap_asgi
-from pilotfish.inbound.wsgi import wrap_wsgi
+from .. import importhooks, log, patching, runtime
+from ..inbound.asgi import wrap_asgi
+from ..inbound.wsgi import wrap_wsgi
 
 KEY = "hypercorn"
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pilotfish import importhooks, log, patching, runtime
-from pilotfish.inbound.asgi import wrap_asgi
+from .. import importhooks, log, patching, runtime
+from ..inbound.asgi import wrap_asgi
 
 KEY = "uvicorn"
 

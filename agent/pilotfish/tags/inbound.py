@@ -26,10 +26,10 @@ from __future__ import annotations
 
 from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Tuple
 
-from pilotfish import log, settings
-from pilotfish.tags import baggage
-from pilotfish.tags.context import valid_tag
-from pilotfish.tags.lanes import Lane, compile_lanes, entry_tag, headers_read
+from .. import log, settings
+from . import baggage
+from .context import valid_tag
+from .lanes import Lane, compile_lanes, entry_tag, headers_read
 
 
 class _State:

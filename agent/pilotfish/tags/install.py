@@ -9,7 +9,7 @@ imports the library, or at once if it already has.
 
 from __future__ import annotations
 
-from pilotfish import importhooks, log
+from .. import PACKAGE, importhooks, log
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -17,13 +17,13 @@ if TYPE_CHECKING:
 
 # module to watch -> (integration module, function called with the imported module)
 PATCHES = (
-    ("threading", "pilotfish.tags.propagation", "patch_threading"),
-    ("concurrent.futures.thread", "pilotfish.tags.propagation", "patch_futures"),
-    ("http.client", "pilotfish.integrations.http_client", "patch"),
-    ("httpx", "pilotfish.integrations.httpx_client", "patch"),
-    ("aiohttp", "pilotfish.integrations.aiohttp_client", "patch"),
-    ("grpc._channel", "pilotfish.integrations.grpc_client", "patch_sync"),
-    ("grpc.aio._channel", "pilotfish.integrations.grpc_client", "patch_aio"),
+    ("threading", PACKAGE + ".tags.propagation", "patch_threading"),
+    ("concurrent.futures.thread", PACKAGE + ".tags.propagation", "patch_futures"),
+    ("http.client", PACKAGE + ".integrations.http_client", "patch"),
+    ("httpx", PACKAGE + ".integrations.httpx_client", "patch"),
+    ("aiohttp", PACKAGE + ".integrations.aiohttp_client", "patch"),
+    ("grpc._channel", PACKAGE + ".integrations.grpc_client", "patch_sync"),
+    ("grpc.aio._channel", PACKAGE + ".integrations.grpc_client", "patch_aio"),
 )
 
 installed: List[str] = []
@@ -35,8 +35,8 @@ def status() -> Dict[str, Any]:
 
     (This instance's own tag is the top-level ``tag`` of /status, from the status server.)
     """
-    from pilotfish import settings
-    from pilotfish.tags import inbound
+    from .. import settings
+    from . import inbound
 
     current = settings.current()
     return {
@@ -49,7 +49,7 @@ def status() -> Dict[str, Any]:
 
 def _add_status_section() -> None:
     try:
-        from pilotfish import status_server
+        from .. import status_server
 
         status_server.add_status_section("tags", status)
     except Exception:
@@ -71,7 +71,7 @@ def install() -> None:
     try:
         for watched, module_path, function in PATCHES:
             importhooks.when_imported(watched, _hook(watched, module_path, function))
-        from pilotfish import runtime
+        from .. import runtime
 
         runtime.on_wake(_add_status_section)
     except Exception:

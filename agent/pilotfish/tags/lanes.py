@@ -58,8 +58,8 @@ import re
 import zlib
 from typing import Any, Callable, FrozenSet, List, Optional, Tuple
 
-from pilotfish import log
-from pilotfish.tags.context import valid_tag
+from .. import log
+from .context import valid_tag
 
 HeaderGetter = Callable[[str], Optional[str]]
 

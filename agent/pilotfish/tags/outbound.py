@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
-from pilotfish import settings
-from pilotfish.tags import baggage
+from .. import settings
+from . import baggage
 
 BAGGAGE = baggage.HEADER
 

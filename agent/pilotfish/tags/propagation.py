@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import threading
 
-from pilotfish import log
-from pilotfish.tags.context import CURRENT_TAG
+from .. import log
+from .context import CURRENT_TAG
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing may not be loaded yet when the app imports threading
