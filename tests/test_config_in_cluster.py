@@ -35,6 +35,7 @@ DATA = Path(__file__).resolve().parent / "data" / "kube"
 POLICIES = "/apis/pilotfish.io/v1alpha1/governancepolicies"
 PODS = "/api/v1/pods"
 SLICES = "/apis/discovery.k8s.io/v1/endpointslices"
+SERVICES = "/api/v1/services"
 OWN_POD = "checkout-7d9f8b6c5d-abcde"
 
 
@@ -51,6 +52,7 @@ def kube() -> Iterator[FakeKube]:
     pods, slices = load("pods.json"), load("endpointslices.json")
     fake.lists[PODS] = [pods]
     fake.lists[SLICES] = [slices]
+    fake.lists[SERVICES] = [load("services.json")]
     for pod in pods["items"]:
         fake.pods[(pod["metadata"]["namespace"], pod["metadata"]["name"])] = pod
     fake.token_reviews = load("tokenreviews.json")
@@ -274,10 +276,18 @@ def test_only_changes_that_matter_to_an_instance_list_wake_the_long_polls() -> N
     registry.replace("Pod", pods)
     before = registry.changes.generation
     status_only = json.loads(json.dumps(pods[0]))
-    status_only["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
+    status_only["status"]["containerStatuses"] = [{"name": "app", "restartCount": 1, "ready": True}]
+    status_only["status"]["conditions"] = [{"type": "ContainersReady", "status": "True"}]
     status_only["metadata"]["resourceVersion"] = "9999"
     registry.apply("Pod", "MODIFIED", status_only)
     assert registry.changes.generation == before
+    became_ready = json.loads(json.dumps(status_only))  # warm-up of a pod without the agent starts here
+    became_ready["status"]["conditions"].append(
+        {"type": "Ready", "status": "True", "lastTransitionTime": "2026-11-22T04:00:00Z"}
+    )
+    registry.apply("Pod", "MODIFIED", became_ready)
+    assert registry.changes.generation == before + 1
+    before += 1
     relabelled = json.loads(json.dumps(pods[0]))
     relabelled["metadata"]["labels"]["pilotfish.io/tag"] = "blue"
     registry.apply("Pod", "MODIFIED", relabelled)

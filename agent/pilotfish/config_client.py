@@ -412,7 +412,7 @@ class Registration:
             self.state = state
             if port is not None:
                 self.identity["port"] = port
-            answer = self._call("/v1/register", dict(self.identity, state=state))
+            answer = self._call("/v1/register", dict(self.identity, state=state, warmup=_warmup_report()))
             if answer is None:
                 self._ensure_renewer()  # keep trying in the background
                 return False
@@ -635,6 +635,21 @@ def _identity(current: settings.Settings) -> Dict[str, Any]:
         "ip": current.pod_ip or "127.0.0.1",
         "tag": current.tag,
         "port": _app_port(),
+    }
+
+
+def _warmup_report() -> Dict[str, Any]:
+    """This instance's warm-up settings as in force here (env may override policies).
+
+    Callers weight us with these, so the ramp they apply is the one our own
+    ``/status`` and ``pilotfish_warmup_weight`` show.
+    """
+    current = settings.current()
+    return {
+        "enabled": bool(current.warmup_enabled),
+        "seconds": float(current.warmup_seconds),
+        "curve": float(current.warmup_curve),
+        "min_weight_percent": float(current.warmup_min_weight_percent),
     }
 
 

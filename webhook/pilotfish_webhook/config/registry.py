@@ -13,6 +13,12 @@ Two implementations behind one shape (``register`` / ``deregister`` / ``instance
 
 Both publish a version per (namespace, service): a hash of the instance list,
 so a long-poll wakes only when what a consumer would route to has changed.
+
+Both also answer :meth:`services` for consumer-side routing: every Service of a
+namespace (name, ClusterIPs, ports with their target ports) with its instances
+(IP, the pod port behind each Service port, tag, state, readiness, the time
+warm-up started and the instance's own warm-up settings when its agent reported
+them). :mod:`pilotfish_webhook.config.routing` adds what policies say.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ ANNOTATION = "pilotfish.io/registration"
 TAG_LABELS = ("pilotfish.io/tag", "alicloud.service.tag")
 APP_LABELS = ("pilotfish.io/app", "app.kubernetes.io/name", "app")
 STATES = ("registered", "offline")
+WARMUP_KEYS = ("enabled", "seconds", "curve", "min_weight_percent")
 
 
 class RegistrationError(ValueError):
@@ -77,6 +84,27 @@ def _port(body: Dict[str, Any]) -> int:
     return value
 
 
+def _warmup(body: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The warm-up settings an agent reports for itself (its env may override policies), or None."""
+    value = body.get("warmup")
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise RegistrationError("warmup: expected an object (got %r)" % (value,))
+    found: Dict[str, Any] = {}
+    for key in WARMUP_KEYS:
+        item = value.get(key)
+        if item is None:
+            continue
+        if key == "enabled":
+            if not isinstance(item, bool):
+                raise RegistrationError("warmup.enabled: expected true or false (got %r)" % (item,))
+        elif isinstance(item, bool) or not isinstance(item, (int, float)) or item < 0:
+            raise RegistrationError("warmup.%s: expected a number >= 0 (got %r)" % (key, item))
+        found[key] = item
+    return found or None
+
+
 def _state(body: Dict[str, Any]) -> str:
     state = _text(body, "state", "registered")
     if state not in STATES:
@@ -99,6 +127,7 @@ class _Lease:
     registered_at: float
     state: str
     expires: float
+    warmup: Optional[Dict[str, Any]] = None
 
     def public(self) -> Dict[str, Any]:
         return {
@@ -121,6 +150,26 @@ class MemoryRegistry:
         self._clock = clock
         self._lock = threading.Lock()
         self._leases: Dict[Tuple[str, str], _Lease] = {}
+        self._declared: Dict[Tuple[str, str], Dict[str, Any]] = {}
+
+    def declare_services(self, objects: Iterable[Dict[str, Any]]) -> None:
+        """Services declared by hand (``kind: Service`` documents of the policies file).
+
+        Embedded mode has no Service objects; a declared one gives callers a
+        ClusterIP and a port to route (``port`` 80 -> the instances' own ports).
+        Without a declaration, every Service named in a registration is still
+        routed, on the ports its instances registered.
+        """
+        declared = {}
+        for obj in objects:
+            service = service_of(obj)
+            if service["name"]:
+                declared[(service["namespace"] or "default", service["name"])] = service
+        with self._lock:
+            changed = declared != self._declared
+            self._declared = declared
+        if changed:
+            self.changes.notify()
 
     def register(self, caller: Caller, body: Dict[str, Any]) -> Dict[str, Any]:
         namespace = _text(body, "namespace", "default") or "default"
@@ -147,9 +196,15 @@ class MemoryRegistry:
                 registered_at,
                 state,
                 now + self.lease_seconds,
+                _warmup(body),
             )
             self._leases[(namespace, pod)] = lease
-            changed = old is None or old.public() != lease.public() or old.service != service
+            changed = (
+                old is None
+                or old.public() != lease.public()
+                or old.service != service
+                or old.warmup != lease.warmup
+            )
         if changed:
             self.changes.notify()
         return {"registered_at": registered_at, "state": state, "lease_seconds": self.lease_seconds}
@@ -185,9 +240,64 @@ class MemoryRegistry:
         found.sort(key=lambda item: item["pod"])
         return listing_version(found), found
 
+    def services(self, namespace: str) -> List[Dict[str, Any]]:
+        """Every Service of ``namespace`` with its instances, for consumer-side routing.
+
+        An instance listens on one port (the one it registered), so each port of
+        its Service leads to that port.
+        """
+        with self._lock:
+            leases = [lease for lease in self._leases.values() if lease.namespace == namespace]
+            declared = {name: svc for (ns, name), svc in self._declared.items() if ns == namespace}
+        by_service: Dict[str, List[_Lease]] = {}
+        for lease in leases:
+            by_service.setdefault(lease.service, []).append(lease)
+        found: List[Dict[str, Any]] = []
+        for name in sorted(set(by_service) | set(declared)):
+            members = sorted(by_service.get(name, []), key=lambda lease: lease.pod)
+            service = declared.get(name)
+            if service is not None:
+                ports = [dict(port) for port in service["ports"]]
+                cluster_ips = list(service["cluster_ips"])
+            else:
+                numbers = sorted({lease.port for lease in members if lease.port})
+                ports = [{"name": "", "port": n, "target_port": n, "protocol": "TCP"} for n in numbers]
+                cluster_ips = []
+            instances = []
+            for lease in members:
+                target = {}
+                for port in ports:
+                    fallback = port["target_port"] if isinstance(port["target_port"], int) else port["port"]
+                    target[str(port["port"])] = lease.port or fallback
+                instances.append(
+                    {
+                        "pod": lease.pod,
+                        "ip": lease.ip,
+                        "ports": target,
+                        "app": lease.app,
+                        "tag": lease.tag,
+                        "state": lease.state,
+                        "ready": lease.state == "registered",
+                        "terminating": False,
+                        "registered_at": lease.registered_at,
+                        "ready_at": lease.registered_at,
+                        "warmup": lease.warmup,
+                    }
+                )
+            app = next((lease.app for lease in members if lease.app), name)
+            found.append(
+                {"name": name, "app": app, "cluster_ips": cluster_ips, "ports": ports, "instances": instances}
+            )
+        return found
+
     def status(self) -> Dict[str, Any]:
         with self._lock:
-            return {"mode": self.mode, "instances": len(self._leases), "lease_seconds": self.lease_seconds}
+            return {
+                "mode": self.mode,
+                "instances": len(self._leases),
+                "lease_seconds": self.lease_seconds,
+                "declared_services": len(self._declared),
+            }
 
 
 # ------------------------------------------------------------------ in cluster
@@ -203,6 +313,56 @@ def _first_label(labels: Dict[str, str], keys: Iterable[str]) -> str:
         if labels.get(key):
             return str(labels[key])
     return ""
+
+
+def service_of(obj: Dict[str, Any]) -> Dict[str, Any]:
+    """A v1 Service reduced to what routing needs: name, ClusterIPs, ports with target ports."""
+    meta = _meta(obj)
+    spec: Dict[str, Any] = obj["spec"] if isinstance(obj.get("spec"), dict) else {}
+    ips = [ip for ip in (spec.get("clusterIPs") or [spec.get("clusterIP")]) if ip and ip != "None"]
+    ports = []
+    for port in spec.get("ports") or []:
+        if not isinstance(port, dict) or not isinstance(port.get("port"), int):
+            continue
+        target = port.get("targetPort", port["port"])
+        ports.append(
+            {
+                "name": str(port.get("name") or ""),
+                "port": port["port"],
+                "target_port": target if isinstance(target, (int, str)) else port["port"],
+                "protocol": str(port.get("protocol") or "TCP"),
+            }
+        )
+    return {
+        "name": str(meta.get("name") or ""),
+        "namespace": str(meta.get("namespace") or ""),
+        "cluster_ips": [str(ip) for ip in ips],
+        "ports": ports,
+    }
+
+
+def parse_time(value: Any) -> Optional[float]:
+    """An RFC 3339 timestamp of the API (``2026-11-22T03:10:00Z``) as epoch seconds, or None."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        import datetime
+
+        text = value[:-1] + "+00:00" if value.endswith("Z") else value
+        return datetime.datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None
+
+
+def ready_since(pod: Dict[str, Any]) -> Optional[float]:
+    """When the Pod last became Ready (its Ready condition's lastTransitionTime), or None."""
+    status: Dict[str, Any] = pod["status"] if isinstance(pod.get("status"), dict) else {}
+    for condition in status.get("conditions") or []:
+        if isinstance(condition, dict) and condition.get("type") == "Ready":
+            if condition.get("status") != "True":
+                return None
+            return parse_time(condition.get("lastTransitionTime"))
+    return None
 
 
 def _same(old: Dict[str, Any], new: Dict[str, Any]) -> bool:
@@ -237,6 +397,7 @@ class KubeRegistry:
         self._lock = threading.Lock()
         self._pods: Dict[Tuple[str, str], Dict[str, Any]] = {}
         self._slices: Dict[Tuple[str, str], Dict[str, Any]] = {}
+        self._services: Dict[Tuple[str, str], Dict[str, Any]] = {}
         self._threads: List[threading.Thread] = []
         self._stop = threading.Event()
 
@@ -255,14 +416,23 @@ class KubeRegistry:
         if kind == "Pod":
             registration = (meta.get("annotations") or {}).get(ANNOTATION)
             kept["annotations"] = {ANNOTATION: registration} if registration else {}
-            return {"metadata": kept}
+            status: Dict[str, Any] = obj["status"] if isinstance(obj.get("status"), dict) else {}
+            ready = [
+                {k: c.get(k) for k in ("type", "status", "lastTransitionTime")}
+                for c in status.get("conditions") or []
+                if isinstance(c, dict) and c.get("type") == "Ready"
+            ]
+            # Only the Ready condition: when it flips, warm-up of a pod without the agent starts.
+            return {"metadata": kept, "status": {"conditions": ready}} if ready else {"metadata": kept}
+        if kind == "Service":
+            return {"metadata": kept, "spec": obj.get("spec") or {}}
         return {"metadata": kept, "endpoints": obj.get("endpoints") or [], "ports": obj.get("ports") or []}
 
     def apply(self, kind: str, event_type: str, obj: Dict[str, Any]) -> None:
         obj = self.slim(kind, obj)
         meta = _meta(obj)
         key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
-        table = self._pods if kind == "Pod" else self._slices
+        table = self._table(kind)
         with self._lock:
             old = table.get(key)
             if event_type == "DELETED":
@@ -282,9 +452,16 @@ class KubeRegistry:
         with self._lock:
             if kind == "Pod":
                 self._pods = table
+            elif kind == "Service":
+                self._services = table
             else:
                 self._slices = table
         self.changes.notify()
+
+    def _table(self, kind: str) -> Dict[Tuple[str, str], Dict[str, Any]]:
+        if kind == "Pod":
+            return self._pods
+        return self._services if kind == "Service" else self._slices
 
     # -- reads
 
@@ -324,9 +501,91 @@ class KubeRegistry:
         found.sort(key=lambda item: (item["pod"], item["ip"]))
         return listing_version(found), found
 
+    def services(self, namespace: str) -> List[Dict[str, Any]]:
+        """Every Service of ``namespace`` with its endpoints joined with their Pods, for routing.
+
+        Pods without the agent are instances too: their tag is their label, and
+        their warm-up starts when they became Ready. A Service port's target port
+        on an instance is the EndpointSlice port of the same name (that is how
+        Kubernetes resolves named and numbered ``targetPort`` alike).
+        """
+        found: List[Dict[str, Any]] = []
+        with self._lock:
+            services = sorted(
+                (service_of(obj) for (ns, _), obj in self._services.items() if ns == namespace),
+                key=lambda svc: svc["name"],
+            )
+            for service in services:
+                instances: List[Dict[str, Any]] = []
+                seen = set()
+                for (ns, _), endpoint_slice in sorted(self._slices.items()):
+                    labels = _meta(endpoint_slice).get("labels") or {}
+                    if ns != namespace or labels.get("kubernetes.io/service-name") != service["name"]:
+                        continue
+                    slice_ports = {
+                        str(p.get("name") or ""): p.get("port")
+                        for p in endpoint_slice.get("ports") or []
+                        if isinstance(p, dict) and isinstance(p.get("port"), int)
+                    }
+                    targets = {
+                        str(port["port"]): slice_ports[port["name"]]
+                        for port in service["ports"]
+                        if port["name"] in slice_ports
+                    }
+                    for endpoint in endpoint_slice.get("endpoints") or []:
+                        ref = endpoint.get("targetRef") or {}
+                        address = (endpoint.get("addresses") or [""])[0]
+                        if ref.get("kind") != "Pod" or not address or (ref.get("name"), address) in seen:
+                            continue
+                        seen.add((ref.get("name"), address))
+                        instances.append(
+                            self._instance(namespace, str(ref.get("name")), address, targets, endpoint)
+                        )
+                instances.sort(key=lambda item: (item["pod"], item["ip"]))
+                app = next((i["app"] for i in instances if i["app"]), service["name"])
+                found.append(
+                    {
+                        "name": service["name"],
+                        "app": app,
+                        "cluster_ips": service["cluster_ips"],
+                        "ports": service["ports"],
+                        "instances": instances,
+                    }
+                )
+        return found
+
+    def _instance(
+        self, namespace: str, name: str, address: str, targets: Dict[str, Any], endpoint: Dict[str, Any]
+    ) -> Dict[str, Any]:
+        pod = self._pods.get((namespace, name), {})
+        labels = _meta(pod).get("labels") or {}
+        reg = registration_of(pod)
+        conditions = endpoint.get("conditions") or {}
+        registered_at = reg.get("registeredAt") if isinstance(reg.get("registeredAt"), (int, float)) else None
+        warmup = reg.get("warmup") if isinstance(reg.get("warmup"), dict) else None
+        return {
+            "pod": name,
+            "ip": address,
+            "ports": dict(targets),
+            "app": _first_label(labels, APP_LABELS),
+            "tag": _first_label(labels, TAG_LABELS),
+            "state": reg.get("state") or "unregistered",
+            "ready": conditions.get("ready") is not False,
+            "terminating": bool(conditions.get("terminating")),
+            "registered_at": registered_at,
+            # The agent's warm-up clock starts at registration; a pod without it at Ready.
+            "ready_at": registered_at if registered_at is not None else ready_since(pod),
+            "warmup": warmup,
+        }
+
     def status(self) -> Dict[str, Any]:
         with self._lock:
-            return {"mode": self.mode, "pods": len(self._pods), "endpointslices": len(self._slices)}
+            return {
+                "mode": self.mode,
+                "pods": len(self._pods),
+                "endpointslices": len(self._slices),
+                "services": len(self._services),
+            }
 
     # -- writes: only the caller's own Pod
 
@@ -345,14 +604,17 @@ class KubeRegistry:
 
     def register(self, caller: Caller, body: Dict[str, Any]) -> Dict[str, Any]:
         namespace, pod = self._check_caller(caller, body)
-        state = _state(body)
+        state, warmup = _state(body), _warmup(body)
         with self._lock:
             cached = self._pods.get((namespace, pod), {})
         old = registration_of(cached)
-        if old.get("state") == state and old.get("registeredAt"):
+        if old.get("state") == state and old.get("registeredAt") and old.get("warmup") == warmup:
             return {"registered_at": old["registeredAt"], "state": state, "lease_seconds": None}
         registered_at = old.get("registeredAt") or time.time()
-        self._annotate(namespace, pod, {"state": state, "registeredAt": registered_at})
+        value: Dict[str, Any] = {"state": state, "registeredAt": registered_at}
+        if warmup is not None:
+            value["warmup"] = warmup
+        self._annotate(namespace, pod, value)
         return {"registered_at": registered_at, "state": state, "lease_seconds": None}
 
     def deregister(self, caller: Caller, body: Dict[str, Any]) -> Dict[str, Any]:
@@ -382,6 +644,7 @@ class KubeRegistry:
         for kind, lister in (
             ("Pod", core.list_pod_for_all_namespaces),
             ("EndpointSlice", discovery.list_endpoint_slice_for_all_namespaces),
+            ("Service", core.list_service_for_all_namespaces),
         ):
             thread = threading.Thread(
                 target=self._reflect, args=(kind, lister), name="pilotfish-watch-" + kind, daemon=True

@@ -28,6 +28,7 @@ from fastapi.responses import JSONResponse, Response
 
 from pilotfish_webhook.config.auth import AnonymousAuth, TokenReviewAuth, Unauthorized, bearer
 from pilotfish_webhook.config.registry import Caller, KubeRegistry, MemoryRegistry, RegistrationError
+from pilotfish_webhook.config.routing import RoutingView
 from pilotfish_webhook.config.sources import FileSource, KubeSource
 from pilotfish_webhook.config.store import Changes, PolicyStore
 
@@ -54,6 +55,7 @@ class ConfigService:
         self.auth = auth
         self.file_source = file_source
         self.kube_source = kube_source
+        self.routing = RoutingView(registry, store)
         self._tasks: List[asyncio.Task] = []
         self.started_at = time.time()
         self.closing = False
@@ -65,10 +67,13 @@ class ConfigService:
         from pathlib import Path
 
         store = PolicyStore(system_namespace)
-        source = FileSource(Path(policies), store) if policies else None
+        registry = MemoryRegistry(lease_seconds)
+        source = (
+            FileSource(Path(policies), store, on_services=registry.declare_services) if policies else None
+        )
         if source is not None:
             source.poll()  # serve the file's policies from the first request on
-        return cls(store, MemoryRegistry(lease_seconds), AnonymousAuth(), file_source=source)
+        return cls(store, registry, AnonymousAuth(), file_source=source)
 
     @classmethod
     def in_cluster(cls, system_namespace: str, api_client: Any = None) -> ConfigService:
@@ -93,6 +98,7 @@ class ConfigService:
         loop = asyncio.get_running_loop()
         self.store.changes.bind(loop)
         self.registry.changes.bind(loop)
+        self.routing.changes.bind(loop)
         self._release_polls_on_exit_signals()
         if self.file_source is not None:
             self._tasks.append(asyncio.create_task(self.file_source.run()))
@@ -291,7 +297,7 @@ def build_router(service: ConfigService) -> APIRouter:
 
 
 class LongPolls:
-    """Pure ASGI handling of ``GET /v1/config`` and ``GET /v1/instances``, in front of the router.
+    """Pure ASGI handling of the long-polls (config, instances, routing), in front of the router.
 
     Why not routes: after a policy change every parked poll wakes at once, and
     each then re-polls. With 1,000 agents the per-request cost of the framework
@@ -305,7 +311,7 @@ class LongPolls:
 
     async def __call__(self, scope: Dict[str, Any], receive: Any, send: Any) -> None:
         path = scope.get("path")
-        if scope["type"] != "http" or path not in ("/v1/config", "/v1/instances"):
+        if scope["type"] != "http" or path not in ("/v1/config", "/v1/instances", "/v1/routing"):
             await self.app(scope, receive, send)
             return
         if scope.get("method") != "GET":
@@ -320,6 +326,8 @@ class LongPolls:
             caller = await self.service.authenticate(token)
             if path == "/v1/config":
                 status, body = await self._config(caller, query)
+            elif path == "/v1/routing":
+                status, body = await self._routing(caller, query)
             else:
                 status, body = await self._instances(caller, query)
         except (Unauthorized, RegistrationError) as problem:
@@ -362,6 +370,23 @@ class LongPolls:
         if found is None:
             return 304, b""
         body = {"version": found[0], "service": name, "namespace": namespace, "instances": found[1]}
+        return 200, json.dumps(body, separators=(",", ":")).encode()
+
+    async def _routing(self, caller: Caller, query: Dict[str, str]) -> Tuple[int, bytes]:
+        """The namespace's Services and instances for consumer-side routing, with this server's ``now``."""
+        service = self.service
+        namespace = _namespace(caller, query.get("namespace"))
+        view = service.routing
+        found = await long_poll(
+            view.changes,
+            lambda: view.current(namespace),
+            query.get("version", ""),
+            _timeout(query.get("timeout")),
+            lambda: service.closing,
+        )
+        if found is None:
+            return 304, b""
+        body = dict(found[1], version=found[0], now=time.time())
         return 200, json.dumps(body, separators=(",", ":")).encode()
 
 

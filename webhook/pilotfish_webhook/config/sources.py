@@ -45,9 +45,17 @@ def load_documents(text: str, origin: str) -> List[Tuple[Any, str]]:
 class FileSource:
     """Watch ``path`` and feed its documents to ``store``."""
 
-    def __init__(self, path: Path, store: PolicyStore, interval: float = 0.1, rehash_every: float = 1.0):
+    def __init__(
+        self,
+        path: Path,
+        store: PolicyStore,
+        interval: float = 0.1,
+        rehash_every: float = 1.0,
+        on_services: Optional[Callable[[List[Any]], None]] = None,
+    ):
         self.path = path
         self.store = store
+        self.on_services = on_services
         self.interval = interval
         self.rehash_every = rehash_every
         self._signature: Optional[Tuple[int, int, int]] = None
@@ -83,6 +91,10 @@ class FileSource:
             self.store.set_source_error("%s is not valid YAML: %s" % (self.path, _one_line(problem)))
             return False
         self._digest = digest
+        if self.on_services is not None:  # embedded mode: v1 Services declared next to the policies
+            services = [doc for doc, _ in docs if _is_service(doc)]
+            docs = [(doc, origin) for doc, origin in docs if not _is_service(doc)]
+            self.on_services(services)
         self.store.replace_all(docs)
         self.reloads += 1
         log.info("policies loaded from %s: %d object(s)", self.path, len(docs))
@@ -95,6 +107,10 @@ class FileSource:
             except Exception:  # never let the watcher die: the next tick tries again
                 log.exception("policy file watcher failed; retrying")
             await asyncio.sleep(self.interval)
+
+
+def _is_service(doc: Any) -> bool:
+    return isinstance(doc, dict) and doc.get("kind") == "Service" and doc.get("apiVersion") == "v1"
 
 
 def _one_line(problem: BaseException) -> str:

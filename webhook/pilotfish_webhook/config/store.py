@@ -33,6 +33,11 @@ class Changes:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._event: Optional[asyncio.Event] = None
         self.generation = 0
+        self._followers: List[Changes] = []
+
+    def forward_to(self, follower: Changes) -> None:
+        """Every change here is also a change of ``follower`` (a view built from several sources)."""
+        self._followers.append(follower)
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -46,6 +51,8 @@ class Changes:
 
     def notify(self) -> None:
         self.generation += 1
+        for follower in self._followers:
+            follower.notify()
         loop = self._loop
         if loop is None or loop.is_closed():
             return
