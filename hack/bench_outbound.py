@@ -17,7 +17,7 @@ What is timed, so that network noise (tens of us per loopback call) cannot
 hide a sub-microsecond effect:
 - http.client (also urllib, urllib3, requests): putrequest + putheader +
   endheaders on a connection whose socket discards the bytes;
-- httpx sync / async: the patched ``send`` around a stub (headers reset each call);
+- httpx sync / async: ``_transport_for_url`` + the transport call, around a stub transport;
 - aiohttp: ``session._request(...)`` up to the coroutine it returns (the
   patched part), closed unawaited;
 - grpc: the multi-callable wrapper around a no-op call with metadata;
@@ -38,7 +38,7 @@ import sys
 import timeit
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "agent"))
 
@@ -76,48 +76,46 @@ def case_http_client() -> Callable[[], None]:
 
 
 class _HttpxCase:
-    """``Client.send`` / ``AsyncClient.send`` as patched, around a stub instead of the transport.
+    """What the httpx patch adds per request: ``_transport_for_url`` plus the transport call.
 
-    httpx's own request handling (~70 us here, and very noisy on a shared
-    machine) would drown the sub-microsecond difference; the stub keeps what
-    the patch adds: a fresh ``httpx.Request`` is built every call (in every
-    variant) so the tagged variant really writes its headers each time.
+    The client's transport is a stub that returns at once: httpx's own request
+    handling (~70 us here, and very noisy on a shared machine) would drown the
+    sub-microsecond difference. Timed: choosing the transport (patched: one
+    ContextVar read; tagged: the wrapper) and handing it the request (tagged:
+    the tagged copy of the request), as ``_send_single_request`` does.
     """
 
     def __init__(self, asynchronous: bool) -> None:
         import httpx
 
+        class Stub(httpx.BaseTransport, httpx.AsyncBaseTransport):
+            def handle_request(self, request: httpx.Request) -> httpx.Response:
+                return response
+
+            async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+                return response
+
+        response = httpx.Response(200)
         self.asynchronous = asynchronous
-        self.client = (httpx.AsyncClient if asynchronous else httpx.Client)()
-        self.key = "AsyncClient" if asynchronous else "Client"
-        self.fn: Callable[..., object] = self._stub if not asynchronous else self._astub
+        self.client = (httpx.AsyncClient if asynchronous else httpx.Client)(transport=Stub())
         self.request = self.client.build_request("GET", "http://svc/api/items")
-        self.headers = self.request.headers.copy()
-
-    @staticmethod
-    def _stub(client: object, request: object, *args: object, **kwargs: object) -> object:
-        return request
-
-    @staticmethod
-    async def _astub(client: object, request: object, *args: object, **kwargs: object) -> object:
-        return request
+        self.url = self.request.url
 
     def patch(self) -> None:
-        httpx_client._originals[self.key] = self._astub if self.asynchronous else self._stub
-        self.fn = httpx_client._send_async if self.asynchronous else httpx_client._send
+        httpx_client.patch()
 
     def unpatch(self) -> None:
-        httpx_client._originals.clear()
-        self.fn = self._astub if self.asynchronous else self._stub
+        httpx_client.unpatch()
 
     def call(self) -> None:
-        self.request.headers = self.headers.copy()
-        result = self.fn(self.client, self.request)
-        if self.asynchronous:
-            try:
-                result.send(None)  # type: ignore[attr-defined]
-            except StopIteration:
-                pass
+        transport: Any = self.client._transport_for_url(self.url)
+        if not self.asynchronous:
+            transport.handle_request(self.request)
+            return
+        try:
+            transport.handle_async_request(self.request).send(None)
+        except StopIteration:
+            pass
 
 
 def case_aiohttp() -> Callable[[], None]:
@@ -239,7 +237,13 @@ def run(rounds: int, number: int) -> List[str]:
     )
     for asynchronous in (False, True):
         hx = _HttpxCase(asynchronous)
-        outbound_case("httpx %s.send (stub transport)" % hx.key, hx.call, 1, hx.patch, hx.unpatch)
+        outbound_case(
+            "httpx %s transport call (stub transport)" % ("AsyncClient" if asynchronous else "Client"),
+            hx.call,
+            1,
+            hx.patch,
+            hx.unpatch,
+        )
     outbound_case(
         "aiohttp ClientSession._request (to the coroutine)", case_aiohttp(), 1, *client_patch(aiohttp_client)
     )

@@ -225,8 +225,8 @@ def test_a_failure_inside_the_patch_sends_the_request_untagged(server, monkeypat
 def test_patch_and_unpatch_are_symmetric_and_idempotent() -> None:
     originals = (
         http.client.HTTPConnection.endheaders,
-        httpx.Client.send,
-        httpx.AsyncClient.send,
+        httpx.Client._transport_for_url,
+        httpx.AsyncClient._transport_for_url,
         aiohttp.ClientSession._request,
     )
     patch_all()
@@ -236,7 +236,7 @@ def test_patch_and_unpatch_are_symmetric_and_idempotent() -> None:
     unpatch_all()
     assert (
         http.client.HTTPConnection.endheaders,
-        httpx.Client.send,
-        httpx.AsyncClient.send,
+        httpx.Client._transport_for_url,
+        httpx.AsyncClient._transport_for_url,
         aiohttp.ClientSession._request,
     ) == originals
