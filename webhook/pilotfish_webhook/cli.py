@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, List, Optional, Tuple, Union
 
 import uvicorn
 
-from pilotfish_webhook import incluster
+from pilotfish_webhook import bodies, incluster
 from pilotfish_webhook.admission import options as admission_options
 from pilotfish_webhook.admission import router as admission_router
 from pilotfish_webhook.app import create_app
@@ -45,6 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME",
         help="extra DNS name or IP for the serving certificate (repeatable)",
+    )
+    serve.add_argument(
+        "--body-timeout-seconds",
+        type=float,
+        default=bodies.DEFAULT_DEADLINE_SECONDS,
+        metavar="S",
+        help="a request whose body is not complete this long after its headers is answered 408 "
+        "and its connection closed",
     )
     add_config_flags(serve)
     admission_options.add_arguments(serve)
@@ -120,6 +128,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         attach(app, service)
     if admission is not None:
         app = admission_router.with_fast_path(app, admission)
+    app = bodies.with_body_limits(
+        app,
+        deadline=args.body_timeout_seconds,
+        max_bytes_by_path={"/mutate": admission_router.DEFAULT_MAX_BODY_BYTES},
+    )
     config = uvicorn.Config(
         app,
         host=host,

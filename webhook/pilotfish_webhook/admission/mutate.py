@@ -60,6 +60,11 @@ Obj = Dict[str, Any]
 KNOWN_PROXY_CONTAINERS = frozenset({"istio-proxy", "linkerd-proxy", "daprd", "envoy", "cloudsql-proxy"})
 IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 DEFAULT_GRACE_SECONDS = 30  # Kubernetes' default terminationGracePeriodSeconds
+MAX_PORT = 65535
+# Real pods inject a handful of containers. Beyond this many named (or previously injected)
+# containers the pod is admitted untouched with a warning: the work per review and the size of
+# the status annotation (the API server caps annotations at 256 KiB) stay bounded.
+MAX_INJECTED_CONTAINERS = 64
 
 
 @dataclass
@@ -202,13 +207,15 @@ def container_problem(container: Obj) -> Optional[str]:
     return None
 
 
-def assign_status_ports(spec: Obj, eligible: List[Obj]) -> None:
+def assign_status_ports(spec: Obj, eligible: List[Obj]) -> Dict[str, str]:
     """One status port per injected container: they share the pod's network namespace.
 
     The first container without a literal PILOTFISH_STATUS_PORT gets 55199 (the API default,
     no env needed); the others, and any container whose pod already uses 55199, get the next
     free port written as a literal PILOTFISH_STATUS_PORT, which a second pass then reads back
-    unchanged (idempotent).
+    unchanged (idempotent). The search cursor only moves forward, so the work is linear in
+    the pod's ports and containers. A container for which no port up to 65535 is free is
+    returned (name -> why) and must not be injected.
     """
     taken = set()
     for key in ("containers", "initContainers"):
@@ -222,13 +229,21 @@ def assign_status_ports(spec: Obj, eligible: List[Obj]) -> None:
             taken.add(status_port(container))
         else:
             pending.append(container)
+    unplaced: Dict[str, str] = {}
+    port = c.STATUS_PORT
     for container in pending:
-        port = c.STATUS_PORT
         while port in taken:
             port += 1
+        if port > MAX_PORT:
+            unplaced[str(container.get("name"))] = "no free status port between %d and %d in the pod" % (
+                c.STATUS_PORT,
+                MAX_PORT,
+            )
+            continue
         taken.add(port)
         if port != c.STATUS_PORT:
             set_env(container, c.ENV_STATUS_PORT, {"value": str(port)})
+    return unplaced
 
 
 # --------------------------------------------------------------------------- name collisions
@@ -354,6 +369,14 @@ def _agent_version(annotations: Obj, config: InjectionConfig, notes: List[str]) 
     return config.agent_version
 
 
+def too_many_containers(count: int) -> str:
+    return (
+        "pilotfish: not injected: %d containers chosen for injection (by %s or a previous pass), "
+        "more than the limit of %d; the pod was admitted unchanged"
+        % (count, c.CONTAINERS_ANNOTATION, MAX_INJECTED_CONTAINERS)
+    )
+
+
 def skip_pod(pod: Obj, reason: str) -> Mutation:
     """Leave the pod as it is, except for a status record saying why (the one place users look)."""
     pod = clone(pod)
@@ -390,6 +413,9 @@ def inject(pod: Obj, config: InjectionConfig, scratch: Optional[Obj] = None) -> 
     version = _agent_version(annotations, config, notes)
     image = config.image_for(version)
     targets, skipped = choose_containers(spec, annotations, previous)
+    if len(targets) + len(skipped) > MAX_INJECTED_CONTAINERS:
+        # status None: the router admits the pod as it came, without a patch.
+        return Mutation(pod, None, [too_many_containers(len(targets) + len(skipped))])
     eligible = []
     for container in targets:
         problem = container_problem(container)
@@ -397,6 +423,11 @@ def inject(pod: Obj, config: InjectionConfig, scratch: Optional[Obj] = None) -> 
             skipped[str(container.get("name"))] = problem
         else:
             eligible.append(container)
+
+    unplaced = assign_status_ports(spec, eligible)
+    if unplaced:
+        skipped.update(unplaced)
+        eligible = [x for x in eligible if str(x.get("name")) not in unplaced]
 
     status: Obj = {"version": __version__, "containers": [x["name"] for x in eligible]}
     if skipped:
@@ -432,7 +463,6 @@ def inject(pod: Obj, config: InjectionConfig, scratch: Optional[Obj] = None) -> 
     elif init_containers:
         spec["initContainers"] = [x for x in init_containers if x.get("name") != c.INIT_CONTAINER]
 
-    assign_status_ports(spec, eligible)
     token, usable = _offline_token(eligible, config)
     for container in eligible:
         inject_container(container, facts, token if usable else None, notes)

@@ -80,6 +80,8 @@ def admit(
         raise BadReview("request.object.spec: missing or not an object")
     mutation: Mutation = inject(pod, config, scratch)
     warnings = mutation.warnings
+    if mutation.status is None:  # refused outright (too many containers): admitted as it came
+        return Outcome([], warnings, mutation)
     if decision.tell == "warn":
         warnings = ["pilotfish: " + decision.reason, *warnings]
     return Outcome(diff(pod, mutation.pod), warnings, mutation)

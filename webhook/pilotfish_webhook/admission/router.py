@@ -5,11 +5,14 @@ FastAPI app, rather than a FastAPI path operation: the AdmissionReview is passed
 plain dicts (unknown fields must survive, so no pydantic model), and skipping the
 Request/Response objects and dependency resolution keeps the hot path short;
 :func:`with_fast_path` goes further and answers ``/mutate`` before FastAPI's middleware.
-The mutation itself (sub-millisecond, CPU only) runs on the event loop, avoiding a thread hop.
+The mutation of an ordinary review (sub-millisecond, CPU only) runs on the event loop, avoiding
+a thread hop; a large body (above ``INLINE_BODY_BYTES``) is parsed and mutated in a worker
+thread, so one huge review never stalls the other requests.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Awaitable, Callable, Dict, MutableMapping, Tuple
 
 from fastapi import APIRouter
@@ -21,6 +24,8 @@ from pilotfish_webhook.admission.review import BadReview, review
 # The API server's request limit is 3 MiB; an AdmissionReview of the largest pod it accepts
 # is below that plus envelope. Anything larger is not from a healthy API server.
 DEFAULT_MAX_BODY_BYTES = 3 * 1024 * 1024 + 64 * 1024
+# A pod of a few containers is a few KiB; larger reviews are handled in a worker thread.
+INLINE_BODY_BYTES = 64 * 1024
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Dict[str, Any]]]
@@ -69,6 +74,14 @@ class MutateEndpoint:
             if len(body) > self.max_body_bytes:
                 return _error(413, "request body exceeds the limit of %d bytes" % self.max_body_bytes)
             more = message.get("more_body", False)
+        if len(body) > INLINE_BODY_BYTES:
+            # Parsing and mutating take time linear in the body (about 20 ms per MiB here):
+            # off the event loop, so /healthz, the config long-polls and small reviews go on.
+            return await asyncio.to_thread(self.review_body, body)
+        return self.review_body(body)
+
+    def review_body(self, body: bytes | bytearray) -> Tuple[int, bytes]:
+        """The answer to one complete request body (CPU only; safe in a worker thread)."""
         if not body:
             return _error(400, "empty request body: expected an AdmissionReview (JSON)")
         try:

@@ -1,0 +1,117 @@
+"""Request bodies in bounded time and space, in front of every endpoint of the server.
+
+uvicorn times out idle keep-alive connections, but not a request whose body stops
+arriving: a client that announces ``Content-Length: 1000`` and sends ten bytes would hold
+its connection, a buffer and (for ``/mutate``) a handler forever. :func:`with_body_limits`
+reads the whole body before the app runs, within ``deadline`` seconds of the request's
+start and within the path's size limit, then hands it to the app as one message:
+- not complete in time: ``408`` and the connection is closed;
+- larger than the limit (announced or counted): ``413`` and the connection is closed.
+
+Requests without a body (the long-polls, ``/healthz``) pay one ``receive`` call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any, Awaitable, Callable, Dict, MutableMapping, Optional, Tuple
+
+Scope = MutableMapping[str, Any]
+Message = Dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+DEFAULT_DEADLINE_SECONDS = 10.0
+# The config API's bodies (register, deregister) are a few hundred bytes.
+DEFAULT_MAX_BYTES = 64 * 1024
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def with_body_limits(
+    app: ASGIApp,
+    deadline: float = DEFAULT_DEADLINE_SECONDS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_bytes_by_path: Optional[Dict[str, int]] = None,
+) -> ASGIApp:
+    """``app`` behind a body gate: complete within ``deadline`` s, at most the path's limit."""
+    limits = dict(max_bytes_by_path or {})
+
+    async def gate(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        limit = limits.get(scope.get("path", ""), max_bytes)
+        try:
+            first = await _read_body(scope, receive, limit, time.monotonic() + deadline)
+        except _Refused as refused:
+            await _refuse(send, refused.status, str(refused))
+            return
+        if first is None:  # the client went away before the body was complete
+            return
+        delivered = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return first
+            return await receive()  # after the body only http.disconnect comes
+
+        await app(scope, replay, send)
+
+    return gate
+
+
+async def _read_body(scope: Scope, receive: Receive, limit: int, deadline: float) -> Optional[Message]:
+    """The body as one ``http.request`` message, or None when the client disconnected."""
+    for name, value in scope.get("headers") or ():
+        if name == b"content-length" and value.isdigit() and int(value) > limit:
+            raise _Refused(413, "request body of %s bytes exceeds the limit of %d" % (value.decode(), limit))
+    timeout = getattr(asyncio, "timeout_at", None)  # one timer per request (Python 3.11+)
+    try:
+        if timeout is not None:
+            loop_deadline = asyncio.get_running_loop().time() + (deadline - time.monotonic())
+            async with timeout(loop_deadline):
+                return await _collect(receive, limit)
+        return await asyncio.wait_for(_collect(receive, limit), max(0.0, deadline - time.monotonic()))
+    except asyncio.TimeoutError:
+        raise _Refused(408, "request body not received within the deadline; closing the connection")
+
+
+async def _collect(receive: Receive, limit: int) -> Optional[Message]:
+    message = await receive()
+    if message["type"] != "http.request":
+        return None
+    if not message.get("more_body", False):
+        if len(message.get("body", b"")) > limit:
+            raise _Refused(413, "request body exceeds the limit of %d bytes" % limit)
+        return message  # the common case: the whole body in one message, nothing copied
+    body = bytearray(message.get("body", b""))
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        body += message.get("body", b"")
+        if len(body) > limit:
+            raise _Refused(413, "request body exceeds the limit of %d bytes" % limit)
+        if not message.get("more_body", False):
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+
+async def _refuse(send: Send, status: int, message: str) -> None:
+    body = json.dumps({"error": message}).encode()
+    headers: Tuple[Tuple[bytes, bytes], ...] = (
+        (b"content-type", b"application/json"),
+        (b"content-length", b"%d" % len(body)),
+        (b"connection", b"close"),
+    )
+    await send({"type": "http.response.start", "status": status, "headers": list(headers)})
+    await send({"type": "http.response.body", "body": body})
