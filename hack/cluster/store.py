@@ -122,7 +122,7 @@ class Gone(ApiError):
 class Store:
     """Thread-safe object store with resourceVersions, a change log for watches, and subscribers."""
 
-    def __init__(self, token_key: Optional[bytes] = None) -> None:
+    def __init__(self, token_key: Optional[bytes] = None, service_cidr: str = str(SERVICE_CIDR)) -> None:
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._objects: Dict[str, Dict[Tuple[str, str], Obj]] = collections.defaultdict(dict)
@@ -133,7 +133,9 @@ class Store:
         self._dispatch: queue.Queue[Optional[Tuple[List[Callback], str, Obj]]] = queue.Queue()
         self._listeners: List[Callable[[], None]] = []
         self._token_key = token_key or os.urandom(32)
-        self._cluster_ips: Set[str] = {KUBERNETES_SERVICE_IP, DNS_SERVICE_IP}
+        self.service_net = ipaddress.ip_network(service_cidr)
+        self.kubernetes_ip, self.dns_ip = str(self.service_net[1]), str(self.service_net[10])
+        self._cluster_ips: Set[str] = {self.kubernetes_ip, self.dns_ip}
         self.admission: Optional[Admission] = None
         self._thread = threading.Thread(target=self._run_dispatch, name="store-dispatch", daemon=True)
         self._thread.start()
@@ -545,7 +547,7 @@ class Store:
             return
         if wanted:
             if wanted in self._cluster_ips and not (
-                wanted == KUBERNETES_SERVICE_IP and key_of(obj) == ("default", "kubernetes")
+                wanted == self.kubernetes_ip and key_of(obj) == ("default", "kubernetes")
             ):
                 raise invalid(
                     "Service",
@@ -556,9 +558,9 @@ class Store:
             self._cluster_ips.add(wanted)
             spec["clusterIPs"] = [wanted]
             return
-        for host in SERVICE_CIDR.hosts():
+        for host in self.service_net.hosts():
             ip = str(host)
-            if int(host) - int(SERVICE_CIDR.network_address) < 11 or ip in self._cluster_ips:
+            if int(host) - int(self.service_net.network_address) < 11 or ip in self._cluster_ips:
                 continue
             self._cluster_ips.add(ip)
             spec["clusterIP"] = ip
