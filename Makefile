@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: test demo lint format agent-tree matrix bench clean
+.PHONY: test demo lint format agent-tree matrix bench clean cluster-deps
 
 $(STAMP): requirements/dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,8 +30,13 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: lint agent-tree matrix
+test: lint agent-tree matrix cluster-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The local cluster's node needs ip, nft and nsenter (installed with apt-get when root;
+# otherwise it says what is missing and the cluster tests skip with that notice).
+cluster-deps:
+	sh hack/cluster/requirements.sh
 
 demo: agent-tree
 	$(BIN)/python hack/demo.py
