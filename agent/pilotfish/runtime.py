@@ -75,6 +75,7 @@ def install(bootstrap_dir: str = "") -> None:
     for trigger, name in SERVER_INTEGRATIONS:
         importhooks.when_imported(trigger, _integration_hook(name))
     _install_optional(PACKAGE + ".tags.install")
+    _install_optional(PACKAGE + ".routing.install")
     on_wake(_start_central_config)  # first: central config may set the lifecycle's delay and warm-up
     on_wake(_start_lifecycle)
     if hasattr(os, "register_at_fork"):

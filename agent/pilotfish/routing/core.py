@@ -1,0 +1,373 @@
+"""The process's routing state: the current table, the long-poll that refreshes it, and the pick.
+
+What the client hooks (``pilotfish.integrations.routing_*``) call:
+
+- :func:`find` ``(host) -> Service | None``: one ``dict.get`` on the table's host
+  index. ``None`` (the usual case for a host that is not a Service we know)
+  means: take exactly the path the app would take without the agent.
+- :func:`choose` ``(service, port, exclude=None) -> Instance | None``: the
+  per-request pick (lane, warm-up weight, offline, ejections) with the
+  request's tag from :data:`pilotfish.tags.context.CURRENT_TAG`; counts the
+  request; raises :class:`~.table.NoInstanceInLane` in strict lane mode.
+- :func:`connect_failed` / :func:`offline_seen`: what the caller learnt from a
+  refused connection or an ``X-Pilotfish-Offline: 1`` answer.
+
+The table comes from ``GET /v1/routing`` of the config service, long-polled by
+one daemon thread per process (started lazily on the first outbound call of a
+process that serves, or at wake-up in the owner; restarted after a fork), and
+kept when the service goes away: the last answer stays in force.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+from .. import PACKAGE, log, settings
+from ..tags.context import CURRENT_TAG
+from . import table as table_module
+from .table import Instance, NoInstanceInLane, Service, Table
+
+__all__ = ["NoInstanceInLane", "find", "choose", "connect_failed", "offline_seen"]
+
+POLL_SECONDS = 30.0
+EVICT_SECONDS = (
+    60.0  # an instance that answered "offline" stays out this long (or until the registry drops it)
+)
+EJECT_BASE = 1.0
+EJECT_CAP = 30.0
+CONSUMER_HEADER = "X-Pilotfish-Consumer"
+OFFLINE_HEADER = "x-pilotfish-offline"
+
+_hosts: Dict[str, Service] = {}
+"""Every host spelling of every routed Service -> Service. Replaced whole, never mutated."""
+_table: Optional[Table] = None
+_strict = False
+_enabled = True
+_started = False
+_start_lock = threading.Lock()
+_poller: Optional[Poller] = None
+consumer_value = "1"
+"""Value of the X-Pilotfish-Consumer header on routed requests (the caller's app name)."""
+
+
+# ------------------------------------------------------------------ the hot path
+
+
+def find(host: str) -> Optional[Service]:
+    """The Service ``host`` reaches, or None: the ordinary path."""
+    if not _started:
+        _ensure_started()
+    return _hosts.get(host)
+
+
+def choose(service: Service, port: int, exclude: Optional[Instance] = None) -> Optional[Instance]:
+    """Pick an instance of ``service`` for a request to its ``port``; None = the ordinary path."""
+    tag = CURRENT_TAG.get()
+    now = time.monotonic()
+    try:
+        instance, outcome = service.pick(port, tag, _strict, exclude, now)
+    except NoInstanceInLane:
+        service.count(tag or "", "", "strict-error")
+        raise
+    if instance is None:
+        service.count(tag or "", "", outcome)
+        return None
+    if outcome == "anywhere":
+        log.once(
+            "routing-anywhere:" + service.name,
+            "warning",
+            "Service %s has only tagged instances (%s): untagged requests go to any of them"
+            % (service.name, ", ".join(sorted(service.by_tag))),
+        )
+    instance.sent += 1
+    service.count(tag or "", instance.tag, "retried" if exclude is not None else outcome)
+    return instance
+
+
+def connect_failed(service: Service, instance: Instance) -> None:
+    """A connection to ``instance`` was refused / unreachable / timed out: eject it for a while."""
+    instance.failures += 1
+    instance.ejections += 1
+    backoff = min(EJECT_CAP, EJECT_BASE * (2 ** min(instance.failures - 1, 8)))
+    instance.ejected_until = time.monotonic() + backoff
+    service.count(CURRENT_TAG.get() or "", instance.tag, "connect-failed")
+    log.info(
+        "routing: %s (%s:%s) of %s refused a connection; ejected for %gs"
+        % (instance.pod, instance.ip, instance.ports, service.name, backoff)
+    )
+
+
+def connected(instance: Instance) -> None:
+    instance.failures = 0
+
+
+def offline_seen(instance: Instance) -> None:
+    """The instance answered with ``X-Pilotfish-Offline: 1``: no new request goes there."""
+    if instance.evicted_until <= time.monotonic():
+        instance.evicted_until = time.monotonic() + EVICT_SECONDS
+        log.info("routing: %s (%s) is going offline; evicted" % (instance.pod, instance.ip))
+
+
+def is_offline_marker(value: Any) -> bool:
+    return value is not None and str(value).strip() == "1"
+
+
+# ------------------------------------------------------------------ the table
+
+
+def install_table(answer: Dict[str, Any], received_mono: Optional[float] = None) -> Table:
+    """Make a registry answer the current table (also used by tests with a fake clock)."""
+    global _table
+    current = settings.current()
+    built = table_module.build(
+        answer,
+        current.pod_namespace or "default",
+        time.monotonic() if received_mono is None else received_mono,
+        _table,
+    )
+    _table = built
+    _publish()
+    return built
+
+
+def _publish() -> None:
+    global _hosts
+    built = _table
+    if built is None or not _enabled:
+        _hosts = {}
+        return
+    _hosts = {host: service for host, service in built.hosts.items() if service.enabled}
+
+
+def _on_settings(old: settings.Settings, new: settings.Settings) -> None:
+    _apply_settings(new)
+
+
+def _apply_settings(current: settings.Settings) -> None:
+    global _strict, _enabled, consumer_value
+    _strict = current.lane_mode == "strict"
+    consumer_value = current.app or "1"
+    if current.routing_enabled != _enabled:
+        _enabled = bool(current.routing_enabled)
+        _publish()
+
+
+_apply_settings(settings.current())
+settings.subscribe(_on_settings)
+
+
+def reset(answer: Optional[Dict[str, Any]] = None) -> None:
+    """Forget the table (tests); with ``answer``, install that one."""
+    global _table, _hosts
+    _table, _hosts = None, {}
+    if answer is not None:
+        install_table(answer)
+
+
+# ------------------------------------------------------------------ the long-poll
+
+
+class Poller:
+    """Long-poll ``GET /v1/routing`` for the caller's namespace; each new answer becomes the table."""
+
+    def __init__(self, transport: Any, namespace: str, poll_seconds: float = POLL_SECONDS) -> None:
+        self.transport = transport
+        self.namespace = namespace
+        self.poll_seconds = poll_seconds
+        self.version = ""
+        self.failures = 0
+        self.last_error = ""
+        self.last_ok: Optional[float] = None
+        self.stopping = threading.Event()
+
+    def poll_once(self) -> bool:
+        from .. import config_client
+
+        query = {"namespace": self.namespace, "version": self.version, "timeout": "%g" % self.poll_seconds}
+        status, data = self.transport.request(
+            "GET", "/v1/routing", query, timeout=self.poll_seconds + config_client.NETWORK_SLACK
+        )
+        if status == 304:
+            return False
+        if status != 200:
+            raise config_client.CallFailed("HTTP %d %s" % (status, data[:200].decode("utf-8", "replace")))
+        received = time.monotonic()
+        answer = json.loads(data.decode("utf-8"))
+        if not (isinstance(answer, dict) and isinstance(answer.get("services"), list)):
+            raise config_client.CallFailed("unexpected answer %r" % data[:80])
+        if answer.get("version") == self.version:
+            return False
+        install_table(answer, received)
+        self.version = str(answer.get("version") or "")
+        return True
+
+    def run(self) -> None:
+        from .. import config_client
+
+        while not self.stopping.is_set():
+            started = time.monotonic()
+            try:
+                changed = self.poll_once()
+                self.failures, self.last_error, self.last_ok = 0, "", time.time()
+                if not changed and time.monotonic() - started < config_client.MIN_POLL_SPACING:
+                    self.stopping.wait(config_client.MIN_POLL_SPACING)
+            except Exception as problem:
+                self.failures += 1
+                self.last_error = "%s: %s" % (type(problem).__name__, problem)
+                log.once(
+                    "routing-poll:%s" % type(problem).__name__,
+                    "warning",
+                    "routing table unavailable (%s); keeping the last one and retrying" % self.last_error,
+                )
+                self.stopping.wait(config_client._backoff(self.failures - 1))
+
+
+def _ensure_started() -> None:
+    """Start the long-poll in a process that serves (never in scripts, pip, migrations)."""
+    global _started, _poller
+    from .. import runtime
+
+    if runtime.role() == runtime.DORMANT:
+        return
+    with _start_lock:
+        if _started:
+            return
+        _started = True
+        if runtime.role() != runtime.OWNER:
+            try:
+                from . import report
+
+                report.start_writer()
+            except Exception:
+                log.exception_once("routing-report-start", "workers' routing counts are not reported")
+        try:
+            from .. import config_client
+
+            current = settings.current()
+            transport = config_client._transport(current)
+            if transport is None:
+                return  # no config service: nothing is routed, every call takes the ordinary path
+            poller = Poller(transport, current.pod_namespace or "default")
+            threading.Thread(target=poller.run, name="pilotfish-routing", daemon=True).start()
+            _poller = poller
+        except Exception:
+            log.exception_once("routing-start", "routing is off in this process")
+
+
+def start() -> None:
+    """Owner, at wake-up: start the long-poll and show the routing section in /status."""
+    _ensure_started()
+    try:
+        import importlib
+
+        status_server: Any = importlib.import_module(PACKAGE + ".status_server")
+        status_server.add_status_section("routing", status)
+        status_server.add_metrics(metrics)
+    except Exception:
+        log.exception_once("routing-status", "routing is not shown in /status")
+
+
+def _after_fork_in_child() -> None:
+    global _started, _start_lock, _poller
+    _started, _start_lock, _poller = False, threading.Lock(), None  # the poll thread stayed behind
+    for service in _hosts.values():
+        service.stats = {}
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+# ------------------------------------------------------------------ seeing it
+
+
+def snapshot() -> Dict[str, Any]:
+    """This process's routing view: each Service followed, its instances and the requests sent."""
+    built = _table
+    now = time.monotonic()
+    services: Dict[str, Any] = {}
+    for service in built.services if built is not None else ():
+        lanes: Dict[str, int] = {}
+        fallbacks = 0
+        for (lane, _tag, outcome), count in service.stats.items():
+            if outcome in ("lane", "baseline", "fallback", "anywhere", "retried"):
+                lanes[lane or "baseline"] = lanes.get(lane or "baseline", 0) + count
+            if outcome == "fallback":
+                fallbacks += count
+        services[service.name] = {
+            "routed": service.enabled,
+            "ports": sorted(service.ports),
+            "cluster_ips": list(service.cluster_ips),
+            "instances": [
+                {
+                    "pod": i.pod,
+                    "ip": i.ip,
+                    "ports": {str(k): v for k, v in i.ports.items()},
+                    "tag": i.tag,
+                    "state": i.state,
+                    "ready": i.ready,
+                    "weight": round(i.weight(now), 4),
+                    "evicted": i.evicted_until > now,
+                    "ejected": i.ejected_until > now,
+                    "sent": i.sent,
+                    "ejections": i.ejections,
+                }
+                for i in service.instances
+            ],
+            "requests_by_lane": lanes,
+            "fallbacks": fallbacks,
+            "outcomes": [
+                {"lane": lane, "instance_tag": tag, "outcome": outcome, "requests": count}
+                for (lane, tag, outcome), count in sorted(service.stats.items())
+            ],
+        }
+    poller = _poller
+    return {
+        "enabled": _enabled,
+        "lane_mode": "strict" if _strict else "permissive",
+        "namespace": built.namespace if built is not None else settings.current().pod_namespace or "default",
+        "version": built.version if built is not None else "",
+        "registry": {
+            "following": poller is not None,
+            "failures": poller.failures if poller is not None else 0,
+            "last_error": poller.last_error if poller is not None else "",
+            "last_ok": poller.last_ok if poller is not None else None,
+        },
+        "services": services,
+    }
+
+
+def status() -> Dict[str, Any]:
+    """The ``routing`` section of /status: this process plus the workers' reports."""
+    view = snapshot()
+    try:
+        from . import report
+
+        report.merge_workers(view)
+    except Exception:
+        log.exception_once("routing-merge", "workers' routing counts are not shown")
+    return view
+
+
+def metrics() -> List[str]:
+    """``pilotfish_routed_requests_total{service, lane, instance_tag, outcome}``."""
+    view = status()
+    lines = [
+        "# HELP pilotfish_routed_requests_total Outbound requests routed by the agent, by lane and outcome.",
+        "# TYPE pilotfish_routed_requests_total counter",
+    ]
+    totals: Dict[Tuple[str, str, str, str], int] = {}
+    for name, service in view["services"].items():
+        for row in service["outcomes"]:
+            key = (name, row["lane"], row["instance_tag"], row["outcome"])
+            totals[key] = totals.get(key, 0) + row["requests"]
+    for (name, lane, tag, outcome), count in sorted(totals.items()):
+        lines.append(
+            'pilotfish_routed_requests_total{service="%s",lane="%s",instance_tag="%s",outcome="%s"} %d'
+            % (name, lane, tag, outcome, count)
+        )
+    return lines
