@@ -13,20 +13,36 @@ this module knows nothing about lifecycle or config itself.
 
 Hardening: a standard-library threaded server on a daemon thread; unknown paths
 404, wrong methods 405, request lines over 4 KiB 414, more than 64 header lines
-431, and a client that sends nothing for 5 s is cut off.
+431, bodies over 64 KiB 413, and anything that could frame a request two ways
+(two ``Content-Length`` headers, one that is not a plain number, any
+``Transfer-Encoding``) 400 with the connection closed.
+
+Under abuse (the port is reachable from the whole cluster network) the app must
+not pay: at most :data:`MAX_CONNECTIONS` connections are open at once (so at
+most that many threads and sockets), and each request must arrive whole, head
+and body, within :data:`REQUEST_DEADLINE` seconds however slowly it trickles.
+When every slot is taken, a new connection takes the slot of the connection
+that has waited longest for its request to arrive (it is closed): a kubelet
+probe sends its request at once, so a flood of slow connections can delay
+``/readiness`` by milliseconds, never starve it. Only when every slot is busy
+*answering* (e.g. ``/offline`` waiting for the drain) is a newcomer refused, with
+a fixed 503 written from the accept loop, no thread started.
 """
 
 from __future__ import annotations
 
+import errno
 import hmac
+import io
 import ipaddress
 import json
 import os
+import re
 import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from . import __version__, log, settings, shared, stats
 
@@ -38,7 +54,14 @@ OfflineHandler = Callable[[bool], Tuple[int, Dict[str, Any]]]
 TOKEN_HEADER = "X-Pilotfish-Token"
 MAX_REQUEST_LINE = 4096
 MAX_HEADERS = 64
-READ_TIMEOUT = 5.0
+MAX_BODY = 65536
+MAX_CONNECTIONS = 16
+REQUEST_DEADLINE = 5.0  # for the whole request (line, headers, body), not per read
+WRITE_TIMEOUT = 5.0
+REFUSED = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\nRetry-After: 1\r\n\r\n"
+)
+_DIGITS = re.compile(r"[0-9]{1,19}\Z")
 
 _gates: List[Tuple[str, Gate]] = []
 _sections: List[Tuple[str, SectionProvider]] = []
@@ -218,13 +241,44 @@ def _offline(handler: StatusHandler, wait: bool) -> Tuple[int, Dict[str, Any]]:
     return _offline_handler(wait)
 
 
+class _DeadlineReader(io.RawIOBase):
+    """Socket reads that share one deadline, so a request trickled a byte at a time still ends.
+
+    A timeout per ``recv`` (the standard library's) lets a client keep a
+    connection, and its thread, for ever by sending one byte just before each
+    timeout; here every read of one request draws on the same budget.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self._sock = sock
+        self.deadline = time.monotonic() + REQUEST_DEADLINE
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise socket.timeout("request not received within %gs" % REQUEST_DEADLINE)
+        self._sock.settimeout(remaining)
+        return self._sock.recv_into(buffer)
+
+
 class StatusHandler(BaseHTTPRequestHandler):
     server_version = "pilotfish/" + __version__
     sys_version = ""
     protocol_version = "HTTP/1.1"
-    timeout = READ_TIMEOUT
+    timeout = REQUEST_DEADLINE
+    server: _Server
 
     ROUTES = {"/readiness", "/health", "/offline", "/metrics", "/status"}
+
+    def setup(self) -> None:
+        super().setup()
+        self.rfile.close()
+        self._reader = _DeadlineReader(self.connection)
+        self.rfile = io.BufferedReader(self._reader)
 
     def parse_request(self) -> bool:
         if len(self.raw_requestline) > MAX_REQUEST_LINE:
@@ -235,20 +289,54 @@ class StatusHandler(BaseHTTPRequestHandler):
         return super().parse_request()
 
     def handle_one_request(self) -> None:
+        self._reader.deadline = time.monotonic() + REQUEST_DEADLINE
+        self.server.reading(self.connection, True)
         try:
             self.raw_requestline = self.rfile.readline(MAX_REQUEST_LINE + 1)
             if not self.raw_requestline:
                 self.close_connection = True
                 return
             if not self.parse_request():
+                self.close_connection = True
                 return
             if len(self.headers) > MAX_HEADERS:
+                self.close_connection = True
                 self.send_error(431)
                 return
+            if not self._read_body():
+                return
+            self.server.reading(self.connection, False)
+            self.connection.settimeout(WRITE_TIMEOUT)
             self._dispatch()
             self.wfile.flush()
-        except (socket.timeout, ConnectionError):
+        except OSError:  # deadline passed, client gone, or closed to make room for a newer one
             self.close_connection = True
+
+    def _read_body(self) -> bool:
+        """Read (and drop) the body, or answer 400/413 when its framing is not one plain length."""
+        if self.headers.get_all("Transfer-Encoding"):
+            return self._reject(400, "Transfer-Encoding is not accepted; send a Content-Length")
+        lengths = self.headers.get_all("Content-Length") or []
+        if len(lengths) > 1:
+            return self._reject(400, "more than one Content-Length header")
+        if not lengths:
+            return True
+        value = lengths[0].strip()
+        if not _DIGITS.match(value):
+            return self._reject(400, "Content-Length is not a number")
+        length = int(value)
+        if length > MAX_BODY:
+            return self._reject(413, "body over %d bytes" % MAX_BODY)
+        if length and len(self.rfile.read(length)) < length:
+            self.close_connection = True
+            return False
+        return True
+
+    def _reject(self, code: int, error: str) -> bool:
+        self.close_connection = True
+        self._send(code, {"error": error})
+        self.wfile.flush()
+        return False
 
     def _dispatch(self) -> None:
         path, _, query = self.path.partition("?")
@@ -259,7 +347,6 @@ class StatusHandler(BaseHTTPRequestHandler):
         if self.command not in allowed:
             self._send(405, {"error": "%s not allowed on %s" % (self.command, path)}, allow=allowed)
             return
-        self._discard_body()
         if path in ("/readiness", "/health"):
             ready, gates = evaluate_gates()
             failing = {name: gate["reason"] for name, gate in gates.items() if not gate["ok"]}
@@ -273,13 +360,6 @@ class StatusHandler(BaseHTTPRequestHandler):
             code, body = _offline(self, wait)
             self._send(code, body)
 
-    def _discard_body(self) -> None:
-        length = self.headers.get("Content-Length")
-        if length and length.isdigit() and 0 < int(length) <= 65536:
-            self.rfile.read(int(length))
-        elif length and length != "0":
-            self.close_connection = True
-
     def _send(self, code: int, body: Dict[str, Any], allow: Tuple[str, ...] = ()) -> None:
         self._send_text(code, json.dumps(body, indent=1, sort_keys=True) + "\n", "application/json", allow)
 
@@ -291,6 +371,8 @@ class StatusHandler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-store")
         if allow:
             self.send_header("Allow", ", ".join(allow))
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
@@ -303,6 +385,14 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 64
+    max_connections = MAX_CONNECTIONS
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._lock = threading.Lock()
+        # open connection -> [when its current request started, still reading it?]
+        self._open: Dict[socket.socket, List[Any]] = {}
+        self._closing: Set[socket.socket] = set()  # evicted, their threads finishing
+        super().__init__(*args, **kwargs)
 
     def server_bind(self) -> None:
         # Not HTTPServer.server_bind: it does a reverse DNS lookup (getfqdn) that can hang.
@@ -312,6 +402,74 @@ class _Server(ThreadingHTTPServer):
         self.socket.bind(self.server_address)
         self.server_address = self.socket.getsockname()
         self.server_name, self.server_port = str(self.server_address[0]), int(self.server_address[1])
+
+    def get_request(self) -> Tuple[socket.socket, Any]:
+        try:
+            return self.socket.accept()
+        except OSError as error:
+            if error.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                # Out of descriptors (the app's or ours): the pending connection stays
+                # in the backlog and the listening socket stays readable; without a
+                # pause the accept loop would spin a core until descriptors free up.
+                time.sleep(0.2)
+            raise
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._lock:
+            admitted = len(self._open) < self.max_connections or self._evict_locked()
+            if admitted:
+                self._open[request] = [time.monotonic(), True]
+        if not admitted:
+            self._refuse(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except Exception:  # no thread could be started: refuse, never take the accept loop down
+            log.exception_once("status-thread", "status server could not start a thread for a request")
+            self._refuse(request)
+
+    def _evict_locked(self) -> bool:
+        """Close the connection that has waited longest for its request; False if none is waiting."""
+        waiting = [(since, conn) for conn, (since, reading) in self._open.items() if reading]
+        if not waiting:
+            return False
+        _, victim = min(waiting, key=lambda entry: entry[0])
+        del self._open[victim]
+        self._closing.add(victim)
+        try:
+            victim.shutdown(socket.SHUT_RDWR)  # its thread's read returns at once
+        except OSError:
+            pass
+        return True
+
+    def _refuse(self, request: socket.socket) -> None:
+        try:
+            request.setblocking(False)
+            request.send(REFUSED)
+        except OSError:
+            pass
+        self.shutdown_request(request)
+
+    def reading(self, request: socket.socket, reading: bool) -> None:
+        """A connection starts (True) or finishes (False) reading a request: only readers can be evicted."""
+        with self._lock:
+            entry = self._open.get(request)
+            if entry is not None:
+                entry[1] = reading
+                if reading:
+                    entry[0] = time.monotonic()
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._lock:
+            self._open.pop(request, None)
+            self._closing.discard(request)
+        super().shutdown_request(request)
+
+    def connections(self) -> Dict[str, int]:
+        """Open connections: reading a request, answering one, or evicted and closing."""
+        with self._lock:
+            reading = sum(1 for _, is_reading in self._open.values() if is_reading)
+            return {"reading": reading, "answering": len(self._open) - reading, "closing": len(self._closing)}
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.exception_once("status-request", "status server failed to answer a request")

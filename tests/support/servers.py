@@ -144,8 +144,10 @@ class RunningServer:
         agent: bool = True,
         env: Optional[Mapping[str, str]] = None,
         pythonpath: Tuple[str, ...] = (),
+        nofile: Optional[int] = None,
     ) -> None:
         self.kind = kind
+        self.nofile = nofile  # RLIMIT_NOFILE of the server process, to make fd exhaustion cheap to test
         self.python = python
         self.agent = agent
         self.port = free_port()
@@ -180,6 +182,7 @@ class RunningServer:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=self._limit_files if self.nofile else None,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -191,6 +194,11 @@ class RunningServer:
                 return
             time.sleep(0.1)
         raise RuntimeError("%s did not answer within %ss:\n%s" % (self.kind, timeout, self.output()))
+
+    def _limit_files(self) -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     def _answers(self) -> bool:
         try:
