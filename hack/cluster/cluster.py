@@ -14,7 +14,7 @@ from typing import Any, List, Optional
 
 from .apiserver.server import ApiServer
 from .pki import Pki
-from .store import Store
+from .store import LOG_SIZE, Store
 
 log = logging.getLogger("cluster")
 
@@ -26,10 +26,15 @@ class Cluster:
     """Build with :meth:`start`; :meth:`stop` undoes everything (processes, network, files kept)."""
 
     def __init__(
-        self, state_dir: Path = DEFAULT_STATE, node: bool = True, propagation_delay: float = 0.0
+        self,
+        state_dir: Path = DEFAULT_STATE,
+        node: bool = True,
+        propagation_delay: float = 0.0,
+        log_size: int = LOG_SIZE,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.want_node = node
+        self.log_size = log_size
         self.propagation_delay = propagation_delay
         self.network: Any = None
         self.kubelet: Any = None
@@ -54,7 +59,7 @@ class Cluster:
             self.network.start()
             service_cidr = self.network.service_cidr
             addresses = [self.network.host_address, self.network.kubernetes_ip]
-        self.store = Store(service_cidr=service_cidr)
+        self.store = Store(service_cidr=service_cidr, log_size=self.log_size)
         pki = Pki(self.state_dir / "pki", addresses)
         self.ca_pem = pki.ca_pem
         bind = addresses[0] if addresses else "127.0.0.1"

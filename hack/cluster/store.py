@@ -122,12 +122,17 @@ class Gone(ApiError):
 class Store:
     """Thread-safe object store with resourceVersions, a change log for watches, and subscribers."""
 
-    def __init__(self, token_key: Optional[bytes] = None, service_cidr: str = str(SERVICE_CIDR)) -> None:
+    def __init__(
+        self,
+        token_key: Optional[bytes] = None,
+        service_cidr: str = str(SERVICE_CIDR),
+        log_size: int = LOG_SIZE,
+    ) -> None:
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._objects: Dict[str, Dict[Tuple[str, str], Obj]] = collections.defaultdict(dict)
         self._version = 0
-        self._log: Deque[Tuple[int, str, str, Obj]] = collections.deque(maxlen=LOG_SIZE)
+        self._log: Deque[Tuple[int, str, str, Obj]] = collections.deque(maxlen=log_size)
         self._floor = 0  # versions <= floor are no longer in the log
         self._subscribers: Dict[str, List[Callback]] = collections.defaultdict(list)
         self._dispatch: queue.Queue[Optional[Tuple[List[Callback], str, Obj]]] = queue.Queue()

@@ -103,14 +103,13 @@ def test_subscribers_get_existing_objects_then_changes_in_order(store: Store) ->
     assert seen == [("ADDED", "a"), ("ADDED", "b"), ("DELETED", "a")]
 
 
-def test_watch_resumes_from_a_version_and_old_versions_are_gone(store: Store, monkeypatch: Any) -> None:
+def test_watch_resumes_from_a_version_and_old_versions_are_gone(store: Store) -> None:
     start = store.create("configmaps", cm("a"))["metadata"]["resourceVersion"]
     store.create("configmaps", cm("b"))
     store.create("secrets", {"metadata": {"name": "s", "namespace": "shop"}})
     events = store.events_since("configmaps", int(start))
     assert [(t, o["metadata"]["name"]) for _, t, o in events] == [("ADDED", "b")]
-    small = Store()
-    small._log = type(small._log)(maxlen=3)
+    small = Store(log_size=3)
     small.create("namespaces", {"metadata": {"name": "n"}})
     for i in range(5):
         small.create("configmaps", dict(cm("c%d" % i), metadata={"name": "c%d" % i, "namespace": "n"}))

@@ -247,10 +247,11 @@ class DeploymentController(Controller):
             cut = min(unhealthy, budget)
             self._scale(deployment, rs, spec_of(rs) - cut)
             budget -= cut
-        available = status_of(new_rs, "availableReplicas") + sum(
-            status_of(rs, "availableReplicas") for rs in old
+        # An old set's status may still count pods it is deleting: never more than its spec.
+        available = min(status_of(new_rs, "availableReplicas"), spec_of(new_rs)) + sum(
+            min(status_of(rs, "availableReplicas"), spec_of(rs)) for rs in old
         )
-        budget = available - min_available
+        budget = min(budget, available - min_available)
         for rs in sorted(old, key=_revision):
             if budget <= 0:
                 break
