@@ -175,7 +175,7 @@ def test_the_file_source_sees_a_same_size_edit_that_keeps_the_mtime(tmp_path: Pa
     path = tmp_path / "p.yaml"
     _write(path, DOC % "61")
     store = PolicyStore(SYSTEM)
-    source = FileSource(path, store, rehash_every=0.2)
+    source = FileSource(path, store, rehash_every=0.2, settle=0)
     assert source.poll()
     stat = path.stat()
     _write(path, DOC % "62")
@@ -189,7 +189,7 @@ def test_broken_yaml_keeps_every_policy_in_force_and_is_reported(tmp_path: Path)
     path = tmp_path / "p.yaml"
     _write(path, DOC % "61")
     store = PolicyStore(SYSTEM)
-    source = FileSource(path, store)
+    source = FileSource(path, store, settle=0)
     source.poll()
     _write(path, "spec: [unclosed\n")
     assert not source.poll()

@@ -71,7 +71,7 @@ def embedded(tmp_path: Path) -> Iterator[RoutingView]:
     path = tmp_path / "policies.yaml"
     path.write_text(POLICIES)
     store, registry = PolicyStore("pilotfish-system"), MemoryRegistry()
-    FileSource(path, store, on_services=registry.declare_services).poll()
+    FileSource(path, store, on_services=registry.declare_services, settle=0).poll()
     yield RoutingView(registry, store)
 
 

@@ -14,6 +14,7 @@ from pilotfish_webhook import bodies, incluster
 from pilotfish_webhook.admission import options as admission_options
 from pilotfish_webhook.admission import router as admission_router
 from pilotfish_webhook.app import create_app
+from pilotfish_webhook.config.sources import DEFAULT_SETTLE_SECONDS
 from pilotfish_webhook.tls import CertPaths, ensure_certs
 
 if TYPE_CHECKING:
@@ -85,6 +86,14 @@ def add_config_flags(serve: argparse.ArgumentParser) -> None:
         "cluster, else pilotfish-system)",
     )
     serve.add_argument(
+        "--policies-settle-seconds",
+        type=float,
+        default=DEFAULT_SETTLE_SECONDS,
+        metavar="S",
+        help="--policies: apply a new file content only once it has stayed unchanged this long "
+        "(a file rewritten in place is never applied half-written)",
+    )
+    serve.add_argument(
         "--lease-seconds",
         type=float,
         default=15.0,
@@ -99,7 +108,12 @@ def config_service(args: argparse.Namespace) -> Optional[ConfigService]:
     namespace = args.system_namespace or _own_namespace() or "pilotfish-system"
     if args.in_cluster:
         return ConfigService.in_cluster(namespace, incluster.make_api_client(args.kubeconfig))
-    return ConfigService.embedded(args.policies, namespace, lease_seconds=args.lease_seconds)
+    return ConfigService.embedded(
+        args.policies,
+        namespace,
+        lease_seconds=args.lease_seconds,
+        settle_seconds=args.policies_settle_seconds,
+    )
 
 
 def _own_namespace() -> str:

@@ -50,34 +50,52 @@ def describe(obj: Any, origin: str = "") -> str:
     meta = obj.get("metadata") if isinstance(obj, dict) else None
     name = meta.get("name") if isinstance(meta, dict) else None
     namespace = meta.get("namespace") if isinstance(meta, dict) else None
-    label = "GovernancePolicy %s/%s" % (namespace or "default", name or "<unnamed>")
+    label = "GovernancePolicy %s/%s" % (name_label(namespace, "default"), name_label(name, "<unnamed>"))
     return "%s (%s)" % (label, origin) if origin else label
+
+
+def name_label(value: Any, missing: str) -> str:
+    """A name for messages: Kubernetes names are at most 253 characters, anything else is shown."""
+    if not value:
+        return missing
+    if isinstance(value, str) and len(value) <= 253:
+        return value
+    return schema.shown(value)
 
 
 def parse_policy(obj: Any, origin: str = "", default_namespace: str = "default") -> Policy:
     """Validate one object; raise :class:`InvalidPolicy` naming the object and every bad field."""
     who = describe(obj, origin)
     if not isinstance(obj, dict):
-        raise InvalidPolicy("%s: expected a mapping (got %r)" % (who, type(obj).__name__))
+        raise InvalidPolicy("%s: expected a mapping (got %s)" % (who, type(obj).__name__))
     problems: List[str] = []
     if obj.get("apiVersion") != schema.API_VERSION:
-        problems.append("apiVersion: must be %s (got %r)" % (schema.API_VERSION, obj.get("apiVersion")))
+        problems.append(
+            "apiVersion: must be %s (got %s)" % (schema.API_VERSION, schema.shown(obj.get("apiVersion")))
+        )
     if obj.get("kind") != schema.KIND:
-        problems.append("kind: must be %s (got %r)" % (schema.KIND, obj.get("kind")))
+        problems.append("kind: must be %s (got %s)" % (schema.KIND, schema.shown(obj.get("kind"))))
     meta = obj.get("metadata")
     if not isinstance(meta, dict) or not isinstance(meta.get("name"), str) or not meta.get("name"):
         problems.append("metadata.name: required")
         meta = meta if isinstance(meta, dict) else {}
+    elif len(meta["name"]) > 253:
+        problems.append("metadata.name: at most 253 characters")
     namespace = meta.get("namespace", default_namespace)
-    if not isinstance(namespace, str) or not namespace:
-        problems.append("metadata.namespace: expected a non-empty string (got %r)" % (namespace,))
+    if isinstance(namespace, str) and len(namespace) > 253:
+        problems.append("metadata.namespace: at most 253 characters")
+    elif not isinstance(namespace, str) or not namespace:
+        problems.append("metadata.namespace: expected a non-empty string (got %s)" % schema.shown(namespace))
     spec = obj.get("spec")
     if spec is None:
         problems.append("spec: required")
     else:
         problems.extend(str(p) for p in schema.validate(spec))
     if problems:
-        raise InvalidPolicy("%s: %s" % (who, "; ".join(problems)))
+        shown = problems[: schema.MAX_PROBLEMS]
+        if len(problems) > len(shown):
+            shown.append("and %d more problem(s)" % (len(problems) - len(shown)))
+        raise InvalidPolicy("%s: %s" % (who, "; ".join(shown)))
     assert isinstance(spec, dict)
     return Policy(str(namespace), str(meta["name"]), spec, str(meta.get("resourceVersion") or ""))
 

@@ -29,7 +29,7 @@ from fastapi.responses import JSONResponse, Response
 from pilotfish_webhook.config.auth import AnonymousAuth, TokenReviewAuth, Unauthorized, bearer
 from pilotfish_webhook.config.registry import Caller, KubeRegistry, MemoryRegistry, RegistrationError
 from pilotfish_webhook.config.routing import RoutingView
-from pilotfish_webhook.config.sources import FileSource, KubeSource
+from pilotfish_webhook.config.sources import DEFAULT_SETTLE_SECONDS, FileSource, KubeSource
 from pilotfish_webhook.config.store import Changes, PolicyStore
 
 log = logging.getLogger("pilotfish_webhook.config")
@@ -62,17 +62,23 @@ class ConfigService:
 
     @classmethod
     def embedded(
-        cls, policies: Optional[Any], system_namespace: str = "pilotfish-system", lease_seconds: float = 15.0
+        cls,
+        policies: Optional[Any],
+        system_namespace: str = "pilotfish-system",
+        lease_seconds: float = 15.0,
+        settle_seconds: float = DEFAULT_SETTLE_SECONDS,
     ) -> ConfigService:
         from pathlib import Path
 
         store = PolicyStore(system_namespace)
         registry = MemoryRegistry(lease_seconds)
         source = (
-            FileSource(Path(policies), store, on_services=registry.declare_services) if policies else None
+            FileSource(Path(policies), store, on_services=registry.declare_services, settle=settle_seconds)
+            if policies
+            else None
         )
         if source is not None:
-            source.poll()  # serve the file's policies from the first request on
+            source.load_initial()  # serve the file's policies from the first request on
         return cls(store, registry, AnonymousAuth(), file_source=source)
 
     @classmethod

@@ -13,6 +13,7 @@ ranges against the agent's own parsers).
 from __future__ import annotations
 
 import re
+import reprlib
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -73,7 +74,7 @@ def _check_match_values(cond: Dict[str, Any]) -> Iterator[Tuple[str, str]]:
     op = cond.get("op", "exact")
     values = cond.get("values") or []
     if op != "present" and not values:
-        yield "values", "op %r needs at least one value" % op
+        yield "values", "op %s needs at least one value" % shown(op)
     if op == "regex":
         for i, value in enumerate(values):
             try:
@@ -87,7 +88,7 @@ def _check_unique_lanes(spec: Dict[str, Any]) -> Iterator[Tuple[str, str]]:
     for i, lane in enumerate(spec.get("lanes") or []):
         name = lane.get("name")
         if name in seen:
-            yield "lanes[%d].name" % i, "duplicate lane name %r (also lanes[%d])" % (name, seen[name])
+            yield "lanes[%d].name" % i, "duplicate lane name %s (also lanes[%d])" % (shown(name), seen[name])
         else:
             seen[name] = i
 
@@ -300,6 +301,29 @@ SPEC = Obj(
 
 # ---------------------------------------------------------------- validation
 
+MAX_SHOWN_CHARS = 200
+MAX_PROBLEMS = 20
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel = 3
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxset = _SHORT.maxdict = 6
+_SHORT.maxstring = _SHORT.maxother = _SHORT.maxlong = 80
+
+
+def shown(value: Any) -> str:
+    """``repr(value)`` for an error message, bounded in size *and* in the work to make it.
+
+    Error messages are logged, kept in memory and served by ``/v1/status``: a bad value of
+    a megabyte (or a YAML alias bomb) must cost a few hundred bytes there, not its own size.
+    """
+    text = _SHORT.repr(value)
+    return text if len(text) <= MAX_SHOWN_CHARS else text[: MAX_SHOWN_CHARS - 3] + "..."
+
+
+def _key(key: Any) -> str:
+    text = str(key) if isinstance(key, (str, int, float, bool)) or key is None else shown(key)
+    return text if len(text) <= 100 else text[:97] + "..."
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -336,20 +360,20 @@ def validate(value: Any, node: Node = SPEC, path: str = "spec") -> List[Problem]
 def _validate(value: Any, node: Node, path: str, out: List[Problem]) -> None:
     if isinstance(node, Scalar):
         if not _type_ok(node, value):
-            out.append(Problem(path, "expected a %s (got %r)" % (node.type, value)))
+            out.append(Problem(path, "expected a %s (got %s)" % (node.type, shown(value))))
             return
         if node.minimum is not None and value < node.minimum:
-            out.append(Problem(path, "must be >= %g (got %r)" % (node.minimum, value)))
+            out.append(Problem(path, "must be >= %g (got %s)" % (node.minimum, shown(value))))
         if node.maximum is not None and value > node.maximum:
-            out.append(Problem(path, "must be <= %g (got %r)" % (node.maximum, value)))
+            out.append(Problem(path, "must be <= %g (got %s)" % (node.maximum, shown(value))))
         if node.enum and value not in node.enum:
-            out.append(Problem(path, "must be one of %s (got %r)" % (", ".join(node.enum), value)))
+            out.append(Problem(path, "must be one of %s (got %s)" % (", ".join(node.enum), shown(value))))
         if node.pattern and isinstance(value, str) and not re.search(node.pattern, value):
-            out.append(Problem(path, "must match %s (got %r)" % (node.pattern, value)))
+            out.append(Problem(path, "must match %s (got %s)" % (node.pattern, shown(value))))
         return
     if isinstance(node, ListOf):
         if not isinstance(value, list):
-            out.append(Problem(path, "expected a list (got %r)" % (value,)))
+            out.append(Problem(path, "expected a list (got %s)" % shown(value)))
             return
         if len(value) < node.min_items:
             out.append(Problem(path, "needs at least %d item(s)" % node.min_items))
@@ -359,13 +383,13 @@ def _validate(value: Any, node: Node, path: str, out: List[Problem]) -> None:
             _validate(item, node.items, "%s[%d]" % (path, i), out)
         return
     if not isinstance(value, dict):
-        out.append(Problem(path, "expected an object (got %r)" % (value,)))
+        out.append(Problem(path, "expected an object (got %s)" % shown(value)))
         return
     before = len(out)
     for key in value:
         if key not in node.fields:
             out.append(
-                Problem(_join(path, str(key)), "unknown field (known: %s)" % ", ".join(sorted(node.fields)))
+                Problem(_join(path, _key(key)), "unknown field (known: %s)" % ", ".join(sorted(node.fields)))
             )
     for key in node.required:
         if key not in value:
@@ -558,6 +582,7 @@ __all__ = [
     "Scalar",
     "agent_leaves",
     "crd",
+    "shown",
     "doc_rows",
     "openapi",
     "validate",

@@ -3,7 +3,9 @@
 The file source polls (stdlib only, no inotify): ``stat`` every ``interval``
 seconds and re-read when mtime, size or inode changed, plus a full re-read and
 hash comparison every second so an edit that keeps size and mtime (coarse
-filesystem clocks) is still seen. A change therefore lands well within 1 s.
+filesystem clocks) is still seen. A new content is applied once it has stayed
+unchanged for ``settle`` seconds (0.1 by default), so a file rewritten in place
+is never applied half-written. A change therefore lands well within 1 s.
 
 The cluster source lists, then watches, with the kubernetes client in a daemon
 thread, and re-lists when the watch expires (HTTP 410) or the connection drops.
@@ -18,7 +20,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import yaml
 
@@ -27,23 +29,94 @@ from pilotfish_webhook.config.store import PolicyStore
 
 log = logging.getLogger("pilotfish_webhook.config")
 
+# How long a new file content must stay unchanged before it is applied (see FileSource).
+DEFAULT_SETTLE_SECONDS = 0.1
+
+
+# A policy file is a handful of small objects. YAML aliases let a few hundred bytes stand for
+# billions of nodes (a "billion laughs" document); counted before anything is constructed.
+MAX_EXPANDED_NODES = 100_000
+
+
+class PolicyFileError(ValueError):
+    """The policy file cannot be used as a whole; the message says why, in bounded size."""
+
 
 def load_documents(text: str, origin: str) -> List[Tuple[Any, str]]:
-    """Every non-empty YAML document with a label naming its file and position."""
+    """Every non-empty YAML document with a label naming its file and position.
+
+    Raises :class:`PolicyFileError` for a document that would expand, through aliases,
+    beyond ``MAX_EXPANDED_NODES`` nodes or into itself, and ``yaml.YAMLError`` for bad syntax.
+    """
     docs: List[Tuple[Any, str]] = []
-    for index, doc in enumerate(yaml.safe_load_all(text), start=1):
-        if doc is None:
-            continue
-        if isinstance(doc, dict) and doc.get("kind") == schema.KIND + "List":
-            for j, item in enumerate(doc.get("items") or [], start=1):
-                docs.append((item, "%s document %d item %d" % (origin, index, j)))
-            continue
-        docs.append((doc, "%s document %d" % (origin, index)))
+    loader = yaml.SafeLoader(text)
+    try:
+        index = 0
+        while loader.check_node():
+            index += 1
+            node = loader.get_node()
+            if node is None:
+                continue
+            _check_expansion(node, "%s document %d" % (origin, index))
+            doc = loader.construct_document(node)
+            if doc is None:
+                continue
+            if isinstance(doc, dict) and doc.get("kind") == schema.KIND + "List":
+                for j, item in enumerate(doc.get("items") or [], start=1):
+                    docs.append((item, "%s document %d item %d" % (origin, index, j)))
+                continue
+            docs.append((doc, "%s document %d" % (origin, index)))
+    finally:
+        loader.dispose()
     return docs
 
 
+def _check_expansion(root: yaml.Node, where: str) -> None:
+    """Refuse a node graph whose tree (aliases expanded) exceeds the limit or has a cycle.
+
+    Sizes are memoised per node, so the work is linear in the text however far the
+    aliases would expand.
+    """
+    sizes: Dict[int, int] = {}
+    open_nodes = set()
+    stack: List[Tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if key in sizes:
+            continue
+        children: List[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        if children_done:
+            open_nodes.discard(key)
+            sizes[key] = 1 + sum(sizes[id(child)] for child in children)
+            if sizes[key] > MAX_EXPANDED_NODES:
+                raise PolicyFileError(
+                    "%s: expands to more than %d nodes through YAML aliases (anchors reused too often); "
+                    "refused" % (where, MAX_EXPANDED_NODES)
+                )
+            continue
+        if key in open_nodes:
+            raise PolicyFileError("%s: a YAML alias refers to a node that contains it; refused" % where)
+        open_nodes.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in children if id(child) not in sizes)
+
+
 class FileSource:
-    """Watch ``path`` and feed its documents to ``store``."""
+    """Watch ``path`` and feed its documents to ``store``.
+
+    A new content is applied only once it has stayed the same (size, mtime, inode and
+    hash) for ``settle`` seconds: a file rewritten in place (not renamed over) passes
+    through intermediate states, and half a policy file is often valid YAML that would
+    drop the other half's policies for every agent. While a change settles, the file is
+    re-checked every ``settle / 4`` seconds, so a change lands about ``settle`` after the
+    last write. :meth:`poll` is the whole decision and may be driven by a timer (as here)
+    or by a change notification.
+    """
 
     def __init__(
         self,
@@ -52,16 +125,24 @@ class FileSource:
         interval: float = 0.1,
         rehash_every: float = 1.0,
         on_services: Optional[Callable[[List[Any]], None]] = None,
+        settle: float = DEFAULT_SETTLE_SECONDS,
     ):
         self.path = path
         self.store = store
         self.on_services = on_services
         self.interval = interval
         self.rehash_every = rehash_every
+        self.settle = settle
         self._signature: Optional[Tuple[int, int, int]] = None
         self._digest: Optional[str] = None
+        self._pending: Optional[Tuple[str, Tuple[int, int, int], float]] = None  # digest, signature, since
         self._last_read = 0.0
         self.reloads = 0
+
+    @property
+    def settling(self) -> bool:
+        """A new content was seen and is waiting to prove stable."""
+        return self._pending is not None
 
     def poll(self) -> bool:
         """Check once; True when the store was fed a new state."""
@@ -69,11 +150,15 @@ class FileSource:
             st = os.stat(self.path)
         except OSError as problem:
             self.store.set_source_error("cannot read %s (%s)" % (self.path, problem.strerror or problem))
-            self._signature = None
+            self._signature = self._pending = None
             return False
         signature = (st.st_mtime_ns, st.st_size, st.st_ino)
         now = time.monotonic()
-        if signature == self._signature and now - self._last_read < self.rehash_every:
+        if (
+            self._pending is None
+            and signature == self._signature
+            and now - self._last_read < self.rehash_every
+        ):
             return False
         self._signature, self._last_read = signature, now
         try:
@@ -83,14 +168,25 @@ class FileSource:
             return False
         digest = hashlib.sha256(data).hexdigest()
         if digest == self._digest:
+            self._pending = None
             return False
+        pending = self._pending
+        if pending is None or pending[0] != digest or pending[1] != signature:
+            self._pending = (digest, signature, now)  # first sight of this content: let it settle
+            if self.settle > 0:
+                return False
+        elif now - pending[2] < self.settle:
+            return False
+        self._pending = None
+        self._digest = digest
         try:
             docs = load_documents(data.decode("utf-8"), self.path.name)
         except (yaml.YAMLError, UnicodeDecodeError) as problem:
-            self._digest = digest
             self.store.set_source_error("%s is not valid YAML: %s" % (self.path, _one_line(problem)))
             return False
-        self._digest = digest
+        except PolicyFileError as problem:
+            self.store.set_source_error("%s is refused: %s" % (self.path, _one_line(problem)))
+            return False
         if self.on_services is not None:  # embedded mode: v1 Services declared next to the policies
             services = [doc for doc, _ in docs if _is_service(doc)]
             docs = [(doc, origin) for doc, origin in docs if not _is_service(doc)]
@@ -100,13 +196,26 @@ class FileSource:
         log.info("policies loaded from %s: %d object(s)", self.path, len(docs))
         return True
 
+    def load_initial(self, limit: float = 10.0) -> None:
+        """Poll until the file's current content is applied (or proved unusable); for start-up."""
+        deadline = time.monotonic() + limit
+        self.poll()
+        while self.settling and time.monotonic() < deadline:
+            time.sleep(max(0.005, self.settle / 4))
+            self.poll()
+
     async def run(self) -> None:
         while True:
             try:
-                self.poll()
+                # Reading, parsing and validating run in a worker thread: a large or hostile
+                # file never stalls the event loop (long-polls, admission, /healthz).
+                await asyncio.to_thread(self.poll)
             except Exception:  # never let the watcher die: the next tick tries again
                 log.exception("policy file watcher failed; retrying")
-            await asyncio.sleep(self.interval)
+            await asyncio.sleep(min(self.interval, self.settle / 4) if self.settling else self.interval)
+
+
+MAX_MESSAGE_CHARS = 500
 
 
 def _is_service(doc: Any) -> bool:
@@ -114,7 +223,8 @@ def _is_service(doc: Any) -> bool:
 
 
 def _one_line(problem: BaseException) -> str:
-    return " ".join(str(problem).split())
+    text = " ".join(str(problem).split())
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 3] + "..."
 
 
 class KubeSource:

@@ -16,7 +16,14 @@ import threading
 import time
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-from pilotfish_webhook.config.merge import InvalidPolicy, Policy, PolicySet, describe, parse_policy
+from pilotfish_webhook.config.merge import (
+    InvalidPolicy,
+    Policy,
+    PolicySet,
+    describe,
+    name_label,
+    parse_policy,
+)
 
 log = logging.getLogger("pilotfish_webhook.config")
 
@@ -188,7 +195,10 @@ def _key_of(obj: Any, default_namespace: str) -> str:
     meta = obj.get("metadata") if isinstance(obj, dict) else None
     if not isinstance(meta, dict):
         return "%s/<unnamed>" % default_namespace
-    return "%s/%s" % (meta.get("namespace") or default_namespace, meta.get("name") or "<unnamed>")
+    return "%s/%s" % (
+        name_label(meta.get("namespace"), default_namespace),
+        name_label(meta.get("name"), "<unnamed>"),
+    )
 
 
 def policy_keys(store: PolicyStore) -> List[str]:
