@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: test demo lint format agent-tree matrix bench clean cluster-deps
+.PHONY: test demo lint format agent-tree matrix bench clean cluster cluster-deps
 
 $(STAMP): requirements/dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,12 @@ cluster-deps:
 
 demo: agent-tree
 	$(BIN)/python hack/demo.py
+
+# A local cluster in the foreground (docs/local-cluster.md): prints the `export KUBECONFIG=...`
+# line once the API server answers; Ctrl-C stops it and removes what it created.
+CLUSTER_ARGS ?=
+cluster: agent-tree
+	$(BIN)/python -m hack.cluster $(CLUSTER_ARGS)
 
 # Overhead benchmarks (docs/benchmarks.md): servers and the OpenTelemetry peer live in their
 # own venv so the dev venv never carries OTel. BENCH_ARGS e.g. '--quick' or '--write'.

@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import parse_qs, urlsplit
 
 from ..store import CLUSTER_SCOPED, ApiError, Gone, Store, not_found
-from . import openapi, patch, validate
+from . import openapi, patch, tables, validate
 from .resources import Registry, Resource
 from .selectors import parse_field_selector, parse_label_selector
 
@@ -261,6 +261,7 @@ class Verbs:
         self.h, self.r, self.ns, self.name, self.sub, self.q = handler, resource, namespace, name, sub, query
         self.store = handler.api.store
         self.dry_run = query.get("dryRun") == "All"
+        self._table = tables.wants_table(handler.headers.get("Accept") or "")
         if not resource.namespaced:
             self.ns = None
 
@@ -336,6 +337,8 @@ class Verbs:
             for o in objects
             if label_ok((o.get("metadata") or {}).get("labels") or {}) and field_ok(o)
         ]
+        if self._table:
+            return self.h._send(200, tables.table(self.r.plural, items, str(version)))
         self.h._send(
             200,
             {
@@ -366,6 +369,8 @@ class Verbs:
         h.end_headers()
 
         def emit(kind: str, obj: Any) -> None:
+            if self._table and kind != "ERROR":
+                obj = tables.table(self.r.plural, [obj])
             line = json.dumps({"type": kind, "object": obj}).encode() + b"\n"
             h.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
             h.wfile.flush()
@@ -403,7 +408,8 @@ class Verbs:
         h.close_connection = True
 
     def get(self) -> None:
-        self.h._send(200, self._typed(self._current()))
+        obj = self._typed(self._current())
+        self.h._send(200, tables.table(self.r.plural, [obj]) if self._table else obj)
 
     def create(self) -> None:
         self._need_namespace()
@@ -550,6 +556,8 @@ class Verbs:
                     deleted.append(self._typed(obj))
                 except ApiError:
                     pass
+        if self._table:
+            return self.h._send(200, tables.table(self.r.plural, items, str(version)))
         self.h._send(
             200,
             {
