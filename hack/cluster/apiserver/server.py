@@ -556,8 +556,6 @@ class Verbs:
                     deleted.append(self._typed(obj))
                 except ApiError:
                     pass
-        if self._table:
-            return self.h._send(200, tables.table(self.r.plural, items, str(version)))
         self.h._send(
             200,
             {
