@@ -24,8 +24,19 @@ import pytest
 
 from routing.fleet import PYTHON, Instance, client_env, free_port_on, register, registry, run_client
 
-SYNC = ["http.client", "urllib", "urllib3", "requests"]
-ALL = SYNC
+SYNC = ["http.client", "urllib", "urllib3", "requests", "httpx"]
+ASYNC = ["httpx-async", "aiohttp"]
+ALL = SYNC + ASYNC
+# What each library raises when it cannot connect (strict mode's "no instance in this lane").
+CONNECTION_ERROR = {
+    "http.client": "NoInstanceInLane",  # a ConnectionError, like a refused connect
+    "urllib": "URLError",
+    "urllib3": "NewConnectionError",  # retries=False; with retries, MaxRetryError around it
+    "requests": "ConnectionError",
+    "httpx": "ConnectError",
+    "httpx-async": "ConnectError",
+    "aiohttp": "ClientConnectorError",
+}
 BASE = {"stock-base-1", "stock-base-2"}
 GRAY = "stock-gray-1"
 
@@ -99,7 +110,7 @@ def test_gray_and_untagged_calls_never_cross_lanes_through_a_shared_keep_alive_c
     assert {r["consumer"] for r in every} == {"caller"}
 
 
-@pytest.mark.parametrize("library", ["requests", "http.client"])
+@pytest.mark.parametrize("library", ALL)
 def test_a_lane_without_instances_falls_back_to_baseline_or_fails_clearly_when_strict(
     stock: Stock, library: str
 ) -> None:
@@ -115,5 +126,5 @@ def test_a_lane_without_instances_falls_back_to_baseline_or_fails_clearly_when_s
     assert {r.get("pod") for r in permissive} <= BASE and all("pod" in r for r in permissive)
     strict = run_client(PYTHON, stock.env(PILOTFISH_LANE_MODE="strict"), scenario)["results"][library]
     errors = {r.get("error", "") for r in strict}
-    assert all("ConnectionError" in e or "NoInstanceInLane" in e for e in errors), errors
+    assert {e.split(":")[0] for e in errors} == {CONNECTION_ERROR[library]}, errors
     assert all("'blue'" in e and "stock.shop" in e for e in errors), errors

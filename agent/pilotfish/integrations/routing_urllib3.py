@@ -80,7 +80,7 @@ def _connection_class(base: Any, instance: Any, port: int) -> Any:
                 core.connected(instance)
             return sock
 
-    RoutedConnection.__name__ = RoutedConnection.__qualname__ = "Routed" + base.__name__
+    RoutedConnection.__name__ = RoutedConnection.__qualname__ = base.__name__  # as in urllib3's own messages
     with _classes_lock:
         if len(_classes) > 1024:
             _classes.clear()
@@ -101,6 +101,7 @@ def _failing_class(base: Any, message: str) -> Any:
         def _new_conn(self) -> Any:
             raise error(self, message)
 
+    LaneUnavailable.__name__ = LaneUnavailable.__qualname__ = base.__name__  # as in urllib3's own messages
     return LaneUnavailable
 
 

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 HOOKS = (
     ("http.client", PACKAGE + ".integrations.routing_http_client", "patch"),
     ("urllib3.poolmanager", PACKAGE + ".integrations.routing_urllib3", "patch"),
+    ("httpcore", PACKAGE + ".integrations.routing_httpx", "patch"),
+    ("aiohttp", PACKAGE + ".integrations.routing_aiohttp", "patch"),
 )
 
 installed: List[str] = []
