@@ -51,6 +51,12 @@ def set_level(name: str) -> None:
 
 def _write(level: str, message: str) -> None:
     try:
+        from . import redact  # here, not at import: nothing to pay at start-up when nothing is logged
+
+        message = redact.text(message)  # a config URL's password has no place in the app's logs
+    except Exception:
+        pass
+    try:
         sys.stderr.write("pilotfish: %s: %s\n" % (level, message))
         sys.stderr.flush()
     except Exception:  # stderr closed or broken: nothing sensible left to do

@@ -7,6 +7,10 @@
 | ``/metrics`` | Prometheus text |
 | ``/status`` | JSON: state, gates, in-flight, tag, config and its version, workers |
 
+Everything served passes through :mod:`.redact` last (probe header values, URL
+userinfo, credential-looking query values): the port answers anyone who can
+reach the pod.
+
 Other parts of the agent plug in through :func:`add_gate`,
 :func:`add_status_section`, :func:`add_metrics` and :func:`set_offline_handler`;
 this module knows nothing about lifecycle or config itself.
@@ -44,7 +48,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
-from . import __version__, log, settings, shared, stats
+from . import __version__, log, redact, settings, shared, stats
 
 Gate = Callable[[], Tuple[bool, str]]
 SectionProvider = Callable[[], Dict[str, Any]]
@@ -142,7 +146,7 @@ def status_document() -> Dict[str, Any]:
             document[name] = section
         else:
             document.update(section)
-    return document
+    return redact.document(document)
 
 
 _SECRET_FIELDS = ("offline_token",)
@@ -154,6 +158,8 @@ def _public_config(current: settings.Settings) -> Dict[str, Any]:
         value = getattr(current, field.name)
         if field.name in _SECRET_FIELDS:
             value = "(set)" if value else ""
+        elif field.name == "app_probe":
+            value = redact.probe(value)
         config[field.name] = list(value) if isinstance(value, tuple) else value
     config.update(current.central_extra)
     return config
@@ -213,7 +219,7 @@ def metrics_text() -> str:
             lines.extend(provider())
         except Exception:
             log.exception_once("metrics:%r" % (provider,), "a metrics provider failed")
-    return "\n".join(lines) + "\n"
+    return redact.text("\n".join(lines) + "\n")
 
 
 def _is_loopback(host: str) -> bool:
@@ -349,7 +355,9 @@ class StatusHandler(BaseHTTPRequestHandler):
             return
         if path in ("/readiness", "/health"):
             ready, gates = evaluate_gates()
-            failing = {name: gate["reason"] for name, gate in gates.items() if not gate["ok"]}
+            failing = {
+                name: redact.document(gate["reason"]) for name, gate in gates.items() if not gate["ok"]
+            }
             self._send(200 if ready else 503, {"ready": ready, "failing": failing})
         elif path == "/status":
             self._send(200, status_document())
