@@ -2,9 +2,10 @@
 
 - a huge AdmissionReview (thousands of containers, ~3 MiB) gets a bounded answer with a
   warning naming the limit, and ``/healthz`` keeps answering while it is processed;
-- a request whose body stops arriving is answered ``408`` and its connection closed once
-  ``--body-timeout-seconds`` pass, on ``/mutate`` and on every config API endpoint, while
-  other requests go on unaffected; an oversize config API body is refused with ``413``.
+- a request whose headers or body stop arriving is answered ``408`` and its connection
+  closed once ``--read-timeout-seconds`` pass, on ``/mutate`` and on every config API
+  endpoint, while other requests go on unaffected; a connection that sends nothing is
+  closed too; an oversize config API body is refused with ``413``.
 """
 
 from __future__ import annotations
@@ -23,13 +24,13 @@ from pilotfish_webhook.admission.router import DEFAULT_MAX_BODY_BYTES
 from support.config_server import ConfigServer, example_config_server
 from support.pods import admission_review
 
-BODY_TIMEOUT = 1.0
+READ_TIMEOUT = 1.0
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConfigServer]:
     tmp = tmp_path_factory.mktemp("limits")
-    with example_config_server(tmp, ["--body-timeout-seconds", str(BODY_TIMEOUT)]) as running:
+    with example_config_server(tmp, ["--read-timeout-seconds", str(READ_TIMEOUT)]) as running:
         yield running
 
 
@@ -149,13 +150,71 @@ def test_a_body_that_stops_arriving_is_answered_408_and_closed_within_the_deadli
         # Meanwhile the server serves everyone else.
         assert http.get("/healthz").status_code == 200
         assert http.get("/v1/config", params={"namespace": "demo", "app": "shop"}).status_code == 200
-        answer = read_until_closed(tls, limit=BODY_TIMEOUT + 15)
+        answer = read_until_closed(tls, limit=READ_TIMEOUT + 15)
     finally:
         tls.close()
     took = time.monotonic() - started
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert b"not received within" in answer
-    assert BODY_TIMEOUT * 0.9 <= took < BODY_TIMEOUT + 15
+    assert READ_TIMEOUT * 0.9 <= took < READ_TIMEOUT + 15
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [b"POST /mutate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Le", b"GET /v1/config?namespace=demo&app=shop"],
+)
+def test_headers_that_stop_arriving_are_answered_408_and_closed_within_the_deadline(
+    server: ConfigServer, http: httpx.Client, sent: bytes
+) -> None:
+    started = time.monotonic()
+    tls = stalled(server, sent, b"")
+    try:
+        assert http.get("/healthz").status_code == 200
+        answer = read_until_closed(tls, limit=READ_TIMEOUT + 15)
+    finally:
+        tls.close()
+    took = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b"headers not received within" in answer
+    assert READ_TIMEOUT * 0.9 <= took < READ_TIMEOUT + 15
+
+
+def test_a_connection_that_never_sends_a_request_is_closed(server: ConfigServer) -> None:
+    started = time.monotonic()
+    tls = stalled(server, b"", b"")
+    try:
+        assert read_until_closed(tls, limit=READ_TIMEOUT + 15) == b""
+    finally:
+        tls.close()
+    assert READ_TIMEOUT * 0.9 <= time.monotonic() - started < READ_TIMEOUT + 15
+
+
+def test_the_next_request_on_a_kept_alive_connection_has_the_same_header_deadline(
+    server: ConfigServer,
+) -> None:
+    tls = stalled(server, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", b"")
+    try:
+        tls.settimeout(15)
+        first = b""
+        while b'"ok"' not in first:
+            chunk = tls.recv(65536)
+            assert chunk, "closed after %r" % first
+            first += chunk
+        started = time.monotonic()
+        tls.sendall(b"GET /healthz HTTP/1.1\r\nHo")
+        answer = read_until_closed(tls, limit=READ_TIMEOUT + 15)
+    finally:
+        tls.close()
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert READ_TIMEOUT * 0.9 <= time.monotonic() - started < READ_TIMEOUT + 15
+
+
+def test_a_parked_long_poll_is_not_cut_by_the_read_deadline(http: httpx.Client) -> None:
+    version = http.get("/v1/config", params={"namespace": "demo", "app": "shop"}).json()["version"]
+    started = time.monotonic()
+    params = {"namespace": "demo", "app": "shop", "version": version, "timeout": READ_TIMEOUT * 3}
+    assert http.get("/v1/config", params=params).status_code == 304
+    assert time.monotonic() - started >= READ_TIMEOUT * 3 * 0.9
 
 
 def test_a_slow_but_steady_body_within_the_deadline_is_served(server: ConfigServer) -> None:
@@ -168,7 +227,7 @@ def test_a_slow_but_steady_body_within_the_deadline_is_served(server: ConfigServ
     data = json.dumps(admission_review(pod, uid="u-slow")).encode()
     tls = stalled(server, request_head("POST", "/mutate", len(data)), data[:10])
     try:
-        time.sleep(BODY_TIMEOUT / 4)
+        time.sleep(READ_TIMEOUT / 4)
         tls.sendall(data[10:])
         tls.settimeout(15)
         answer = b""

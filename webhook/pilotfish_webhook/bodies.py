@@ -1,14 +1,20 @@
-"""Request bodies in bounded time and space, in front of every endpoint of the server.
+"""Requests read in bounded time and space, in front of every endpoint of the server.
 
-uvicorn times out idle keep-alive connections, but not a request whose body stops
-arriving: a client that announces ``Content-Length: 1000`` and sends ten bytes would hold
-its connection, a buffer and (for ``/mutate``) a handler forever. :func:`with_body_limits`
-reads the whole body before the app runs, within ``deadline`` seconds of the request's
-start and within the path's size limit, then hands it to the app as one message:
-- not complete in time: ``408`` and the connection is closed;
-- larger than the limit (announced or counted): ``413`` and the connection is closed.
+uvicorn times out idle keep-alive connections after a response, but not a connection that
+never completes a request: one that sends nothing after the TLS handshake, or half a header
+block, or announces ``Content-Length: 1000`` and sends ten bytes, would hold its socket, a
+buffer and (for a body) a handler forever. Two guards, one deadline each:
 
-Requests without a body (the long-polls, ``/healthz``) pay one ``receive`` call.
+- :func:`with_header_deadline` (the HTTP protocol): a connection must complete a request's
+  headers within ``deadline`` seconds of opening, or of the first bytes after a response;
+  else ``408`` (when it sent something) and the connection is closed;
+- :func:`with_body_limits` (ASGI, outermost): the body is read before the app runs, within
+  ``deadline`` seconds of the headers and within the path's size limit, then handed to
+  the app as one message. Not complete in time: ``408``; larger than the limit (announced or
+  counted): ``413``; the connection is closed either way.
+
+Requests without a body (the long-polls, ``/healthz``) pay one ``receive`` call; a parked
+long-poll is past its headers, so neither deadline applies to it.
 """
 
 from __future__ import annotations
@@ -115,3 +121,66 @@ async def _refuse(send: Send, status: int, message: str) -> None:
     )
     await send({"type": "http.response.start", "status": status, "headers": list(headers)})
     await send({"type": "http.response.body", "body": body})
+
+
+def with_header_deadline(base: Any, deadline: float) -> Any:
+    """A subclass of uvicorn's HTTP protocol ``base`` that closes connections stuck before a request.
+
+    The timer runs while no request is in progress (its headers not yet complete): armed when
+    the connection opens and when bytes of a next request arrive after a response; a request
+    whose headers complete disarms it. Idle keep-alive connections are uvicorn's own business
+    (``timeout_keep_alive``).
+    """
+
+    class HeaderDeadline(base):
+        _header_timer: Optional[asyncio.TimerHandle] = None
+        _header_bytes = False
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm_header_timer()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self._in_request():
+                self._disarm_header_timer()
+            else:
+                self._header_bytes = True
+                if self._header_timer is None:
+                    self._arm_header_timer()
+
+        def connection_lost(self, exc: Optional[Exception]) -> None:
+            self._disarm_header_timer()
+            super().connection_lost(exc)
+
+        def _in_request(self) -> bool:
+            cycle = getattr(self, "cycle", None)
+            return cycle is not None and not cycle.response_complete
+
+        def _arm_header_timer(self) -> None:
+            self._header_timer = asyncio.get_running_loop().call_later(deadline, self._headers_late)
+
+        def _disarm_header_timer(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+            self._header_bytes = False
+
+        def _headers_late(self) -> None:
+            self._header_timer = None
+            transport = getattr(self, "transport", None)
+            if self._in_request() or transport is None or transport.is_closing():
+                return
+            if self._header_bytes:
+                transport.write(_LATE_HEADERS)
+            transport.close()
+
+    HeaderDeadline.__name__ = HeaderDeadline.__qualname__ = "HeaderDeadline" + base.__name__
+    return HeaderDeadline
+
+
+_LATE_BODY = json.dumps({"error": "request headers not received within the deadline; closing the connection"})
+_LATE_HEADERS = (
+    "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+    "connection: close\r\n\r\n%s" % (len(_LATE_BODY), _LATE_BODY)
+).encode()

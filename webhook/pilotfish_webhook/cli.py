@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, List, Optional, Tuple, Union
 
 import uvicorn
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from pilotfish_webhook import bodies, incluster
 from pilotfish_webhook.admission import options as admission_options
@@ -48,12 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="extra DNS name or IP for the serving certificate (repeatable)",
     )
     serve.add_argument(
-        "--body-timeout-seconds",
+        "--read-timeout-seconds",
         type=float,
         default=bodies.DEFAULT_DEADLINE_SECONDS,
         metavar="S",
-        help="a request whose body is not complete this long after its headers is answered 408 "
-        "and its connection closed",
+        help="a connection must complete a request's headers, and then its body, each within this "
+        "long; else it is answered 408 and closed",
     )
     add_config_flags(serve)
     admission_options.add_arguments(serve)
@@ -144,7 +145,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         app = admission_router.with_fast_path(app, admission)
     app = bodies.with_body_limits(
         app,
-        deadline=args.body_timeout_seconds,
+        deadline=args.read_timeout_seconds,
         max_bytes_by_path={"/mutate": admission_router.DEFAULT_MAX_BODY_BYTES},
     )
     config = uvicorn.Config(
@@ -156,7 +157,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         log_level="warning",
         access_log=False,
         # httptools and uvloop (pinned with the webhook extra) when installed: admission latency.
-        http="auto",
+        http=bodies.with_header_deadline(AutoHTTPProtocol, args.read_timeout_seconds),
         loop="auto",
         # Parked config long-polls would hold a graceful shutdown for up to 60 s;
         # agents retry against another replica instead.
