@@ -38,7 +38,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -191,7 +191,7 @@ def version_for(url: str, ca: str) -> str:
         return str(json.load(response)["version"])
 
 
-def one_fleet(agents: int, rounds: int, processes: int) -> Dict[str, Any]:
+def one_fleet(agents: int, rounds: int, processes: int, server_args: Sequence[str] = ()) -> Dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="pilotfish-bench-"))
     policies = tmp / "policies.yaml"
     policies.write_text(POLICY % 100)
@@ -207,6 +207,7 @@ def one_fleet(agents: int, rounds: int, processes: int) -> Dict[str, Any]:
             str(tmp / "certs"),
             "--policies",
             str(policies),
+            *server_args,
         ],
     )
     ca = str(tmp / "certs" / "ca.crt")
@@ -329,6 +330,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--budget-ms", type=float, default=1000.0, help="p99 budget (exit 1 when missed)")
     parser.add_argument("--json", type=Path, help="also write raw results here")
+    parser.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra argument for the server, repeatable (e.g. --server-arg=--policies-settle-seconds=0)",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--ca", help=argparse.SUPPRESS)
@@ -338,7 +346,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.worker:
         return worker_main(args)
     nofile = raise_nofile()
-    results = [one_fleet(n, args.rounds, args.processes) for n in args.agents]
+    results = [one_fleet(n, args.rounds, args.processes, args.server_arg) for n in args.agents]
     print(
         "RLIMIT_NOFILE %d, %d rounds per fleet, %d client processes, %d cores, load average %.1f"
         % (nofile, args.rounds, args.processes, os.cpu_count() or 0, os.getloadavg()[0])
