@@ -44,7 +44,7 @@ demo: agent-tree
 # A local cluster in the foreground (docs/local-cluster.md): prints the `export KUBECONFIG=...`
 # line once the API server answers; Ctrl-C stops it and removes what it created.
 CLUSTER_ARGS ?=
-cluster: agent-tree
+cluster: agent-tree cluster-deps
 	$(BIN)/python -m hack.cluster $(CLUSTER_ARGS)
 
 # Overhead benchmarks (docs/benchmarks.md): servers and the OpenTelemetry peer live in their

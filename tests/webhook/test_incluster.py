@@ -198,6 +198,21 @@ def test_first_replica_creates_the_secret_patches_ca_bundle_and_publishes_the_ca
     assert cm["data"]["ca.crt"] == data["ca-bundle.crt"].decode()
 
 
+def test_a_namespace_created_after_start_gets_the_ca_within_one_short_round(
+    apiserver: KubeAPIStandIn, tmp_path: Path
+) -> None:
+    # The README's order: install pilotfish, then create the app's namespace. Its injected pods
+    # mount pilotfish-ca to trust the config service: waiting for the hourly round is too late.
+    keeper_ = keeper(apiserver, tmp_path)
+    keeper_.sync()
+    apiserver.namespaces["items"].append({"metadata": {"name": "late"}, "status": {"phase": "Active"}})
+    reads_before = apiserver.count("GET", "/configmaps/")
+    assert keeper_.publish_new_namespaces() == 1
+    assert "pilotfish-ca" in {k[2] for k in apiserver.objects if k[:2] == ("configmaps", "late")}
+    assert apiserver.count("GET", "/configmaps/") == reads_before + 1, "only the new namespace is read"
+    assert keeper_.publish_new_namespaces() == 0
+
+
 def test_the_ca_bundle_patch_is_guarded_by_the_recorded_resource_version(
     apiserver: KubeAPIStandIn, tmp_path: Path
 ) -> None:

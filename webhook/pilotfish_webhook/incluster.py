@@ -29,7 +29,7 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from cryptography import x509
 
@@ -266,35 +266,55 @@ def patch_ca_bundle(api: KubeAPI, webhook_configuration: str, ca_bundle: bytes) 
     return True
 
 
-def publish_ca(api: KubeAPI, ca_bundle: bytes) -> int:
-    """ConfigMap ``pilotfish-ca`` (key ``ca.crt``) in every namespace; returns how many changed."""
+def _publishable(namespace: Obj) -> Optional[str]:
+    ns = (namespace.get("metadata") or {}).get("name")
+    if not ns or ns in NEVER_PUBLISHED or (namespace.get("status") or {}).get("phase") == "Terminating":
+        return None
+    return str(ns)
+
+
+def _publish_into(api: KubeAPI, ns: str, text: str) -> bool:
+    """Create or update ``pilotfish-ca`` in one namespace; True when it changed."""
+    existing = api.read_config_map(ns, CA_CONFIGMAP)
+    if existing is None:
+        api.create_config_map(
+            ns,
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": CA_CONFIGMAP, "labels": {"app.kubernetes.io/name": "pilotfish"}},
+                "data": {"ca.crt": text},
+            },
+        )
+        return True
+    if (existing.get("data") or {}).get("ca.crt") != text:
+        api.replace_config_map(ns, CA_CONFIGMAP, dict(existing, data={"ca.crt": text}))
+        return True
+    return False
+
+
+def publish_ca(api: KubeAPI, ca_bundle: bytes, skip: Optional[Set[str]] = None) -> Tuple[int, Set[str]]:
+    """ConfigMap ``pilotfish-ca`` (key ``ca.crt``) in every namespace not in ``skip``.
+
+    Returns how many changed and the namespaces now holding the bundle.
+    """
     text = ca_bundle.decode()
-    changed = 0
+    changed, done = 0, set()
     for namespace in api.list_namespaces():
-        ns = (namespace.get("metadata") or {}).get("name")
-        if not ns or ns in NEVER_PUBLISHED or (namespace.get("status") or {}).get("phase") == "Terminating":
+        ns = _publishable(namespace)
+        if ns is None:
+            continue
+        if skip is not None and ns in skip:
+            done.add(ns)
             continue
         try:
-            existing = api.read_config_map(ns, CA_CONFIGMAP)
-            if existing is None:
-                api.create_config_map(
-                    ns,
-                    {
-                        "apiVersion": "v1",
-                        "kind": "ConfigMap",
-                        "metadata": {"name": CA_CONFIGMAP, "labels": {"app.kubernetes.io/name": "pilotfish"}},
-                        "data": {"ca.crt": text},
-                    },
-                )
-                changed += 1
-            elif (existing.get("data") or {}).get("ca.crt") != text:
-                api.replace_config_map(ns, CA_CONFIGMAP, dict(existing, data={"ca.crt": text}))
-                changed += 1
+            changed += _publish_into(api, ns, text)
+            done.add(ns)
         except Conflict:
-            continue  # another replica is writing the same content
+            done.add(ns)  # another replica is writing the same content
         except Exception:
             log.exception("could not publish %s into namespace %s", CA_CONFIGMAP, ns)
-    return changed
+    return changed, done
 
 
 # --------------------------------------------------------------------------- the keeper
@@ -312,13 +332,17 @@ class CertKeeper:
         hosts: Sequence[str],
         certs_dir: Path,
         interval_seconds: float = 3600.0,
+        namespace_check_seconds: float = 10.0,
     ) -> None:
         self.api, self.namespace, self.secret_name = api, namespace, secret_name
         self.webhook_configuration, self.hosts = webhook_configuration, list(hosts)
         self.paths = CertPaths(certs_dir)
         self.interval = interval_seconds
+        self.namespace_check = namespace_check_seconds
         self._callbacks: List[Callable[[CertPaths], Any]] = []
         self._stop = threading.Event()
+        self._bundle = b""
+        self._published: Set[str] = set()
 
     def on_rotate(self, callback: Callable[[CertPaths], Any]) -> None:
         self._callbacks.append(callback)
@@ -334,12 +358,23 @@ class CertKeeper:
             _write(self.paths.key, material.key, secret=True)
             _write(self.paths.cert, material.cert)
         patch_ca_bundle(self.api, self.webhook_configuration, material.ca_bundle)
-        publish_ca(self.api, material.ca_bundle)
+        _, self._published = publish_ca(self.api, material.ca_bundle)
+        self._bundle = material.ca_bundle
+        return changed
+
+    def publish_new_namespaces(self) -> int:
+        """Publish the bundle into namespaces created since the last round (one list call)."""
+        if not self._bundle:
+            return 0
+        changed, self._published = publish_ca(self.api, self._bundle, skip=self._published)
         return changed
 
     def start(self) -> CertPaths:
         self.sync()
         threading.Thread(target=self._loop, name="pilotfish-cert-keeper", daemon=True).start()
+        # Namespaces created after start need the CA before their first injected pod starts,
+        # not at the next hourly round: a cheap list every few seconds finds them.
+        threading.Thread(target=self._namespace_loop, name="pilotfish-ca-publisher", daemon=True).start()
         return self.paths
 
     def stop(self) -> None:
@@ -353,6 +388,13 @@ class CertKeeper:
                         callback(self.paths)
             except Exception:
                 log.exception("certificate sync failed; retrying in %.0f s", self.interval)
+
+    def _namespace_loop(self) -> None:
+        while not self._stop.wait(self.namespace_check):
+            try:
+                self.publish_new_namespaces()
+            except Exception:
+                log.exception("publishing %s into new namespaces failed", CA_CONFIGMAP)
 
 
 def ssl_reloader(server_config: Any) -> Callable[[CertPaths], None]:
