@@ -112,7 +112,8 @@ class Instance:
         self.stop()
 
     def stop(self) -> None:
-        self.server.shutdown()
+        if self.thread.is_alive():
+            self.server.shutdown()
         self.server.server_close()
 
     def take(self) -> List[Dict[str, Any]]:
