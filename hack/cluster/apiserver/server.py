@@ -157,12 +157,14 @@ class _Handler(BaseHTTPRequestHandler):
     def api(self) -> ApiServer:
         return self.server.api
 
-    def _body(self) -> bytes:
+    def _read_body(self) -> bytes:
+        """Read the whole body before anything can fail: an unread body would be parsed as the
+        next request on this keep-alive connection."""
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
 
     def _json_body(self) -> Any:
-        raw = self._body()
+        raw = self._raw_body
         if not raw:
             return {}
         try:
@@ -185,7 +187,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    _raw_body = b""
+
     def _dispatch(self, method: str) -> None:
+        self._raw_body = self._read_body()
         url = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         try:
