@@ -483,7 +483,8 @@ def start() -> Optional[Lifecycle]:
             drain.add_grpc_server(server)
         del offline._pending_grpc[:]
         if current.offline_enabled:
-            offline.install_sigterm(drain)
+            # Signal handlers belong to the main thread, and the wake runs on the agent's own.
+            runtime.on_listener_thread(lambda: offline.install_sigterm(drain))
         _lifecycle, _drainer = lifecycle, drain
         runner.start()
         lifecycle.start_thread()

@@ -21,16 +21,26 @@ _seen: set[str] = set()
 _seen_lock = _thread.allocate_lock()
 _threshold: int | None = None
 
+ENV_WARNING_KEY = "setting:env:%s:%r"
+"""The :func:`once` key of the warning about a bad ``PILOTFISH_*`` env value (field name, raw value)."""
+
 
 def _level_from_env() -> int:
-    raw = os.environ.get("PILOTFISH_LOG_LEVEL", _DEFAULT_LEVEL).strip().lower()
-    if raw in LEVELS:
-        return LEVELS[raw]
-    _write(
-        "warning",
-        "PILOTFISH_LOG_LEVEL=%r is not one of %s; using %r"
-        % (raw, "|".join(sorted(LEVELS, key=LEVELS.__getitem__)), _DEFAULT_LEVEL),
-    )
+    raw = os.environ.get("PILOTFISH_LOG_LEVEL", _DEFAULT_LEVEL)
+    level = raw.strip().lower()
+    if level in LEVELS:
+        return LEVELS[level]
+    # Worded, and keyed, as pilotfish.settings words a bad value: when the settings are
+    # read later (at wake-up) they find the key seen and stay quiet, so it is said once.
+    with _seen_lock:
+        first = ENV_WARNING_KEY % ("log_level", raw) not in _seen
+        _seen.add(ENV_WARNING_KEY % ("log_level", raw))
+    if first:
+        _write(
+            "warning",
+            "PILOTFISH_LOG_LEVEL=%r is invalid (expected one of %s); using %r instead"
+            % (raw, "|".join(sorted(LEVELS, key=LEVELS.__getitem__)), _DEFAULT_LEVEL),
+        )
     return LEVELS[_DEFAULT_LEVEL]
 
 

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from typing import Any, Callable, List, Optional, Tuple
 
 DORMANT, OWNER, WORKER, STANDALONE = "dormant", "owner", "worker", "standalone"
+FAILED = "failed"  # the wake raised: what it opened is closed, and it is not tried again
 
 bootstrap_dir = ""
 _role = DORMANT
@@ -41,7 +42,6 @@ _started = False  # every wake callback has returned: the readiness gates are al
 _app_addresses: List[Tuple[str, Any]] = []
 _listening_since: Optional[float] = None
 _ignored_fds: set = set()
-_waking = False  # our own status socket's listen() during wake-up is not the app's
 
 # Integrations: (module that triggers the patch, integration module in pilotfish.integrations).
 SERVER_INTEGRATIONS = (
@@ -80,6 +80,7 @@ def install(bootstrap_dir: str = "") -> None:
     on_wake(_start_lifecycle)
     if hasattr(os, "register_at_fork"):
         os.register_at_fork(after_in_child=_after_fork_in_child)
+        os.register_at_fork(before=_wake_before_fork, after_in_child=_wake_after_fork_in_child)
 
 
 def _start_lifecycle() -> None:
@@ -128,6 +129,25 @@ def _integration_hook(name: str) -> Callable[[Any], None]:
 
 
 # -- seeing the app listen ------------------------------------------------------------
+#
+# What runs on the thread that called listen() is kept to memory: the address, one
+# non-blocking lock attempt, and starting the wake thread. An asyncio (or trio) app's
+# event loop is that thread, and blocking-call detectors (aiohttp's test suite,
+# blockbuster) reject file or network work there; the wake does all of it (imports,
+# shared memory, binding the status port, the start-up steps) on its own thread.
+# A synchronous caller then waits for it, bounded, so that workers it forks or
+# spawns next find the owner's shared memory; an event loop does not wait.
+
+WAKE_WAIT_SECONDS = 5.0
+"""How long a synchronous ``listen()`` (or a fork) waits for the wake to finish."""
+
+_INET_FAMILIES = ("AF_INET", "AF_INET6")
+_wake_claim = _thread.allocate_lock()  # taken, never released, by the one wake of this process
+_wake_done = _thread.allocate_lock()  # held while the wake runs
+_wake_thread = 0  # ident of the wake thread: its own listen() (the status port) is not the app's
+_waker_thread = 0  # ident of the thread whose listen() started the wake
+_waker_loop: Any = None  # that thread's running event loop, if any
+_listener_steps: List[Callable[[], Any]] = []
 
 
 def _patch_socket(socket_module: Any) -> None:
@@ -135,12 +155,13 @@ def _patch_socket(socket_module: Any) -> None:
     original = cls.listen
     if getattr(original, "__pilotfish__", False):
         return
+    stream = socket_module.SOCK_STREAM
 
     def listen(self: Any, *args: Any) -> None:
         original(self, *args)
         try:
-            if not _waking and self.fileno() not in _ignored_fds:
-                _on_listen(self)
+            if _thread.get_ident() != _wake_thread and self.fileno() not in _ignored_fds:
+                _on_listen(self, stream)
         except Exception:
             log.exception_once("listen-hook", "could not observe a listening socket")
 
@@ -155,43 +176,147 @@ def ignore_socket(sock: Any) -> None:
     _ignored_fds.add(sock.fileno())
 
 
-def _on_listen(sock: Any) -> None:
+def _on_listen(sock: Any, stream: int) -> None:
+    """Only a TCP listener is a server that wakes the agent.
+
+    ``multiprocessing.Manager()`` and the forkserver listen on AF_UNIX sockets before
+    the app's real server does; waking there made the wrong process the owner.
+    Servers that serve on a Unix socket on purpose wake through their integration
+    (uvicorn, hypercorn, gRPC), which calls :func:`wake` itself.
+    """
+    family = getattr(sock.family, "name", str(sock.family))
+    if family not in _INET_FAMILIES or (sock.type & 0xF) != stream:
+        return
     try:
         address = sock.getsockname()
     except OSError:
         address = None
-    family = getattr(sock.family, "name", str(sock.family))
     wake(family, address)
 
 
 def wake(family: str = "", address: Any = None) -> None:
-    """The app listens (or serves gRPC): decide this process's role, once."""
-    global _role, _listening_since, _waking
-    with _lock:
-        if address is not None and (family, address) not in _app_addresses:
-            _app_addresses.append((family, address))
-        if _role != DORMANT:
-            return
-        from . import settings, shared
+    """The app listens (or serves gRPC): decide this process's role, once.
 
-        current = settings.load()
-        if not current.enabled:
-            return
-        log.set_level(current.log_level)
-        settings.subscribe(_follow_log_level)
-        if shared.attach_from_env() is not None:
-            _role = WORKER
-            shared.claim()
-            log.debug("worker %d attached to %s" % (os.getpid(), shared.segment().path))  # type: ignore[union-attr]
-            _follow_central_config()
-            return
-        _waking = True
-        try:
-            _role = _become_owner(current)
-        finally:
-            _waking = False
+    The first call starts the wake on the agent's own thread; a caller that is not an
+    event loop waits for it (at most :data:`WAKE_WAIT_SECONDS`). Never retried, even
+    when it failed: a failed wake closes what it opened and leaves the app alone.
+    """
+    global _listening_since, _waker_thread, _waker_loop
+    if address is not None and (family, address) not in _app_addresses:
+        _app_addresses.append((family, address))
+    loop = _running_loop()
+    if _wake_claim.acquire(False):
+        _wake_done.acquire()
         _listening_since = time.monotonic()
-    _run_wake_callbacks()
+        _waker_thread, _waker_loop = _thread.get_ident(), loop
+        try:
+            _thread.start_new_thread(_wake_thread_main, ())
+        except BaseException:
+            _wake_done.release()
+            raise
+    if loop is None and _wait_for_wake(WAKE_WAIT_SECONDS):
+        _run_listener_steps()
+
+
+def _running_loop() -> Any:
+    """The event loop running on this thread (asyncio, or trio's token), else None. No I/O."""
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is not None:
+        try:
+            loop = asyncio.events._get_running_loop()
+            if loop is not None:
+                return loop
+        except Exception:
+            pass
+    trio = sys.modules.get("trio")
+    if trio is not None:
+        try:
+            return trio.lowlevel.current_trio_token()
+        except Exception:
+            pass
+    return None
+
+
+def _wait_for_wake(timeout: float) -> bool:
+    """True once the wake has finished (at once if it already has)."""
+    if _thread.get_ident() == _wake_thread:
+        return False
+    if _wake_done.acquire(True, timeout):
+        _wake_done.release()
+        return True
+    return False
+
+
+def _wake_thread_main() -> None:
+    global _wake_thread
+    _wake_thread = _thread.get_ident()
+    try:
+        _wake()
+    finally:
+        try:
+            _hand_listener_steps_to_the_loop()
+        finally:
+            _wake_done.release()
+
+
+def _wake() -> None:
+    """On the wake thread: the role, then (owner) the status server and the start-up steps."""
+    global _role
+    try:
+        with _lock:
+            from . import settings, shared
+
+            current = settings.load()
+            if current.enabled:
+                log.set_level(current.log_level)
+                settings.subscribe(_follow_log_level)
+                role = WORKER if shared.attach_from_env() is not None else _become_owner(current)
+                if role == WORKER:
+                    shared.claim()
+                    log.debug("worker %d attached to %s" % (os.getpid(), shared.segment().path))  # type: ignore[union-attr]
+                    _follow_central_config()
+                _role = role
+    except Exception:
+        _role = FAILED
+        log.exception_once("wake", "the agent could not start in this process; the app runs without it")
+    _run_wake_callbacks()  # the owner's start-up steps (and the list cleared in any other role)
+
+
+def on_listener_thread(step: Callable[[], Any]) -> None:
+    """Run ``step()`` on the thread whose ``listen()`` woke the agent (the app's main thread,
+    usually): what only that thread may do, such as installing a signal handler.
+
+    Called during the wake: a synchronous caller runs it once the wake is done; an event
+    loop runs it as a callback. Called at any other time: runs now, here.
+    """
+    with _lock:
+        if _wake_claim.locked() and _wake_done.locked():
+            _listener_steps.append(step)
+            return
+    _call(step)
+
+
+def _hand_listener_steps_to_the_loop() -> None:
+    loop = _waker_loop
+    if loop is None or not _listener_steps:
+        return
+    try:
+        if hasattr(loop, "call_soon_threadsafe"):
+            loop.call_soon_threadsafe(_run_listener_steps)
+        else:
+            loop.run_sync_soon(_run_listener_steps)  # trio
+    except Exception:
+        log.exception_once("listener-steps", "could not hand start-up steps to the app's event loop")
+
+
+def _run_listener_steps() -> None:
+    if _thread.get_ident() != _waker_thread:
+        return
+    with _lock:
+        steps = list(_listener_steps)
+        del _listener_steps[:]
+    for step in steps:
+        _call(step)
 
 
 def _follow_log_level(old: Any, new: Any) -> None:
@@ -200,28 +325,164 @@ def _follow_log_level(old: Any, new: Any) -> None:
 
 
 def _become_owner(current: Any) -> str:
+    """Owner if this process binds the status port; else a worker of the owner that did
+    (found through its pointer file), else standalone. Whatever fails closes what it opened."""
     from . import shared, status_server
 
-    server = status_server.bind(current.status_host, current.status_port)
-    shared.create("%d" % current.status_port)  # slots are claimed by processes that serve requests
-    if server is None:
-        log.once(
-            "status-port-taken",
-            "warning",
-            "status port %s:%d is in use by another process; this process serves the app without "
-            "readiness or /status (set PILOTFISH_STATUS_PORT to a free port)"
-            % (current.status_host, current.status_port),
-        )
-        return STANDALONE
-    ignore_socket(server.socket)
-    status_server.serve(server)
-    status_server.add_gate("app-listening", _listening_gate)
-    status_server.add_status_section("runtime", describe)
+    with _StatusPortLock(current.status_port):
+        try:
+            server = status_server.bind(current.status_host, current.status_port)
+        except OSError as problem:
+            if _port_taken(problem) and _attach_to_sibling_owner(current.status_port):
+                return WORKER
+            log.once("status-bind", "warning", _bind_problem(current, problem))
+            shared.create("%d" % current.status_port)  # its own slots: the wrappers count as usual
+            return STANDALONE
+        try:
+            segment = shared.create("%d" % current.status_port)
+            try:
+                ignore_socket(server.socket)
+                status_server.add_gate("app-listening", _listening_gate)
+                status_server.add_status_section("runtime", describe)
+                status_server.serve(server)
+            except BaseException:
+                shared.discard()
+                raise
+        except BaseException:
+            server.server_close()
+            raise
+        _publish_owner(current.status_port, segment.path)
     log.info(
         "agent %s serving status on %s:%d (pid %d)"
         % (__import__(PACKAGE).__version__, current.status_host, current.status_port, os.getpid())
     )
     return OWNER
+
+
+def _port_taken(problem: OSError) -> bool:
+    import errno
+
+    return getattr(problem, "errno", None) == errno.EADDRINUSE
+
+
+def _bind_problem(current: Any, problem: OSError) -> str:
+    """Why there is no status server, in the words of the setting that caused it."""
+    import errno
+    import socket
+
+    where = "%s:%d" % (current.status_host, current.status_port)
+    tail = "; this process serves the app without readiness or /status"
+    if _port_taken(problem):
+        return "status port %s is in use by another process%s (set PILOTFISH_STATUS_PORT to a free port)" % (
+            where,
+            tail,
+        )
+    if isinstance(problem, socket.gaierror):
+        return "PILOTFISH_STATUS_HOST=%r is not a valid or resolvable address (%s)%s" % (
+            current.status_host,
+            problem.strerror or problem,
+            tail,
+        )
+    if getattr(problem, "errno", None) == errno.EADDRNOTAVAIL:
+        return "PILOTFISH_STATUS_HOST=%r is not an address of this host (%s)%s" % (
+            current.status_host,
+            problem.strerror or problem,
+            tail,
+        )
+    return "cannot serve status on %s (%s)%s" % (where, problem.strerror or problem, tail)
+
+
+# -- processes that fork before they listen (SO_REUSEPORT prefork servers) --------------
+#
+# A parent that forks its workers before anyone listens leaves every worker dormant;
+# each then listens on the same port (SO_REUSEPORT) and wakes on its own. The first to
+# bind the status port becomes the owner; the others are its workers, but the owner's
+# shared memory is not in their environment (it was created after the fork). So the
+# owner leaves a pointer to its segment next to it, and the deciding runs under a lock
+# file, so that a sibling never looks before the owner has written the pointer.
+
+LOCK_WAIT_SECONDS = 2.0
+
+
+class _StatusPortLock:
+    """``flock`` on ``pilotfish-<port>.lock`` in the shared-memory directory; best effort."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.fd = -1
+
+    def __enter__(self) -> _StatusPortLock:
+        import fcntl
+
+        try:
+            from . import shared
+
+            path = os.path.join(shared.directory(), "pilotfish-%d.lock" % self.port)
+            self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError:
+            return self  # no lock: the decision is made without it, as before
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return self
+            except OSError:
+                if time.monotonic() > deadline:
+                    return self
+                time.sleep(0.01)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)  # releases the flock
+            self.fd = -1
+
+
+def _pointer_path(port: int) -> str:
+    from . import shared
+
+    return os.path.join(shared.directory(), "pilotfish-%d.owner" % port)
+
+
+def _mount_namespace() -> str:
+    """Another container of the pod may share /dev/shm and the port space, never the mounts."""
+    try:
+        return os.readlink("/proc/self/ns/mnt")
+    except OSError:
+        return ""
+
+
+def _publish_owner(port: int, segment_path: str) -> None:
+    try:
+        path = _pointer_path(port)
+        tmp = "%s.%d.tmp" % (path, os.getpid())
+        with open(tmp, "w") as handle:
+            handle.write("%s\n%s\n" % (_mount_namespace(), segment_path))
+        os.replace(tmp, path)
+    except OSError as problem:
+        log.once(
+            "owner-pointer",
+            "info",
+            "cannot leave a pointer to the shared memory (%s); workers forked before the app "
+            "listens will not be counted" % (problem.strerror or problem),
+        )
+
+
+def _attach_to_sibling_owner(port: int) -> bool:
+    """A worker of the process that owns the status port in this container, if there is one."""
+    from . import shared
+
+    try:
+        with open(_pointer_path(port)) as handle:
+            namespace, segment_path = (handle.read().split("\n") + ["", ""])[:2]
+    except OSError:
+        return False
+    if namespace != _mount_namespace() or not segment_path:
+        return False
+    os.environ[shared.ENV_VAR] = segment_path
+    if shared.attach_from_env() is None:
+        del os.environ[shared.ENV_VAR]
+        return False
+    return True
 
 
 def _listening_gate() -> Tuple[bool, str]:
@@ -263,7 +524,7 @@ def _run_wake_callbacks() -> None:
         _started = True  # even if a step failed: its gates are absent, the others decide
 
 
-def _call(callback: Callable[[], None]) -> None:
+def _call(callback: Callable[[], Any]) -> None:
     try:
         callback()
     except Exception:
@@ -271,6 +532,26 @@ def _call(callback: Callable[[], None]) -> None:
 
 
 # -- fork -----------------------------------------------------------------------------
+
+
+def _wake_before_fork() -> None:
+    """A fork during the wake waits for it (bounded): the child must inherit a decided role
+    and the owner's shared memory, not half of a wake whose thread it does not have."""
+    try:
+        if _wake_claim.locked() and _wake_done.locked():
+            _wait_for_wake(WAKE_WAIT_SECONDS)
+    except Exception:
+        pass
+
+
+def _wake_after_fork_in_child() -> None:
+    global _wake_claim, _wake_done, _wake_thread, _waker_thread, _waker_loop
+    _wake_done = _thread.allocate_lock()
+    _wake_thread = _waker_thread = 0
+    _waker_loop = None
+    del _listener_steps[:]
+    if _role == DORMANT:  # nothing decided for this process: its own listen() wakes it
+        _wake_claim = _thread.allocate_lock()
 
 
 def _after_fork_in_child() -> None:

@@ -194,7 +194,9 @@ def _parse(field: Field, raw: Any, origin: str) -> Tuple[bool, Any]:
         return True, field.parse(raw)
     except InvalidValue as problem:
         log.once(
-            "setting:%s:%s:%r" % (origin, field.name, raw),
+            log.ENV_WARNING_KEY % (field.name, raw)
+            if origin == "env"
+            else "setting:%s:%s:%r" % (origin, field.name, raw),
             "warning",
             "%s=%r is invalid (%s); using %r instead"
             % (

@@ -428,6 +428,21 @@ def create(key: str) -> Segment:
     return _segment
 
 
+def directory() -> str:
+    """Where segments live (``/dev/shm`` when writable): the runtime keeps its owner pointer there."""
+    return _shm_dir()
+
+
+def discard() -> None:
+    """Owner whose start-up failed: unmap and remove the segment, and stop advertising it."""
+    global _segment, _slot
+    segment, _segment, _slot = _segment, None, None
+    if segment is not None:
+        if os.environ.get(ENV_VAR) == segment.path:
+            del os.environ[ENV_VAR]
+        segment.close()
+
+
 def attach_from_env() -> Optional[Segment]:
     """Worker started by spawn/exec: find the owner's segment through the environment."""
     global _segment

@@ -483,14 +483,12 @@ class _Server(ThreadingHTTPServer):
         log.exception_once("status-request", "status server failed to answer a request")
 
 
-def bind(host: str, port: int) -> Optional[_Server]:
-    """Bind the status port. None if it is taken (another process of this container owns it)."""
+def bind(host: str, port: int) -> _Server:
+    """Bind the status port. Raises ``OSError``: EADDRINUSE when another process (of this
+    container, usually) has it, ``socket.gaierror`` when ``host`` does not resolve."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     server_class = type("StatusServer", (_Server,), {"address_family": family})
-    try:
-        return server_class((host, port), StatusHandler)
-    except OSError:
-        return None
+    return server_class((host, port), StatusHandler)
 
 
 def serve(server: _Server) -> None:
