@@ -9,8 +9,9 @@ threads, and never raises into the app:
   Failures back off exponentially with jitter, so a fleet restarting together
   does not hammer a recovering service. Answers that are not what the API
   promises are ignored with one warning: the last good config stays.
-- **Cache**: the last good config is written to disk (``PILOTFISH_CACHE_DIR``,
-  default the temp dir) and loaded at start, so a pod that restarts while the
+- **Cache**: the last good config is written to disk (``PILOTFISH_CACHE_DIR``, else
+  ``PILOTFISH_STATE_DIR``, else the temp dir; none of them writable: no cache, one
+  warning, config still applied) and loaded at start, so a pod that restarts while the
   service is down comes up with the policies it had, not the defaults.
 - **Auth/TLS**: ``https`` URLs are verified against ``PILOTFISH_CONFIG_CA``; the
   bearer token is re-read from ``PILOTFISH_TOKEN_FILE`` on every call because
@@ -183,8 +184,43 @@ def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", text) or "_"
 
 
-def default_cache_path(current: settings.Settings) -> str:
-    directory = current.cache_dir or tempfile.gettempdir()
+def _writable_directory(path: str) -> bool:
+    return bool(path) and os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)
+
+
+def cache_directory(current: settings.Settings) -> Optional[str]:
+    """Where the config cache lives; None when there is no writable place (no cache, not no config).
+
+    ``PILOTFISH_CACHE_DIR`` as given; else ``PILOTFISH_STATE_DIR`` (the webhook points it
+    at the agent's own writable volume) when writable; else the temp dir, which
+    ``tempfile`` cannot find on a read-only root file system without a writable /tmp.
+    """
+    if current.cache_dir:
+        return str(current.cache_dir)
+    if _writable_directory(current.state_dir):
+        return str(current.state_dir)
+    try:
+        return tempfile.gettempdir()
+    except Exception as problem:  # FileNotFoundError: no usable temp dir at all
+        log.once(
+            "config-cache-none",
+            "warning",
+            "no writable directory for the config cache (%s%s): central config is applied "
+            "without a cache, so worker processes do not follow it and a restart while the "
+            "config service is down starts from defaults; set PILOTFISH_STATE_DIR to a writable "
+            "directory"
+            % (
+                "PILOTFISH_STATE_DIR=%r is not writable, " % current.state_dir if current.state_dir else "",
+                problem,
+            ),
+        )
+        return None
+
+
+def default_cache_path(current: settings.Settings) -> Optional[str]:
+    directory = cache_directory(current)
+    if directory is None:
+        return None
     name = "pilotfish-config-%s-%s.json" % (
         _safe_name(current.pod_namespace or "default"),
         _safe_name(current.app or "_"),
@@ -229,7 +265,7 @@ class ConfigClient:
         transport: Transport,
         app: str,
         namespace: str,
-        cache_path: str,
+        cache_path: Optional[str],
         apply: Callable[[Dict[str, Any], str], Any] = settings.apply_central,
         poll_seconds: float = POLL_SECONDS,
     ) -> None:
@@ -246,10 +282,13 @@ class ConfigClient:
         self.last_ok: Optional[float] = None
         self.last_error = ""
         self.stopping = threading.Event()
+        self.answered = threading.Event()  # the service answered once (new or unchanged config)
 
     # -- cache
 
     def load_cache(self) -> bool:
+        if self.cache_path is None:
+            return False
         cached = read_cache(self.cache_path, self.app, self.namespace)
         if cached is None:
             return False
@@ -258,6 +297,8 @@ class ConfigClient:
         return True
 
     def _save_cache(self) -> None:
+        if self.cache_path is None:
+            return
         record = {
             "app": self.app,
             "namespace": self.namespace,
@@ -280,7 +321,7 @@ class ConfigClient:
                 "warning",
                 "cannot write the config cache %s (%s): worker processes will not follow central "
                 "config and a restart while the config service is down starts from defaults; set "
-                "PILOTFISH_CACHE_DIR to a writable directory"
+                "PILOTFISH_STATE_DIR (or PILOTFISH_CACHE_DIR) to a writable directory"
                 % (self.cache_path, problem.strerror or problem),
             )
             try:
@@ -336,6 +377,7 @@ class ConfigClient:
                 log.exception_once("config-poll", "config poll failed")
                 self._failed("%s: %s" % (type(problem).__name__, problem))
                 continue
+            self.answered.set()
             if self.failures:
                 log.info("config service reachable again at %s" % self.transport.base_url)
             self.failures, self.last_ok, self.last_error = 0, time.time(), ""
@@ -578,6 +620,15 @@ def start() -> bool:
         return False
 
 
+def first_answer_pending() -> bool:
+    """True while this process's config client runs and the service has not answered it yet.
+
+    The lifecycle waits on it (bounded) before judging ``delay_register_seconds``.
+    """
+    active = _client
+    return active is not None and not active.answered.is_set() and not active.stopping.is_set()
+
+
 def stop() -> None:
     client = _client
     if client is not None:
@@ -793,9 +844,16 @@ def follow() -> bool:
             current = settings.current()
             if not current.config_url:
                 return False
-            follower = CacheFollower(
-                default_cache_path(current), current.app, current.pod_namespace or "default"
-            )
+            path = default_cache_path(current)
+            if path is None:
+                log.once(
+                    "config-follow-none",
+                    "info",
+                    "no config cache to follow in worker %d: central config reaches the owner only"
+                    % os.getpid(),
+                )
+                return False
+            follower = CacheFollower(path, current.app, current.pod_namespace or "default")
             follower.version = current.central_version  # a forked worker already has the owner's
             _follower, _follower_pid = follower, os.getpid()
         follower.check()

@@ -53,6 +53,11 @@ evaluates the gates live, so this only bounds how late ``/status`` records a
 ``ready`` → ``registered`` fall-back (and sees a worker's warm-up marker)."""
 REGISTER_WAIT_SECONDS = 10.0
 """How long readiness waits for the config service before failing open."""
+CONFIG_WAIT_SECONDS = 5.0
+"""How long, from the app's listen(), the registration delay waits for the first answer of the
+config service. The policy's ``delay_register_seconds`` is judged only after it (or after this
+bound: then cache, env and defaults decide), so a config service that answers late during a
+rollout does not make a cold start register at once with the local default of 0 s."""
 
 Gate = Tuple[bool, str]
 
@@ -132,8 +137,14 @@ class Lifecycle:
         port_fn: Callable[[], Optional[int]] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        config_pending: Callable[[], bool] = lambda: False,
+        config_wait: float = CONFIG_WAIT_SECONDS,
     ) -> None:
         self._settings = settings_fn
+        self._config_pending = config_pending
+        self.config_wait = config_wait
+        self.config_settled: Optional[str] = None  # "answered" or "timed out": the delay may be judged
+        self.config_settled_after = 0.0
         self.registrar = registrar
         self.probe = probe
         self._readiness = readiness or self.own_gates_pass
@@ -176,15 +187,27 @@ class Lifecycle:
             if self.state != STARTING:
                 return
             self.listening_at = self._clock() if at is None else at
-            delay = self._settings().delay_register_seconds
-            self._record(DELAYING, "app listening; registering in %gs" % delay)
+            if self._settle_config():
+                delay = self._settings().delay_register_seconds
+                self._record(DELAYING, "app listening; registering in %gs" % delay)
+            else:
+                self._record(
+                    DELAYING,
+                    "app listening; the registration delay waits for the central config (at most %gs)"
+                    % self.config_wait,
+                )
         self._wake.set()  # the thread may be in an idle tick: the delay starts now
 
     def tick(self) -> None:
         """Advance whatever can advance now. Called by the lifecycle thread (see :meth:`tick_period`)."""
         with self._lock:
             state = self.state
-            if state == DELAYING and not self.registration and self._delay_elapsed():
+            if (
+                state == DELAYING
+                and not self.registration
+                and self._settle_config()
+                and self._delay_elapsed()
+            ):
                 self.registration = "registering"
                 self.register_thread = threading.Thread(
                     target=self._register, name="pilotfish-register", daemon=True
@@ -197,6 +220,30 @@ class Lifecycle:
                     self._record(READY, "every readiness gate holds")
                 elif state == READY and not ready:
                     self._record(REGISTERED, "a readiness gate failed: %s" % self._failing())
+
+    def _settle_config(self) -> bool:
+        """True once the central config is what it will be at registration (see CONFIG_WAIT_SECONDS)."""
+        if self.config_settled is not None:
+            return True
+        try:
+            pending = bool(self._config_pending())
+        except Exception:
+            log.exception_once("lifecycle-config-wait", "cannot tell whether central config has arrived")
+            pending = False
+        if not pending:
+            self.config_settled = "answered"
+        elif self.listening_at is not None and self._clock() - self.listening_at >= self.config_wait:
+            self.config_settled = "timed out"
+            log.info(
+                "lifecycle: no central config %gs after the app listened; the registration delay "
+                "is judged on the cached, env and default settings" % self.config_wait
+            )
+        else:
+            return False
+        self.config_settled_after = (
+            self._clock() - self.listening_at if self.listening_at is not None else 0.0
+        )
+        return True
 
     def _delay_elapsed(self) -> bool:
         return self.listening_at is not None and (
@@ -273,6 +320,10 @@ class Lifecycle:
         if state == DELAYING:
             if registration == "registering":
                 return False, "registering with the config service"
+            if self.config_settled is None:
+                return False, "waiting for the central config before the registration delay (at most %gs)" % (
+                    self.config_wait
+                )
             remaining = self._settings().delay_register_seconds - (self._clock() - (self.listening_at or 0.0))
             return False, "registration delay: %.1fs left" % max(0.0, remaining)
         detail = getattr(self.registrar, "detail", "")
@@ -341,6 +392,7 @@ class Lifecycle:
                 "since": _iso(self.transitions[-1]["at"]),
                 "transitions": transitions,
                 "delay_register_seconds": current.delay_register_seconds,
+                "central_config_before_delay": self._describe_config_wait(),
                 "registration": self.registration or None,
                 "registration_detail": getattr(self.registrar, "detail", "") or None,
                 "deregistration": self.deregistration or None,
@@ -350,6 +402,11 @@ class Lifecycle:
             if self.drain:
                 section["drain"] = dict(self.drain)
         return section
+
+    def _describe_config_wait(self) -> Optional[str]:
+        if self.config_settled is None:
+            return "waiting" if self.listening_at is not None else None
+        return "%s after %.1fs" % (self.config_settled, self.config_settled_after)
 
     def metrics(self) -> List[str]:
         current = self._settings()
@@ -445,6 +502,19 @@ def _app_port() -> Optional[int]:
     return None
 
 
+def _central_config_pending() -> bool:
+    """True while a config client runs and has not had its first answer yet."""
+    from . import settings
+
+    if not settings.current().config_url:
+        return False
+    try:
+        from . import config_client
+    except ImportError:
+        return False
+    return config_client.first_answer_pending()
+
+
 def start() -> Optional[Lifecycle]:
     """Owner process, right after the app listens: build the lifecycle and plug it in. Never raises."""
     global _lifecycle, _drainer
@@ -461,6 +531,7 @@ def start() -> Optional[Lifecycle]:
             runner,
             readiness=lambda: status_server.evaluate_gates()[0],
             port_fn=_app_port,
+            config_pending=_central_config_pending,
         )
         # "starting" began when this process started, not now.
         started_wall = _process_started_wall()

@@ -154,6 +154,13 @@ FIELDS: Tuple[Field, ...] = (
     Field("offline_token", _text, "", "token the preStop hook must present to /offline", central=False),
     Field("app_probe", _text, "", "the app's original readiness probe (JSON)", central=False),
     Field("cache_dir", _text, "", "where the last good central config is cached", central=False),
+    Field(
+        "state_dir",
+        _text,
+        "",
+        "a writable directory for the agent's files (config cache); default the temp dir",
+        central=False,
+    ),
 )
 
 FIELDS_BY_NAME: Dict[str, Field] = {field.name: field for field in FIELDS}

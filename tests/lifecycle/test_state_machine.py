@@ -72,6 +72,52 @@ def test_registration_waits_for_the_delay_after_listening() -> None:
     assert [t["state"] for t in machine.transitions] == [STARTING, DELAYING, REGISTERED, READY]
 
 
+def _waiting_for_config(wait: float = 5.0) -> Tuple[lifecycle.Lifecycle, FakeClock, FakeRegistrar, dict]:
+    """A lifecycle whose config client has not had its first answer; ``config`` stands for it."""
+    config: dict = {"pending": True, "settings": settings.build({}, {})}  # local default: no delay
+    clock, registrar = FakeClock(), FakeRegistrar()
+    machine = lifecycle.Lifecycle(
+        lambda: config["settings"],
+        registrar,
+        FakeProbe(),
+        port_fn=lambda: 8080,
+        clock=clock,
+        config_pending=lambda: config["pending"],
+        config_wait=wait,
+    )
+    return machine, clock, registrar, config
+
+
+def test_the_registration_delay_is_judged_only_once_the_central_config_has_answered() -> None:
+    machine, clock, registrar, config = _waiting_for_config()
+    machine.app_listening()
+    clock.now += 2.0
+    settle(machine)
+    assert machine.state == DELAYING and registrar.calls == [], "registered with the local 0 s"
+    ok, reason = machine.gate_registered()
+    assert not ok and reason.startswith("waiting for the central config")
+    config["settings"] = settings.build({}, {"delay_register_seconds": 4})
+    config["pending"] = False  # the answer arrives 2 s after the app listened: delay 4 s
+    settle(machine)
+    assert machine.state == DELAYING and machine.gate_registered()[1] == "registration delay: 2.0s left"
+    clock.now += 2.0
+    settle(machine)
+    assert registrar.calls == [("register", 8080)] and machine.state == READY
+    assert machine.describe()["central_config_before_delay"] == "answered after 2.0s"
+
+
+def test_a_config_service_that_never_answers_holds_the_registration_only_for_the_bound() -> None:
+    machine, clock, registrar, _ = _waiting_for_config(wait=5.0)
+    machine.app_listening()
+    clock.now += 4.9
+    settle(machine)
+    assert registrar.calls == []
+    clock.now += 0.1
+    settle(machine)
+    assert registrar.calls == [("register", 8080)], "the cached/env/default delay (0 s) decides now"
+    assert machine.describe()["central_config_before_delay"] == "timed out after 5.0s"
+
+
 def test_every_transition_is_recorded_with_its_time() -> None:
     machine, clock = make(delay=2.0)
     clock.now = 110.0
