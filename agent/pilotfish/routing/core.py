@@ -231,7 +231,7 @@ def _ensure_started() -> None:
     global _started, _poller
     from .. import runtime
 
-    if runtime.role() == runtime.DORMANT:
+    if runtime.role() in (runtime.DORMANT, runtime.FAILED):  # FAILED: the app runs without us
         return
     with _start_lock:
         if _started:
