@@ -132,8 +132,13 @@ class Store:
         self._changed = threading.Condition(self._lock)
         self._objects: Dict[str, Dict[Tuple[str, str], Obj]] = collections.defaultdict(dict)
         self._version = 0
-        self._log: Deque[Tuple[int, str, str, Obj]] = collections.deque(maxlen=log_size)
-        self._floor = 0  # versions <= floor are no longer in the log
+        # The change log, as etcd's: bounded in total (``_versions``), compacted from the oldest;
+        # kept per resource (newest last) so a watch reads only its own resource's changes.
+        self._log_size = log_size
+        self._versions: Deque[int] = collections.deque(maxlen=log_size)
+        self._floor = 0
+        self._logs: Dict[str, Deque[Tuple[int, str, Obj]]] = {}
+        self._floors: Dict[str, int] = collections.defaultdict(int)
         self._subscribers: Dict[str, List[Callback]] = collections.defaultdict(list)
         self._dispatch: queue.Queue[Optional[Tuple[List[Callback], str, Obj]]] = queue.Queue()
         self._listeners: List[Callable[[], None]] = []
@@ -418,9 +423,15 @@ class Store:
     def events_since(self, resource: str, version: int) -> List[Tuple[int, str, Obj]]:
         """Changes of ``resource`` after ``version``, oldest first; 410 Gone when compacted away."""
         with self._lock:
-            if version < self._floor:
+            if version < max(self._floor, self._floors[resource]):
                 raise Gone(version)
-            return [(v, t, copy.deepcopy(o)) for (v, r, t, o) in self._log if v > version and r == resource]
+            found = []
+            for v, t, o in reversed(self._logs.get(resource) or ()):  # newest first: stop at ``version``
+                if v <= version:
+                    break
+                found.append((v, t, copy.deepcopy(o)))
+            found.reverse()
+            return found
 
     def wait(self, version: int, timeout: float) -> int:
         """Block until the store's version passes ``version`` (or timeout); returns the version."""
@@ -580,10 +591,18 @@ class Store:
             self._objects[resource].pop(key_of(obj), None)
         else:
             self._objects[resource][key_of(obj)] = obj
-        if len(self._log) == self._log.maxlen:
-            self._floor = self._log[0][0]
+        log_ = self._logs.get(resource)
+        if log_ is None:
+            log_ = self._logs[resource] = collections.deque(maxlen=self._log_size)
+        if len(log_) == log_.maxlen:
+            self._floors[resource] = log_[0][0]
+        if len(self._versions) == self._versions.maxlen:
+            self._floor = self._versions[0]
+        self._versions.append(self._version)
+        while log_ and log_[0][0] < self._floor:
+            log_.popleft()
         frozen = copy.deepcopy(obj)
-        self._log.append((self._version, resource, kind, frozen))
+        log_.append((self._version, kind, frozen))
         callbacks = list(self._subscribers.get(resource, ()))
         if callbacks:
             self._dispatch.put((callbacks, kind, copy.deepcopy(obj)))

@@ -231,3 +231,30 @@ def test_kubectl_logs_and_describe_show_the_pod(pilotfish: Api) -> None:
     described = pilotfish.kubectl("-n", "shop", "describe", "pod", name).stdout
     assert "Started" in described and "pilotfish-init" in described
     assert os.path.exists(str(pilotfish.kubeconfig))
+
+
+def test_a_deleted_pod_drains_as_a_terminating_endpoint_then_goes(pilotfish: Api) -> None:
+    victim = pods(pilotfish, "shop", "app=web")[0]
+    name = victim["metadata"]["name"]
+
+    def endpoint() -> Any:
+        for eps in pilotfish.store.list("endpointslices", "shop"):
+            if eps["metadata"]["labels"].get("kubernetes.io/service-name") != "web":
+                continue
+            for ep in eps.get("endpoints") or []:
+                if ep["targetRef"]["name"] == name:
+                    return ep
+        return None
+
+    assert endpoint()["conditions"] == {"ready": True, "serving": True, "terminating": False}
+    pilotfish.kubectl("-n", "shop", "delete", "pod", name, "--wait=false")
+    draining = wait_for(
+        lambda: (lambda ep: ep if ep and ep["conditions"]["terminating"] else None)(endpoint()),
+        what="terminating",
+    )
+    assert draining["conditions"]["ready"] is False
+    wait_for(
+        lambda: pilotfish.store.get("pods", "shop", name) is None, timeout=60, what="the pod to be finalized"
+    )
+    assert endpoint() is None
+    app_pods(pilotfish)  # the ReplicaSet replaced it

@@ -392,6 +392,7 @@ class Verbs:
                 except ValueError:
                     version = self.store.resource_version
             while time.monotonic() < deadline and not self.h.api.stopping.is_set():
+                checked = self.store.resource_version  # read first: a change after this wakes the wait
                 try:
                     events = self.store.events_since(self.r.store_name, version)
                 except Gone as gone:
@@ -402,10 +403,8 @@ class Verbs:
                     if wanted(obj):
                         emit(kind, self._typed(obj))
                 if not events:
-                    version = max(version, 0)
-                    self.store.wait(
-                        self.store.resource_version, min(1.0, max(0.0, deadline - time.monotonic()))
-                    )
+                    version = max(version, checked)  # nothing of ours up to ``checked``: skip it next time
+                    self.store.wait(checked, min(1.0, max(0.0, deadline - time.monotonic())))
             h.wfile.write(b"0\r\n\r\n")
             h.wfile.flush()
         except (BrokenPipeError, ConnectionResetError, ssl.SSLError, OSError):
