@@ -29,7 +29,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from .images import REPO_ROOT, Image, ImageMap, ImageNotMapped
 from .network import Attachment, Network, processes_in_netns, register_mountpoint
 from .podenv import ConfigError, container_env, expand
-from .probes import ProbeTarget, run_handler, timing
+from .probes import ProbeTarget, nsenter_argv, run_handler, timing
 from .proxy import ServiceProxy
 from .volumes import SA_DIR, SA_VOLUME, PodVolumes, Volume
 
@@ -168,16 +168,24 @@ class ContainerRunner:
             os.replace(log_path, w.dir / ("%s.previous.log" % self.name))
         self.container_id = "local-cluster://" + _secrets.token_hex(16)
         w.event("Created", "Created container: %s" % self.name)
-        with open(log_path, "ab") as logf:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", str(LAUNCH), str(spec_path)],
-                stdin=subprocess.DEVNULL,
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
-                close_fds=True,
-            )
+        ready_r, ready_w = os.pipe()
+        try:
+            with open(log_path, "ab") as logf:
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-I", "-S", str(LAUNCH), str(spec_path), str(ready_w)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=logf,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+                    close_fds=True,
+                    pass_fds=(ready_w,),
+                )
+        finally:
+            os.close(ready_w)
+        # EOF once the launcher exec'd the command (or gave up): namespaces and mounts are set.
+        with os.fdopen(ready_r, "rb") as ready:
+            ready.read()
         self.exited = threading.Event()
         proc, exited = self.proc, self.exited
 
@@ -839,6 +847,24 @@ class Kubelet:
     def worker(self, namespace: str, name: str) -> Optional[PodWorker]:
         with self._lock:
             return self._workers.get((namespace, name))
+
+    def exec_in(
+        self, namespace: str, pod: str, container: str, argv: List[str], timeout: float = 30.0
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a command inside a running container (its namespaces and environment), like kubectl exec."""
+        w = self.worker(namespace, pod)
+        runner = next((r for r in (w.apps + w.inits if w else []) if r.name == container), None)
+        target = runner.target() if runner is not None else None
+        if target is None or target.pid is None:
+            raise LookupError("container %s of pod %s/%s is not running" % (container, namespace, pod))
+        return subprocess.run(
+            nsenter_argv(target, argv),
+            env=target.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
 
     def log_path(self, namespace: str, pod: str, container: str, previous: bool = False) -> Optional[Path]:
         """The container's log file (``kubectl logs``), the previous instance's with ``previous``."""

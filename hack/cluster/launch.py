@@ -2,6 +2,8 @@
 mount the volumes, then exec the command. Run by the kubelet as ``python -I -S launch.py SPEC``.
 
 Standard library only and nothing imported from the project, so it starts in a few milliseconds.
+``SPEC`` may be followed by a file descriptor number: it is closed when the command is exec'd
+(close-on-exec), so the kubelet, reading it to EOF, knows the namespaces and mounts are in place.
 The spec (JSON) has: ``netns`` (name under /run/netns, or null for hostNetwork), ``mounts``
 (``source``, ``target``, ``read_only``, ordered parents first), ``cwd``, ``argv``, ``env``.
 Exit codes when the container cannot start: 127 command not found, 126 not executable,
@@ -46,6 +48,8 @@ def _mount(source, target, fstype, flags):
 def main():
     with open(sys.argv[1]) as f:
         spec = json.load(f)
+    if len(sys.argv) > 2:
+        os.set_inheritable(int(sys.argv[2]), False)
     try:
         if spec.get("netns"):
             fd = os.open("/run/netns/" + spec["netns"], os.O_RDONLY)

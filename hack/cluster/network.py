@@ -395,6 +395,7 @@ class Network:
         self._next_ip = 2
         self._services: Dict[Tuple[str, str], _Service] = {}  # names, what DNS sees (at once)
         self._applied: Dict[Tuple[str, str], _Service] = {}  # what the rules say (after the delay)
+        self._in_kernel: Dict[Tuple[str, str], _Service] = {}  # _applied as of the last nft run
         self._next_cluster_ip = 11  # .1 kubernetes, .10 DNS
         self._pending: List[Tuple[float, int, Tuple[str, str], Optional[_Service]]] = []
         self._pending_cv = threading.Condition(self._lock)
@@ -657,7 +658,7 @@ class Network:
     def applied_endpoints(self, namespace: str, name: str) -> Dict[int, Tuple[Tuple[str, int], ...]]:
         """What the rules currently send each Service port to (for tests and debugging)."""
         with self._lock:
-            svc = self._applied.get((namespace, name))
+            svc = self._in_kernel.get((namespace, name))
             return {p.port: p.endpoints for p in svc.ports} if svc else {}
 
     # -- rendering -------------------------------------------------------------------------
@@ -752,6 +753,7 @@ class Network:
             ]
         )
         run(["nft", "-f", "-"], input_text=script + "\n")
+        self._in_kernel = dict(self._applied)
 
     def pods(self) -> Iterator[Attachment]:
         with self._lock:

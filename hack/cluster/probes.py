@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-__all__ = ["ProbeTarget", "Timing", "resolve_port", "run_handler", "timing"]
+__all__ = ["ProbeTarget", "Timing", "nsenter_argv", "resolve_port", "run_handler", "timing"]
 
 Obj = Dict[str, Any]
 USER_AGENT = "kube-probe/1.32"
@@ -129,10 +129,7 @@ def _exec(command: List[str], target: ProbeTarget, timeout: float, what: str) ->
         return False, "exec: no command"
     if target.pid is None:
         return False, "exec: the container is not running"
-    argv = ["nsenter", "-t", str(target.pid), "-m"]
-    if target.ip:
-        argv.append("-n")
-    argv += ["--wd=" + (target.cwd or "/"), "--", *[str(c) for c in command]]
+    argv = nsenter_argv(target, command)
     try:
         proc = subprocess.run(
             argv, env=target.env, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL
@@ -143,6 +140,16 @@ def _exec(command: List[str], target: ProbeTarget, timeout: float, what: str) ->
         return True, ""
     output = (proc.stdout + proc.stderr).decode("utf-8", "replace").strip()[-300:]
     return False, "command %r exited with %d: %s" % (command, proc.returncode, output)
+
+
+def nsenter_argv(target: ProbeTarget, command: List[str]) -> List[str]:
+    """Run ``command`` in the container's mount (and, unless hostNetwork, network) namespace."""
+    assert target.pid is not None
+    argv = ["nsenter", "-t", str(target.pid), "-m"]
+    if target.ip:
+        argv.append("-n")
+    # --wdns: the directory as the container sees it (--wd would resolve it on the host).
+    return [*argv, "--wdns=" + (target.cwd or "/"), "--", *[str(c) for c in command]]
 
 
 def _grpc(h: Obj, target: ProbeTarget, timeout: float) -> Tuple[bool, str]:
