@@ -133,7 +133,8 @@ def _service(obj: Obj) -> None:
 
 
 def _secret(obj: Obj) -> None:
-    obj.setdefault("type", "Opaque")
+    if not obj.get("type"):
+        obj["type"] = "Opaque"
 
 
 _DEFAULTERS = {

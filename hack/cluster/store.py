@@ -533,7 +533,7 @@ class Store:
         pod = info.get("pod") or {}
         with self._lock:
             found = self._objects["pods"].get((namespace, pod.get("name", "")))
-            if pod and (found is None or found["metadata"].get("uid") != pod.get("uid")):
+            if pod.get("name") and (found is None or found["metadata"].get("uid") != pod.get("uid")):
                 return {"authenticated": False, "error": "the pod this token was issued for no longer exists"}
         return {
             "authenticated": True,

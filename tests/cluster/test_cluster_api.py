@@ -316,3 +316,19 @@ def test_namespace_deletion_empties_it_first(api: Api) -> None:
     api.kubectl("delete", "namespace", "gone", "--wait=false")
     wait_for(lambda: api.store.get("namespaces", None, "gone") is None, what="the namespace to go")
     assert api.store.list("pods", "gone") == [] and api.store.list("deployments", "gone") == []
+
+
+def test_kubectl_create_sends_protobuf_for_these_kinds_and_it_is_understood(api: Api) -> None:
+    api.kubectl("create", "namespace", "made")
+    api.kubectl("-n", "made", "create", "configmap", "c", "--from-literal=colour=blue")
+    api.kubectl("-n", "made", "create", "secret", "generic", "s", "--from-literal=pw=hunter2")
+    api.kubectl("-n", "made", "create", "serviceaccount", "robot")
+    token = api.kubectl("-n", "made", "create", "token", "robot", "--audience=pilotfish").stdout.strip()
+    assert api.store.get("namespaces", None, "made") is not None
+    assert api.store.get("configmaps", "made", "c")["data"] == {"colour": "blue"}  # type: ignore[index]
+    secret = api.store.get("secrets", "made", "s")
+    assert secret is not None and secret["data"] == {"pw": "aHVudGVyMg=="} and secret["type"] == "Opaque"
+    review = api.store.review_token(token, ["pilotfish"])
+    assert review["authenticated"] and review["user"]["username"] == "system:serviceaccount:made:robot"
+    done = api.kubectl("-n", "made", "create", "deployment", "d", "--image=busybox", check=False)
+    assert done.returncode != 0 and "kubectl apply -f" in done.stderr

@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import parse_qs, urlsplit
 
 from ..store import CLUSTER_SCOPED, ApiError, Gone, Store, not_found
-from . import openapi, patch, tables, validate
+from . import openapi, patch, protobuf, tables, validate
 from .resources import Registry, Resource
 from .selectors import parse_field_selector, parse_label_selector
 
@@ -167,14 +167,23 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self._raw_body
         if not raw:
             return {}
+        content_type = self.headers.get("Content-Type") or ""
+        if "protobuf" in content_type:
+            try:
+                obj = protobuf.decode(raw)
+            except protobuf.Undecodable as exc:
+                raise ApiError(400, "BadRequest", "the protobuf body could not be decoded: %s" % exc)
+            if obj is None:
+                raise ApiError(
+                    415,
+                    "UnsupportedMediaType",
+                    "the local cluster reads protobuf only for Namespace, ConfigMap, Secret, ServiceAccount "
+                    "and TokenRequest: write the object as YAML and kubectl apply -f it",
+                )
+            return obj
         try:
             return json.loads(raw)
         except ValueError as exc:
-            kind = self.headers.get("Content-Type") or ""
-            if "protobuf" in kind:
-                raise ApiError(
-                    415, "UnsupportedMediaType", "the local cluster speaks JSON only, not %s" % kind
-                )
             raise ApiError(400, "BadRequest", "the body of the request could not be decoded: %s" % exc)
 
     def _send(self, code: int, body: Any, warnings: Optional[List[str]] = None) -> None:
