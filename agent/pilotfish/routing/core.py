@@ -39,6 +39,10 @@ EVICT_SECONDS = (
 )
 EJECT_BASE = 1.0
 EJECT_CAP = 30.0
+FIRST_ANSWER_WAIT = 5.0
+"""A process's first outbound call waits this long, once, for its own first registry answer:
+a worker forked with its parent's table (or started from the disk cache) may otherwise send
+it by a stale table, or the ordinary way (kube-proxy: any lane)."""
 CONSUMER_HEADER = "X-Pilotfish-Consumer"
 OFFLINE_HEADER = "x-pilotfish-offline"
 
@@ -48,8 +52,10 @@ _table: Optional[Table] = None
 _strict = False
 _enabled = True
 _started = False
+_poll_started = False
 _start_lock = threading.Lock()
 _poller: Optional[Poller] = None
+_first_answer = threading.Event()
 consumer_value = "1"
 """Value of the X-Pilotfish-Consumer header on routed requests (the caller's app name)."""
 
@@ -60,7 +66,7 @@ consumer_value = "1"
 def find(host: str) -> Optional[Service]:
     """The Service ``host`` reaches, or None: the ordinary path."""
     if not _started:
-        _ensure_started()
+        _ensure_started(wait=FIRST_ANSWER_WAIT)
     return _hosts.get(host)
 
 
@@ -203,6 +209,8 @@ class Poller:
             return False
         install_table(answer, received)
         self.version = str(answer.get("version") or "")
+        _first_answer.set()
+        save_cache(answer)
         return True
 
     def run(self) -> None:
@@ -216,6 +224,7 @@ class Poller:
                 if not changed and time.monotonic() - started < config_client.MIN_POLL_SPACING:
                     self.stopping.wait(config_client.MIN_POLL_SPACING)
             except Exception as problem:
+                _first_answer.set()  # nobody waits for an answer that is not coming
                 self.failures += 1
                 self.last_error = "%s: %s" % (type(problem).__name__, problem)
                 log.once(
@@ -226,36 +235,91 @@ class Poller:
                 self.stopping.wait(config_client._backoff(self.failures - 1))
 
 
-def _ensure_started() -> None:
-    """Start the long-poll in a process that serves (never in scripts, pip, migrations)."""
-    global _started, _poller
+def _ensure_started(wait: float = 0.0) -> None:
+    """Start the long-poll in a process that serves (never in scripts, pip, migrations).
+
+    With ``wait``, wait that long (once) for this process's first answer; never in the
+    agent's own threads: the poll's own connection to the config service passes here too.
+    """
+    global _started, _poll_started
     from .. import runtime
 
     if runtime.role() in (runtime.DORMANT, runtime.FAILED):  # FAILED: the app runs without us
         return
     with _start_lock:
-        if _started:
-            return
-        _started = True
-        if runtime.role() != runtime.OWNER:
-            try:
-                from . import report
+        if not _poll_started:
+            _poll_started = True
+            _start_poller(runtime)
+    if wait and _poller is not None and not threading.current_thread().name.startswith("pilotfish-"):
+        _first_answer.wait(wait)  # a table inherited or cached may be stale: wait for ours
+    _started = True
 
-                report.start_writer()
-            except Exception:
-                log.exception_once("routing-report-start", "workers' routing counts are not reported")
+
+def cache_path(current: settings.Settings) -> str:
+    import tempfile
+
+    from .. import config_client
+
+    name = "pilotfish-routing-%s-%s.json" % (
+        config_client._safe_name(current.pod_namespace or "default"),
+        config_client._safe_name(current.app or "_"),
+    )
+    return os.path.join(current.cache_dir or tempfile.gettempdir(), name)
+
+
+def save_cache(answer: Dict[str, Any]) -> None:
+    """Keep the last answer on disk: workers forked or spawned later, and a restart while the
+    config service is down, start routing from it at once instead of the ordinary path."""
+    try:
+        path = cache_path(settings.current())
+        tmp = "%s.%d.tmp" % (path, os.getpid())
+        with open(tmp, "w") as handle:
+            json.dump({"saved_at": time.time(), "answer": answer}, handle)
+        os.replace(tmp, path)
+    except OSError as problem:
+        log.once("routing-cache-write", "info", "routing table not cached on disk (%s)" % problem)
+
+
+def load_cache() -> bool:
+    """Install the cached answer (aged by the wall-clock time since it was saved here)."""
+    try:
+        with open(cache_path(settings.current())) as handle:
+            cached = json.load(handle)
+        answer, saved_at = cached["answer"], float(cached["saved_at"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if not isinstance(answer, dict) or not isinstance(answer.get("services"), list):
+        return False
+    install_table(answer, time.monotonic() - max(0.0, time.time() - saved_at))
+    return True
+
+
+def _start_poller(runtime: Any) -> None:
+    global _poller
+    if _table is None or runtime.role() != runtime.OWNER:  # the owner's last answer beats an inherited one
         try:
-            from .. import config_client
-
-            current = settings.current()
-            transport = config_client._transport(current)
-            if transport is None:
-                return  # no config service: nothing is routed, every call takes the ordinary path
-            poller = Poller(transport, current.pod_namespace or "default")
-            threading.Thread(target=poller.run, name="pilotfish-routing", daemon=True).start()
-            _poller = poller
+            load_cache()
         except Exception:
-            log.exception_once("routing-start", "routing is off in this process")
+            log.exception_once("routing-cache-read", "cached routing table ignored")
+    if runtime.role() != runtime.OWNER:
+        try:
+            from . import report
+
+            report.start_writer()
+        except Exception:
+            log.exception_once("routing-report-start", "workers' routing counts are not reported")
+    try:
+        from .. import config_client
+
+        current = settings.current()
+        transport = config_client._transport(current)
+        if transport is None:
+            return  # no config service: nothing is routed, every call takes the ordinary path
+        poller = Poller(transport, current.pod_namespace or "default")
+        threading.Thread(target=poller.run, name="pilotfish-routing", daemon=True).start()
+        _poller = poller
+    except Exception:
+        log.exception_once("routing-start", "routing is off in this process")
 
 
 def start() -> None:
@@ -272,10 +336,18 @@ def start() -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _started, _start_lock, _poller
-    _started, _start_lock, _poller = False, threading.Lock(), None  # the poll thread stayed behind
-    for service in _hosts.values():
-        service.stats = {}
+    global _started, _poll_started, _start_lock, _poller, _first_answer
+    _started, _poll_started, _start_lock, _poller = (
+        False,
+        False,
+        threading.Lock(),
+        None,
+    )  # no poll thread here
+    _first_answer = threading.Event()
+    for service in _table.services if _table is not None else ():
+        service.stats = {}  # this process counts its own requests (the parent reports its)
+        for instance in service.instances:
+            instance.sent = instance.ejections = 0
 
 
 if hasattr(os, "register_at_fork"):
