@@ -84,6 +84,7 @@ class ContainerRunner:
         self.kill_grace: float = DEFAULT_GRACE
         self.thread: Optional[threading.Thread] = None
         self._backoff_n = 0
+        self.start_error = ""  # why the launcher could not start the command (StartError)
 
     # -- status ----------------------------------------------------------------------------
     def status(self) -> Obj:
@@ -185,7 +186,7 @@ class ContainerRunner:
             os.close(ready_w)
         # EOF once the launcher exec'd the command (or gave up): namespaces and mounts are set.
         with os.fdopen(ready_r, "rb") as ready:
-            ready.read()
+            self.start_error = ready.read().decode("utf-8", "replace")
         self.exited = threading.Event()
         proc, exited = self.proc, self.exited
 
@@ -202,7 +203,12 @@ class ContainerRunner:
             self.state = {"running": {"startedAt": now_rfc3339()}}
             self.started = not self.init and "startupProbe" not in self.spec
             self.ready = False
-        w.event("Started", "Started container %s" % self.name)
+        if self.start_error:
+            w.event(
+                "Failed", "Error: failed to start container %s: %s" % (self.name, self.start_error), "Warning"
+            )
+        else:
+            w.event("Started", "Started container %s" % self.name)
         if not self.init:
             for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
                 if self.spec.get(kind):
@@ -306,13 +312,14 @@ class ContainerRunner:
         except OSError:
             pass
         exit_code = code if code >= 0 else 128 - code
-        reason = "Completed" if exit_code == 0 else "Error"
+        reason = "Completed" if exit_code == 0 else "StartError" if self.start_error else "Error"
         with w.lock:
             self.last_state = {}
             self.state = {
                 "terminated": {
                     "exitCode": exit_code,
                     "reason": reason,
+                    **({"message": self.start_error} if self.start_error else {}),
                     "startedAt": self.state.get("running", {}).get("startedAt", now_rfc3339()),
                     "finishedAt": now_rfc3339(),
                     "containerID": self.container_id,

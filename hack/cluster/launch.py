@@ -32,7 +32,7 @@ def _check(result, what):
         raise OSError(err, "%s: %s" % (what, os.strerror(err)))
 
 
-def _mount(source, target, fstype, flags):
+def _mount(source, target, fstype, flags, label=None):
     _check(
         _libc.mount(
             source.encode() if source else None,
@@ -41,15 +41,31 @@ def _mount(source, target, fstype, flags):
             ctypes.c_ulong(flags),
             None,
         ),
-        "mount %s on %s" % (source, target),
+        "mount %s on %s" % (label or source, target),
     )
 
 
+_ready_fd = -1
+
+
+def fail(message, code):
+    """Say why in the container's log and to the kubelet (through the ready pipe), then exit."""
+    sys.stderr.write("local cluster: %s\n" % message)
+    if _ready_fd >= 0:
+        try:
+            os.write(_ready_fd, message.encode("utf-8", "replace"))
+        except OSError:
+            pass
+    sys.exit(code)
+
+
 def main():
+    global _ready_fd
     with open(sys.argv[1]) as f:
         spec = json.load(f)
     if len(sys.argv) > 2:
-        os.set_inheritable(int(sys.argv[2]), False)
+        _ready_fd = int(sys.argv[2])
+        os.set_inheritable(_ready_fd, False)
     try:
         if spec.get("netns"):
             fd = os.open("/run/netns/" + spec["netns"], os.O_RDONLY)
@@ -57,36 +73,34 @@ def main():
             os.close(fd)
         _check(_libc.unshare(CLONE_NEWNS), "unshare mount namespace")
         _mount(None, "/", None, MS_REC | MS_SLAVE)  # nothing mounted here reaches the host
-        for m in spec.get("mounts") or []:
-            source, target = m["source"], m["target"]
+        mounts = spec.get("mounts") or []
+        # Every source is opened before anything is mounted: a volume mounted over /tmp must not
+        # hide a later source that lives under /tmp. Bind mounts take the /proc/self/fd path.
+        sources = [os.open(m["source"], os.O_PATH | os.O_CLOEXEC) for m in mounts]
+        for m, fd in zip(mounts, sources):
+            target = m["target"]
+            source = "/proc/self/fd/%d" % fd
             if not os.path.lexists(target):
                 if os.path.isdir(source):
                     os.makedirs(target, exist_ok=True)
                 else:
                     os.makedirs(os.path.dirname(target), exist_ok=True)
                     open(target, "a").close()
-            _mount(source, target, None, MS_BIND | MS_REC)
+            _mount(source, target, None, MS_BIND | MS_REC, m["source"])
             if m.get("read_only"):
                 _mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
         os.chdir(spec.get("cwd") or "/")
     except OSError as e:
-        sys.stderr.write("local cluster: cannot start the container: %s\n" % e)
-        sys.exit(128)
+        fail("cannot start the container: %s" % e, 128)
     argv = spec["argv"]
     try:
         os.execvpe(argv[0], argv, spec["env"])
     except FileNotFoundError:
-        sys.stderr.write(
-            'local cluster: exec: "%s": executable file not found in $PATH (%s)\n'
-            % (argv[0], spec["env"].get("PATH"))
-        )
-        sys.exit(127)
+        fail('exec: "%s": executable file not found in $PATH (%s)' % (argv[0], spec["env"].get("PATH")), 127)
     except PermissionError as e:
-        sys.stderr.write("local cluster: exec %s: %s\n" % (argv[0], e))
-        sys.exit(126)
+        fail("exec %s: %s" % (argv[0], e), 126)
     except OSError as e:
-        sys.stderr.write("local cluster: exec %s: %s\n" % (argv[0], e))
-        sys.exit(128)
+        fail("exec %s: %s" % (argv[0], e), 128)
 
 
 if __name__ == "__main__":

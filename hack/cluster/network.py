@@ -386,6 +386,7 @@ class Network:
         self.state_dir = Path(state_dir)
         self.propagation_delay = float(propagation_delay)
         self._wanted_instance = instance
+        self.files_dir = self.state_dir / "network"  # per instance once started (start() sets it)
         self._cleanup_hook = cleanup_hook  # e.g. the kubelet's unmounts, run before namespaces go
         self.ranges = Ranges(instance or 0)
         self._lock_fd: Optional[int] = None
@@ -440,6 +441,7 @@ class Network:
         if missing:
             raise NetworkUnavailable("the local cluster's network needs:\n  - " + "\n  - ".join(missing))
         self._take_instance()
+        self.files_dir = self.state_dir / ("network-%d" % self.ranges.instance)
         removed = free_instances_cleanup(except_instance=self.ranges.instance)
         removed += cleanup_instance(self.ranges, self._cleanup_hook)
         removed += remove_mountpoints(self.ranges.instance)
@@ -460,7 +462,7 @@ class Network:
         ipv6 = Path("/proc/sys/net/ipv6/conf/%s/disable_ipv6" % r.bridge)
         if ipv6.exists():
             ipv6.write_text("1\n")
-        (self.state_dir / "network").mkdir(parents=True, exist_ok=True)
+        (self.files_dir).mkdir(parents=True, exist_ok=True)
         self._stopping = False
         self._applier = threading.Thread(target=self._apply_loop, name="pf-network-applier", daemon=True)
         self._applier.start()
@@ -496,7 +498,7 @@ class Network:
             self.detach(key)
         cleanup_instance(self.ranges, self._cleanup_hook)
         remove_mountpoints(self.ranges.instance)
-        shutil.rmtree(self.state_dir / "network", ignore_errors=True)
+        shutil.rmtree(self.files_dir, ignore_errors=True)
         for path in (self.ranges.lock_path, MOUNTPOINTS):
             try:
                 if path == self.ranges.lock_path or path.stat().st_size == 0:
@@ -531,7 +533,7 @@ class Network:
             if pod_key in self._pods:
                 return self._pods[pod_key]
             ip = self.host_address if host_network else self._allocate_ip(pod_key)
-            files = self.state_dir / "network" / hashlib.sha1(pod_key.encode()).hexdigest()[:12]
+            files = self.files_dir / hashlib.sha1(pod_key.encode()).hexdigest()[:12]
             files.mkdir(parents=True, exist_ok=True)
             attachment = Attachment(
                 pod_key=pod_key,

@@ -454,3 +454,26 @@ def test_pods_start_fast(node: Node) -> None:
     node.wait_ready("quick")
     assert time.monotonic() - start < 3.0
     assert ECHO  # the echo server is the other tests' app
+
+
+def test_a_command_that_cannot_start_is_a_start_error_with_the_reason(node: Node) -> None:
+    node.pod(
+        "typo", [{"name": "app", "image": "busybox", "command": ["no-such-command"]}], restartPolicy="Never"
+    )
+    pod = node.wait_pod("typo", lambda p: p["status"].get("phase") == "Failed")
+    terminated = status_of(pod)["state"]["terminated"]
+    assert terminated["reason"] == "StartError" and terminated["exitCode"] == 127
+    assert 'exec: "no-such-command": executable file not found in $PATH' in terminated["message"]
+    assert not node.events("typo", "Started") and node.events("typo", "Failed")
+
+
+def test_a_volume_over_tmp_does_not_hide_the_sources_of_later_mounts(node: Node) -> None:
+    # The node's own files (hosts file, volumes) may live under /tmp, as in these tests.
+    mounts = [{"name": "t", "mountPath": "/tmp"}]
+    node.pod(
+        "tmpvol",
+        [sh("ls /tmp; cat /etc/hosts; sleep 60", volumeMounts=mounts)],
+        volumes=[{"name": "t", "emptyDir": {}}],
+    )
+    log = node.wait_log("tmpvol", "localhost")
+    assert "\ttmpvol" in log and "state" not in log.split("#")[0]  # an empty /tmp, the pod's hosts file
