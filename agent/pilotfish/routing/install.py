@@ -20,6 +20,8 @@ HOOKS = (
     ("urllib3.poolmanager", PACKAGE + ".integrations.routing_urllib3", "patch"),
     ("httpcore", PACKAGE + ".integrations.routing_httpx", "patch"),
     ("aiohttp", PACKAGE + ".integrations.routing_aiohttp", "patch"),
+    ("grpc", PACKAGE + ".integrations.routing_grpc", "patch"),
+    ("grpc.aio", PACKAGE + ".integrations.routing_grpc", "patch_aio"),
 )
 
 installed: List[str] = []

@@ -131,12 +131,26 @@ def make_httpx():
     return call, client.close
 
 
+def make_grpc():
+    import grpc
+
+    target = URL.split("//")[-1]
+    channel = grpc.insecure_channel(target)  # built once, before any call: as apps do
+    call_method = channel.unary_unary("/stock.Stock/Call")
+
+    def call(path):
+        return call_method(path.encode(), timeout=TIMEOUT)
+
+    return call, channel.close
+
+
 SYNC = {
     "http.client": make_http_client,
     "urllib": make_urllib,
     "urllib3": make_urllib3,
     "requests": make_requests,
     "httpx": make_httpx,
+    "grpc": make_grpc,
 }
 
 
@@ -167,7 +181,17 @@ def run_sync(name):
 
 async def run_async(name):
     results = []
-    if name == "httpx-async":
+    if name == "grpc-aio":
+        import grpc.aio
+
+        channel = grpc.aio.insecure_channel(URL.split("//")[-1])
+        method = channel.unary_unary("/stock.Stock/Call")
+
+        async def get(path):
+            return await method(path.encode(), timeout=TIMEOUT)
+
+        close = channel.close
+    elif name == "httpx-async":
         import httpx
 
         client = httpx.AsyncClient(verify=context() or True, timeout=TIMEOUT)
