@@ -28,6 +28,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument(
         "--propagation-delay", type=float, default=0.0, help="seconds before endpoint changes reach Services"
     )
+    parser.add_argument(
+        "--backoff-base",
+        type=float,
+        default=10.0,
+        help="the kubelet's first restart back-off in seconds (doubling up to 5 min; 10 like Kubernetes)",
+    )
     parser.add_argument("--seconds", type=float, default=None, help="stop after this many seconds")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
@@ -35,7 +41,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s %(message)s"
     )
     started = time.monotonic()
-    cluster = Cluster(args.state_dir, node=not args.no_node, propagation_delay=args.propagation_delay)
+    cluster = Cluster(
+        args.state_dir,
+        node=not args.no_node,
+        propagation_delay=args.propagation_delay,
+        backoff_base=args.backoff_base,
+    )
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: Any) -> None:

@@ -31,11 +31,13 @@ class Cluster:
         node: bool = True,
         propagation_delay: float = 0.0,
         log_size: int = LOG_SIZE,
+        backoff_base: float = 10.0,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.want_node = node
         self.log_size = log_size
         self.propagation_delay = propagation_delay
+        self.backoff_base = backoff_base  # the kubelet's first restart back-off (doubling to 5 min)
         self.network: Any = None
         self.kubelet: Any = None
         self.store: Store
@@ -79,7 +81,9 @@ class Cluster:
         if self.want_node:
             from .kubelet import Kubelet
 
-            self.kubelet = Kubelet(self, self.network, ROOT / "hack" / "cluster" / "images.yaml")
+            self.kubelet = Kubelet(
+                self, self.network, ROOT / "hack" / "cluster" / "images.yaml", backoff_base=self.backoff_base
+            )
             self.kubelet.start()
             self.api.logs = self.kubelet.log_path
         log.info("cluster up in %.1f s", time.monotonic() - started)
