@@ -332,3 +332,14 @@ def test_kubectl_create_sends_protobuf_for_these_kinds_and_it_is_understood(api:
     assert review["authenticated"] and review["user"]["username"] == "system:serviceaccount:made:robot"
     done = api.kubectl("-n", "made", "create", "deployment", "d", "--image=busybox", check=False)
     assert done.returncode != 0 and "kubectl apply -f" in done.stderr
+
+
+def test_rollout_status_fails_once_the_progress_deadline_passes(api: Api, ns: str) -> None:
+    stuck = deployment("stuck", ns, [])  # no node here: its pods never become ready
+    stuck["spec"]["progressDeadlineSeconds"] = 2
+    api.kubectl("apply", "-f", "-", input=json.dumps(stuck))
+    done = api.kubectl("-n", ns, "rollout", "status", "deployment/stuck", "--timeout=60s", check=False)
+    assert done.returncode != 0
+    assert 'deployment "stuck" exceeded its progress deadline' in done.stderr
+    conditions = {c["type"]: c for c in api.store.get("deployments", ns, "stuck")["status"]["conditions"]}  # type: ignore[index]
+    assert conditions["Progressing"]["reason"] == "ProgressDeadlineExceeded"

@@ -197,3 +197,35 @@ def test_scale_and_history_limit(api: Api, node: ReadyNode) -> None:
         "-n", "roll", "get", "deployment", "hist", "-o", "jsonpath={.status.readyReplicas}"
     ).stdout
     assert out == "3"
+
+
+def test_services_get_endpoint_slices_and_endpoints_of_ready_pods(api: Api, node: ReadyNode) -> None:
+    api.kubectl("apply", "-f", "-", input=json.dumps(deployment("served", 2, 1, 0)))
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "served", "namespace": "roll"},
+        "spec": {"selector": {"app": "served"}, "ports": [{"name": "web", "port": 80, "targetPort": "http"}]},
+    }
+    api.kubectl("apply", "-f", "-", input=json.dumps(service))
+    api.kubectl("-n", "roll", "rollout", "status", "deployment/served", "--timeout=60s")
+
+    def endpoints() -> Any:
+        found = api.store.get("endpoints", "roll", "served")
+        subsets = (found or {}).get("subsets") or []
+        return subsets if subsets and len(subsets[0].get("addresses") or []) == 2 else None
+
+    subsets = wait_for(endpoints, what="two ready addresses in the Endpoints")
+    assert subsets[0]["ports"] == [{"name": "web", "port": 8000, "protocol": "TCP"}]
+    slices = [
+        s
+        for s in api.store.list("endpointslices", "roll")
+        if s["metadata"]["labels"]["kubernetes.io/service-name"] == "served"
+    ]
+    assert len(slices) == 1 and slices[0]["ports"] == [{"name": "web", "port": 8000, "protocol": "TCP"}]
+    assert all(
+        e["conditions"] == {"ready": True, "serving": True, "terminating": False}
+        for e in slices[0]["endpoints"]
+    )
+    listed = api.kubectl("-n", "roll", "get", "endpoints", "served").stdout
+    assert "8000" in listed

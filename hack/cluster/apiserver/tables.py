@@ -94,7 +94,20 @@ def _slice_endpoints(eps: Obj) -> str:
     return ",".join(addresses[:3]) + (" + %d more..." % (len(addresses) - 3) if len(addresses) > 3 else "")
 
 
+def _endpoints(ep: Obj) -> str:
+    pairs = [
+        "%s:%s" % (a.get("ip"), p.get("port"))
+        for subset in ep.get("subsets") or []
+        for a in subset.get("addresses") or []
+        for p in subset.get("ports") or [{}]
+    ]
+    if not pairs:
+        return "<none>"
+    return ",".join(pairs[:3]) + (" + %d more..." % (len(pairs) - 3) if len(pairs) > 3 else "")
+
+
 COLUMNS: Dict[str, List[Column]] = {
+    "endpoints": [("Name", "string", _name), ("Endpoints", "string", _endpoints), ("Age", "string", age)],
     "pods": [
         ("Name", "string", _name),
         ("Ready", "string", _pod_ready),

@@ -10,12 +10,13 @@ reuses its ReplicaSet. Old ReplicaSets beyond ``revisionHistoryLimit`` are delet
 
 from __future__ import annotations
 
+import calendar
 import copy
 import hashlib
 import json
 import math
 import time
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from ..store import ApiError, Store
 from .base import Controller, Obj, own_key, owned_by, owner_key, terminating
@@ -75,6 +76,7 @@ class DeploymentController(Controller):
 
     def __init__(self, store: Store) -> None:
         super().__init__(store)
+        self._progress: Dict[Tuple[str, str], Any] = {}
         self.watch("deployments", lambda _k, o: own_key(o))
         self.watch("replicasets", lambda _k, o: owner_key(o, "Deployment"))
 
@@ -228,8 +230,10 @@ class DeploymentController(Controller):
         if not old:
             self._scale(deployment, new_rs, desired)
             return
-        # scale up the new ReplicaSet within replicas + maxSurge
-        total = spec_of(new_rs) + sum(spec_of(rs) for rs in old)
+        # Scale up the new ReplicaSet within replicas + maxSurge. An old set counts with the pods
+        # it still has until its controller reported them gone (stricter than Kubernetes, which
+        # counts specs only and so can briefly overshoot while old pods are being deleted).
+        total = spec_of(new_rs) + sum(max(spec_of(rs), status_of(rs, "replicas")) for rs in old)
         room = desired + surge - total
         if spec_of(new_rs) < desired and room > 0:
             self._scale(deployment, new_rs, min(desired, spec_of(new_rs) + room))
@@ -276,6 +280,55 @@ class DeploymentController(Controller):
 
     # ------------------------------------------------------------------ status
 
+    def _progressing(self, deployment: Obj, new_rs: Obj, previous: Obj, complete: bool, stamp: str) -> Obj:
+        """The Progressing condition: refreshed on every step, False once ``progressDeadlineSeconds``
+        pass without one (``kubectl rollout status`` then fails instead of waiting forever)."""
+        name = new_rs["metadata"]["name"]
+        if complete:
+            return _condition(
+                previous,
+                "Progressing",
+                "True",
+                "NewReplicaSetAvailable",
+                'ReplicaSet "%s" has successfully progressed.' % name,
+                stamp,
+            )
+        old = next((c for c in previous.get("conditions") or [] if c.get("type") == "Progressing"), None)
+        watched = ("replicas", "updatedReplicas", "readyReplicas", "availableReplicas")
+        counts = {k: int((new_rs.get("status") or {}).get(k, 0)) for k in watched}
+        key = (deployment["metadata"].get("generation"), name, tuple(sorted(counts.items())))
+        moved = self._progress.get(self._key(deployment)) != key
+        self._progress[self._key(deployment)] = key
+        deadline = int((deployment.get("spec") or {}).get("progressDeadlineSeconds", 600))
+        if moved or old is None or old.get("reason") == "NewReplicaSetAvailable":
+            condition = _condition(
+                previous,
+                "Progressing",
+                "True",
+                "ReplicaSetUpdated",
+                'ReplicaSet "%s" is progressing.' % name,
+                stamp,
+            )
+            condition["lastUpdateTime"] = stamp
+            self.requeue_after(self._key(deployment), deadline + 1)
+            return condition
+        if old.get("reason") == "ProgressDeadlineExceeded":
+            return old
+        if time.time() - _stamp_seconds(old.get("lastUpdateTime", stamp)) > deadline:
+            return _condition(
+                previous,
+                "Progressing",
+                "False",
+                "ProgressDeadlineExceeded",
+                'ReplicaSet "%s" has timed out progressing.' % name,
+                stamp,
+            )
+        return old
+
+    @staticmethod
+    def _key(deployment: Obj) -> Tuple[str, str]:
+        return (deployment["metadata"]["namespace"], deployment["metadata"]["name"])
+
     def _status(self, deployment: Obj, new_rs: Obj, old: List[Obj]) -> None:
         every = [new_rs, *old]
         count = lambda f, sets: sum(int((rs.get("status") or {}).get(f, 0)) for rs in sets)  # noqa: E731
@@ -287,10 +340,7 @@ class DeploymentController(Controller):
         previous = deployment.get("status") or {}
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         complete = updated == desired and replicas == desired and available >= desired
-        progressing_reason = "NewReplicaSetAvailable" if complete else "ReplicaSetUpdated"
-        progressing_message = (
-            'ReplicaSet "%s" has successfully progressed.' if complete else 'ReplicaSet "%s" is progressing.'
-        ) % new_rs["metadata"]["name"]
+        progressing = self._progressing(deployment, new_rs, previous, complete, stamp)
         is_available = available >= desired - max_unavailable
         conditions = [
             _condition(
@@ -303,7 +353,7 @@ class DeploymentController(Controller):
                 else "Deployment does not have minimum availability.",
                 stamp,
             ),
-            _condition(previous, "Progressing", "True", progressing_reason, progressing_message, stamp),
+            progressing,
         ]
         status: Obj = {
             "observedGeneration": deployment["metadata"].get("generation", 1),
@@ -322,6 +372,10 @@ class DeploymentController(Controller):
             self.store.update_status(
                 "deployments", deployment["metadata"]["namespace"], deployment["metadata"]["name"], status
             )
+
+
+def _stamp_seconds(stamp: str) -> float:
+    return float(calendar.timegm(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S")))
 
 
 def _condition(previous: Obj, kind: str, value: str, reason: str, message: str, stamp: str) -> Obj:

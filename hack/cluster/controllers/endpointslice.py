@@ -62,6 +62,11 @@ class EndpointSliceController(Controller):
         if svc is None or not selector:
             for s in existing:
                 self._delete(s)
+            if svc is None and self.store.get("endpoints", namespace, name) is not None:
+                try:
+                    self.store.delete("endpoints", namespace, name)
+                except ApiError:
+                    pass
             return
         groups: Dict[Tuple[Tuple[str, int], ...], List[Obj]] = {}
         ports_by_key: Dict[Tuple[Tuple[str, int], ...], List[Obj]] = {}
@@ -147,6 +152,53 @@ class EndpointSliceController(Controller):
                     self.store.update("endpointslices", body)
                 except ApiError:
                     self.requeue_after((namespace, name), 0.1)
+        self._mirror_endpoints(svc, groups, ports_by_key)
+
+    def _mirror_endpoints(
+        self, svc: Obj, groups: Dict[Any, List[Obj]], ports_by_key: Dict[Any, List[Obj]]
+    ) -> None:
+        """The v1 Endpoints object older readers (``kubectl get endpoints``) still look at."""
+        namespace, name = svc["metadata"]["namespace"], svc["metadata"]["name"]
+        subsets = []
+        for key, endpoints in groups.items():
+            ready: List[Obj] = []
+            not_ready: List[Obj] = []
+            for ep in endpoints:
+                if ep["conditions"]["terminating"]:
+                    continue
+                address = {
+                    "ip": ep["addresses"][0],
+                    "nodeName": ep.get("nodeName"),
+                    "targetRef": ep["targetRef"],
+                }
+                (ready if ep["conditions"]["ready"] else not_ready).append(address)
+            if not (ready or not_ready):
+                continue
+            subset: Obj = {"ports": ports_by_key[key]}
+            if ready:
+                subset["addresses"] = ready
+            if not_ready:
+                subset["notReadyAddresses"] = not_ready
+            subsets.append(subset)
+        body: Obj = {
+            "apiVersion": "v1",
+            "kind": "Endpoints",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": dict(svc["metadata"].get("labels") or {}),
+            },
+            "subsets": subsets,
+        }
+        old = self.store.get("endpoints", namespace, name)
+        try:
+            if old is None:
+                self.store.create("endpoints", body)
+            elif old.get("subsets") != subsets:
+                body["metadata"] = dict(old["metadata"])
+                self.store.update("endpoints", body)
+        except ApiError:
+            self.requeue_after((namespace, name), 0.1)
 
     def _delete(self, eps: Obj) -> None:
         try:
