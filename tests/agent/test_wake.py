@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.client
 import json
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -20,9 +21,9 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 import pytest
-from support.interpreters import matrix_versions, require_interpreter
+from support.interpreters import matrix_versions, require_app_python, require_interpreter
 from support.scripts import APPS, AgentScript, listening_tcp_ports
-from support.servers import free_port, http_get
+from support.servers import _gunicorn_flags, free_port, http_get
 
 WAKE = APPS / "wake"
 
@@ -165,6 +166,52 @@ def test_a_prefork_server_that_listens_after_forking_counts_every_worker() -> No
         assert {worker["pid"] for worker in status["workers"]} <= workers
         assert len(served) >= 2, "SO_REUSEPORT spread 30 connections over one worker only?"
         assert "warning" not in app.stderr()
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost", timeout=30)
+        self.unix_path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(30)
+        self.sock.connect(self.unix_path)
+
+
+def _unix_get(path: str) -> int:
+    conn = _UnixConnection(path)
+    try:
+        conn.request("GET", "/")
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("server", ["gunicorn", "waitress"])
+def test_a_server_bound_to_a_unix_socket_on_purpose_still_wakes_the_agent(
+    server: str, tmp_path: Path
+) -> None:
+    """Unix sockets do not wake the agent through listen(); a real server's integration does."""
+    python = require_app_python("3.11")
+    path = str(tmp_path / "app.sock")
+    if server == "gunicorn":
+        args = ["gunicorn", *_gunicorn_flags(python), "-w", "2", "-b", "unix:" + path, "flask_app:app"]
+        processes = 2
+    else:
+        args = ["waitress", "--unix-socket=" + path, "wsgi_plain:app"]
+        processes = 1
+    with AgentScript(python, "-m", args, cwd=str(APPS)) as app:
+        status = app.wait_status(lambda s: s["ready"], timeout=60)
+        assert status["runtime"]["role"] == "owner"
+        assert path in status["runtime"]["app_addresses"]
+        for _ in range(6):
+            assert _unix_get(path) == 200
+        status = app.wait_status(lambda s: s["requests_total"] >= 6)
+        assert status["requests_total"] == 6
+        assert len(status["workers"]) == processes
 
 
 # -- what the agent says when a setting is wrong -----------------------------------------

@@ -15,7 +15,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Set
+from typing import Dict, List, Mapping, Optional, Sequence, Set, Union
 
 from support.agent import agent_env
 from support.servers import free_port, http_get
@@ -24,12 +24,15 @@ APPS = Path(__file__).resolve().parent.parent / "apps"
 
 
 class AgentScript:
-    """``python script args...`` under the agent, with a free status port on loopback."""
+    """``python script args...`` under the agent, with a free status port on loopback.
+
+    ``script`` may also be ``"-m"`` (then ``args`` starts with the module), run in ``cwd``.
+    """
 
     def __init__(
         self,
         python: str,
-        script: Path,
+        script: Union[Path, str],
         args: Sequence[str] = (),
         env: Optional[Mapping[str, str]] = None,
         prefix: Sequence[str] = (),
@@ -123,6 +126,8 @@ class AgentScript:
                     return status
             except OSError:
                 pass
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError("exited with %s:\n%s" % (self.proc.returncode, self.stderr()))
             time.sleep(0.05)
         raise AssertionError("status never matched: %r\n%s" % (status, self.stderr()))
 

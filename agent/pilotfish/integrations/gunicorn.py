@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from .. import importhooks, log, patching, shared
+from .. import importhooks, log, patching, runtime, shared
 from ..inbound.wsgi import wrap_wsgi
 
 KEY = "gunicorn"
@@ -46,6 +46,29 @@ def _should_close(original: Any) -> Any:
     return should_close
 
 
+def _create_sockets(original: Any) -> Any:
+    """The arbiter's listeners: a Unix socket (``-b unix:...``) wakes the agent here, since the
+    ``listen()`` hook wakes only on TCP listeners (the Unix sockets of multiprocessing helpers
+    are not servers)."""
+
+    def create_sockets(*args: Any, **kwargs: Any) -> Any:
+        listeners = original(*args, **kwargs)
+        try:
+            for listener in listeners or ():
+                sock = getattr(listener, "sock", listener)
+                if getattr(sock.family, "name", "") == "AF_UNIX":
+                    runtime.wake("AF_UNIX", sock.getsockname())
+        except Exception:
+            log.exception_once("gunicorn-unix", "could not start the agent for gunicorn's Unix socket")
+        return listeners
+
+    return create_sockets
+
+
+def _patch_sock(module: Any) -> None:
+    patching.replace(KEY, module, "create_sockets", _create_sockets)
+
+
 def _patch_response(module: Any) -> None:
     patching.replace(KEY, module.Response, "should_close", _should_close)
 
@@ -56,6 +79,7 @@ def patch() -> None:
     if not patching.replace(KEY, base.Worker, "load_wsgi", _load_wsgi):
         log.once("gunicorn-missing", "info", "gunicorn Worker.load_wsgi not found; gunicorn not instrumented")
     importhooks.when_imported("gunicorn.http.wsgi", _patch_response)
+    importhooks.when_imported("gunicorn.sock", _patch_sock)
 
 
 def unpatch() -> None:

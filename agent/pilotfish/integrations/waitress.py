@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import importhooks, log, patching, shared
+from .. import importhooks, log, patching, runtime, shared
 from ..inbound.wsgi import wrap_wsgi
 
 KEY = "waitress"
@@ -16,7 +16,15 @@ def _create_server(original: Any) -> Any:
             application = wrap_wsgi(application)
         except Exception:
             log.exception_once("waitress-wrap", "could not wrap the waitress app; it runs unmodified")
-        return original(application, *args, **kwargs)
+        server = original(application, *args, **kwargs)
+        try:
+            # --unix-socket: the listen() hook wakes only on TCP listeners.
+            sock = getattr(server, "socket", None)
+            if sock is not None and getattr(sock.family, "name", "") == "AF_UNIX":
+                runtime.wake("AF_UNIX", sock.getsockname())
+        except Exception:
+            log.exception_once("waitress-unix", "could not start the agent for waitress's Unix socket")
+        return server
 
     return create_server
 
