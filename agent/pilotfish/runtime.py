@@ -148,6 +148,7 @@ _wake_thread = 0  # ident of the wake thread: its own listen() (the status port)
 _waker_thread = 0  # ident of the thread whose listen() started the wake
 _waker_loop: Any = None  # that thread's running event loop, if any
 _listener_steps: List[Callable[[], Any]] = []
+_REAL_START_THREAD = _thread.start_new_thread  # taken at interpreter start, before any monkey-patching
 
 
 def _patch_socket(socket_module: Any) -> None:
@@ -172,7 +173,8 @@ def _patch_socket(socket_module: Any) -> None:
 
 
 def ignore_socket(sock: Any) -> None:
-    """Our own listening sockets (the status server) are not the app's."""
+    """A listening socket of ours that is not the app's. (The status server needs none of this:
+    it listens on the wake thread, whose listen() calls the hook leaves alone.)"""
     _ignored_fds.add(sock.fileno())
 
 
@@ -209,11 +211,16 @@ def wake(family: str = "", address: Any = None) -> None:
         _wake_done.acquire()
         _listening_since = time.monotonic()
         _waker_thread, _waker_loop = _thread.get_ident(), loop
-        try:
-            _thread.start_new_thread(_wake_thread_main, ())
-        except BaseException:
-            _wake_done.release()
-            raise
+        if _thread.start_new_thread is not _REAL_START_THREAD:
+            # gevent/eventlet made threads greenlets of this thread's hub: one would not run
+            # before the caller yields, and its own threads would be lost. Wake here, as before.
+            _wake_thread_main()
+        else:
+            try:
+                _thread.start_new_thread(_wake_thread_main, ())
+            except BaseException:
+                _wake_done.release()
+                raise
     if loop is None and _wait_for_wake(WAKE_WAIT_SECONDS):
         _run_listener_steps()
 
@@ -253,6 +260,7 @@ def _wake_thread_main() -> None:
     try:
         _wake()
     finally:
+        _wake_thread = 0
         try:
             _hand_listener_steps_to_the_loop()
         finally:
@@ -301,6 +309,8 @@ def _hand_listener_steps_to_the_loop() -> None:
     if loop is None or not _listener_steps:
         return
     try:
+        if getattr(loop, "is_closed", lambda: False)():
+            return  # the app's loop has ended (and the app with it): nothing left to install
         if hasattr(loop, "call_soon_threadsafe"):
             loop.call_soon_threadsafe(_run_listener_steps)
         else:
@@ -341,7 +351,6 @@ def _become_owner(current: Any) -> str:
         try:
             segment = shared.create("%d" % current.status_port)
             try:
-                ignore_socket(server.socket)
                 status_server.add_gate("app-listening", _listening_gate)
                 status_server.add_status_section("runtime", describe)
                 status_server.serve(server)
