@@ -460,12 +460,22 @@ def _mount_namespace() -> str:
         return ""
 
 
+def _process_identity(pid: int) -> str:
+    """``pid`` and its start time (clock ticks since boot): a pid the kernel reuses differs."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as handle:
+            return "%d:%s" % (pid, handle.read().rsplit(b")", 1)[1].split()[19].decode())
+    except (OSError, IndexError):
+        return ""
+
+
 def _publish_owner(port: int, segment_path: str) -> None:
     try:
         path = _pointer_path(port)
+        record = "%s\n%s\n%s\n" % (_mount_namespace(), segment_path, _process_identity(os.getpid()))
         tmp = "%s.%d.tmp" % (path, os.getpid())
         with open(tmp, "w") as handle:
-            handle.write("%s\n%s\n" % (_mount_namespace(), segment_path))
+            handle.write(record)
         os.replace(tmp, path)
     except OSError as problem:
         log.once(
@@ -474,6 +484,21 @@ def _publish_owner(port: int, segment_path: str) -> None:
             "cannot leave a pointer to the shared memory (%s); workers forked before the app "
             "listens will not be counted" % (problem.strerror or problem),
         )
+        return
+    import atexit
+
+    owner = os.getpid()
+
+    def remove() -> None:
+        try:
+            if os.getpid() == owner:
+                with open(path) as handle:
+                    if handle.read() == record:
+                        os.unlink(path)
+        except OSError:
+            pass
+
+    atexit.register(remove)
 
 
 def _attach_to_sibling_owner(port: int) -> bool:
@@ -482,11 +507,14 @@ def _attach_to_sibling_owner(port: int) -> bool:
 
     try:
         with open(_pointer_path(port)) as handle:
-            namespace, segment_path = (handle.read().split("\n") + ["", ""])[:2]
+            namespace, segment_path, identity = (handle.read().split("\n") + ["", "", ""])[:3]
     except OSError:
         return False
-    if namespace != _mount_namespace() or not segment_path:
+    if namespace != _mount_namespace() or not segment_path or not identity:
         return False
+    pid = identity.split(":")[0]
+    if not pid.isdigit() or _process_identity(int(pid)) != identity:
+        return False  # the owner that wrote it is gone (its pid may belong to another process now)
     os.environ[shared.ENV_VAR] = segment_path
     if shared.attach_from_env() is None:
         del os.environ[shared.ENV_VAR]
