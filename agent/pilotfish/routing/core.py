@@ -256,15 +256,18 @@ def _ensure_started(wait: float = 0.0) -> None:
 
 
 def cache_path(current: settings.Settings) -> str:
-    import tempfile
-
+    """Next to the config cache (``PILOTFISH_CACHE_DIR``, else ``PILOTFISH_STATE_DIR``, else the
+    temp dir); ``OSError`` when there is no writable place (a read-only root without /tmp)."""
     from .. import config_client
 
+    directory = config_client.cache_directory(current)
+    if directory is None:
+        raise FileNotFoundError("no writable directory for the routing cache")
     name = "pilotfish-routing-%s-%s.json" % (
         config_client._safe_name(current.pod_namespace or "default"),
         config_client._safe_name(current.app or "_"),
     )
-    return os.path.join(current.cache_dir or tempfile.gettempdir(), name)
+    return os.path.join(directory, name)
 
 
 def save_cache(answer: Dict[str, Any]) -> None:
