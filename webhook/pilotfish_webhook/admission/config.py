@@ -26,6 +26,7 @@ class InjectionConfig:
     offline_max_wait_seconds: int = 30  # agent default of PILOTFISH_OFFLINE_MAX_WAIT_SECONDS
     app_shutdown_seconds: int = 30  # what the app had before we took part of its grace period
     volume_size_limit: str = "64Mi"
+    state_size_limit: str = "16Mi"  # the agent's writable state: a config cache and a few markers
     token_expiration_seconds: int = 3600
     new_token: Callable[[], str] = field(default=new_offline_token, compare=False)
 

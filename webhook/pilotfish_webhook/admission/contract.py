@@ -25,12 +25,14 @@ KUBECTL_DEFAULT_CONTAINER = "kubectl.kubernetes.io/default-container"
 # What the webhook adds to a pod.
 AGENT_VOLUME = "pilotfish-agent"
 TOKEN_VOLUME = "pilotfish-token"
+STATE_VOLUME = "pilotfish-state"  # small writable emptyDir: the agent's cache and markers
 INIT_CONTAINER = "pilotfish-init"
 MOUNT_PATH = "/pilotfish"
 BOOTSTRAP_DIR = "/pilotfish/bootstrap"
 TOKEN_DIR = "/var/run/secrets/pilotfish"
 TOKEN_FILE = TOKEN_DIR + "/token"
 CA_FILE = TOKEN_DIR + "/ca.crt"
+STATE_MOUNT = "/pilotfish-state"  # each injected container writes below STATE_MOUNT/<container name>
 CA_CONFIGMAP = "pilotfish-ca"  # published per namespace by the in-cluster certificate loop
 TOKEN_AUDIENCE = "pilotfish"
 
@@ -52,6 +54,11 @@ ENV_POD_NAMESPACE = "PILOTFISH_POD_NAMESPACE"
 ENV_POD_IP = "PILOTFISH_POD_IP"
 ENV_OFFLINE_TOKEN = "PILOTFISH_OFFLINE_TOKEN"
 ENV_APP_PROBE = "PILOTFISH_APP_PROBE"
+ENV_STATE_DIR = "PILOTFISH_STATE_DIR"
 # Read (not written) by the webhook to size the grace period.
 ENV_OFFLINE_MAX_WAIT = "PILOTFISH_OFFLINE_MAX_WAIT_SECONDS"
 ENV_STATUS_PORT = "PILOTFISH_STATUS_PORT"
+# The kill switch, read (not written): a container that literally turns the agent off is left alone.
+ENV_ENABLED = "PILOTFISH_ENABLED"
+# Values of PILOTFISH_ENABLED that turn the agent off (the agent's bootstrap reads the same list).
+DISABLED_VALUES = ("0", "false", "no", "off", "disabled")

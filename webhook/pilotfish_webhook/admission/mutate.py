@@ -5,7 +5,7 @@ the mutated Pod, the notes to show the user, and the ``pilotfish.io/status`` rec
 No I/O, no Kubernetes client: everything the mutation needs is in :class:`InjectionConfig`.
 
 Idempotence (a second pass adds nothing) is built into every step rather than bolted on:
-objects we own outright (the init container and our two volumes) are *replaced by
+objects we own outright (the init container and our three volumes) are *replaced by
 name* with their desired form, so re-running converges on the current template (Istio
 strips and re-renders for the same reason); things we share with the user (env,
 mounts, probes, preStop, grace period) are only added when absent or recognised as
@@ -30,6 +30,7 @@ from pilotfish_webhook.admission.objects import (
     AGENT_TREE_IN_IMAGE,
     agent_volume,
     init_container,
+    state_volume,
     token_volume,
 )
 from pilotfish_webhook.admission.patch import clone
@@ -42,6 +43,7 @@ from pilotfish_webhook.admission.podspec import (
     status_port,
 )
 from pilotfish_webhook.admission.probes import add_prestop, rewrite_readiness
+from pilotfish_webhook.admission.standdown import why_the_agent_would_not_run
 
 __all__ = [
     "InjectionConfig",
@@ -189,6 +191,9 @@ def container_problem(container: Obj) -> Optional[str]:
     """Why this container cannot be injected safely, or None."""
     if container.get("name") in KNOWN_PROXY_CONTAINERS:
         return "a proxy sidecar, not a Python app"
+    stands_down = why_the_agent_would_not_run(container)
+    if stands_down:
+        return stands_down
     entry = env_entry(container, c.ENV_PYTHONPATH)
     if entry is not None and "valueFrom" in entry:
         return "PYTHONPATH comes from valueFrom; pilotfish never overwrites it (set it literally)"
@@ -199,6 +204,8 @@ def container_problem(container: Obj) -> Optional[str]:
             return "volume %r is already mounted at %s" % (owner, c.MOUNT_PATH)
         if path == c.TOKEN_DIR and owner != c.TOKEN_VOLUME:
             return "volume %r is already mounted at %s" % (owner, c.TOKEN_DIR)
+        if path == c.STATE_MOUNT and owner != c.STATE_VOLUME:
+            return "volume %r is already mounted at %s" % (owner, c.STATE_MOUNT)
     if literal_env(container, c.ENV_STATUS_PORT) is not None:
         port = status_port(container)
         for declared in container.get("ports") or []:
@@ -256,7 +263,11 @@ def pod_collision(spec: Obj) -> Optional[str]:
             if isinstance(item, dict) and item.get("name") == c.INIT_CONTAINER:
                 return "the pod already has a container named %s" % c.INIT_CONTAINER
     for volume in spec.get("volumes") or []:
-        if isinstance(volume, dict) and volume.get("name") in (c.AGENT_VOLUME, c.TOKEN_VOLUME):
+        if isinstance(volume, dict) and volume.get("name") in (
+            c.AGENT_VOLUME,
+            c.TOKEN_VOLUME,
+            c.STATE_VOLUME,
+        ):
             return "the pod already has a volume named %s" % volume["name"]
     return None
 
@@ -299,6 +310,7 @@ def inject_container(container: Obj, facts: _PodFacts, token: Optional[str], not
         mount["subPath"] = AGENT_TREE_IN_IMAGE.strip("/")
     add_mount(container, mount)
     add_mount(container, {"name": c.TOKEN_VOLUME, "mountPath": c.TOKEN_DIR, "readOnly": True})
+    add_mount(container, {"name": c.STATE_VOLUME, "mountPath": c.STATE_MOUNT})
 
     existing = literal_env(container, c.ENV_PYTHONPATH)
     # Judged on the user's part of the value only, so a second pass (which sees our
@@ -320,6 +332,8 @@ def inject_container(container: Obj, facts: _PodFacts, token: Optional[str], not
     set_env(container, c.ENV_CONFIG_URL, {"value": config.config_url})
     set_env(container, c.ENV_CONFIG_CA, {"value": c.CA_FILE})
     set_env(container, c.ENV_TOKEN_FILE, {"value": c.TOKEN_FILE})
+    # One directory per container: containers share the volume, not their markers.
+    set_env(container, c.ENV_STATE_DIR, {"value": "%s/%s" % (c.STATE_MOUNT, name)})
     for env_name, field_path in (
         (c.ENV_POD_NAME, "metadata.name"),
         (c.ENV_POD_NAMESPACE, "metadata.namespace"),
@@ -455,6 +469,7 @@ def inject(pod: Obj, config: InjectionConfig, scratch: Optional[Obj] = None) -> 
     volumes = spec.setdefault("volumes", [])
     put_by_name(volumes, agent_volume(config, image))
     put_by_name(volumes, token_volume(config))
+    put_by_name(volumes, state_volume(config))
     init_containers = spec.get("initContainers")
     if config.mount_mode == "copy":
         if init_containers is None:

@@ -22,6 +22,11 @@ def agent_volume(config: InjectionConfig, image: str) -> Obj:
     return {"name": c.AGENT_VOLUME, "emptyDir": {"sizeLimit": config.volume_size_limit}}
 
 
+def state_volume(config: InjectionConfig) -> Obj:
+    """Writable and small: the agent mount is read-only and the root filesystem may be too."""
+    return {"name": c.STATE_VOLUME, "emptyDir": {"sizeLimit": config.state_size_limit}}
+
+
 def token_volume(config: InjectionConfig) -> Obj:
     return {
         "name": c.TOKEN_VOLUME,
