@@ -28,7 +28,7 @@ def test_an_exception_inside_the_inbound_wrapper_leaves_responses_identical(tmp_
     broken = _sitecustomize_that_breaks(
         tmp_path,
         """
-        import pilotfish.inbound.request as request
+        import _pilotfish_agent.inbound.request as request
 
         def classify(path, user_agent):
             raise RuntimeError("boom inside the agent")
@@ -76,15 +76,17 @@ def test_a_bad_env_value_warns_once_and_the_default_is_used() -> None:
 
 
 def test_the_kill_switch_leaves_a_server_without_any_agent() -> None:
+    """No agent, no /status; only the bootstrap's readiness stand-in answers the status port,
+    so a pod whose kill switch the webhook could not see still becomes Ready."""
     python = require_app_python("3.11")
     with RunningServer("waitress", python, env={"PILOTFISH_ENABLED": "false"}) as server:
         assert server.get("/").status == 200
-        try:
-            server.status_get("/status")
-            reachable = True
-        except OSError:
-            reachable = False
-    assert not reachable
+        status = server.status_get("/status")
+        readiness = server.status_get("/readiness")
+        log = server.output()
+    assert status.status == 404 and b"PILOTFISH_ENABLED turns the agent off" in status.body
+    assert readiness.status == 200 and b"app listens on 127.0.0.1" in readiness.body
+    assert "pilotfish" not in log
 
 
 @pytest.mark.parametrize("kind", ["uvicorn", "hypercorn"])
@@ -95,7 +97,7 @@ def test_an_exception_inside_the_asgi_wrapper_leaves_responses_identical(tmp_pat
     broken = _sitecustomize_that_breaks(
         tmp_path,
         """
-        import pilotfish.shared as shared
+        import _pilotfish_agent.shared as shared
 
         class Broken:
             def __getattr__(self, name):
