@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Build ``build/agent-tree/``: the exact directory the init container copies into a pod.
 
-Layout (DESIGN.md section 1, the foundation issue):
+Layout:
 
     build/agent-tree/
       bootstrap/sitecustomize.py     <- PYTHONPATH points here
-      lib/pilotfish/...              <- appended to the END of sys.path by sitecustomize
+      lib/pilotfish/...              <- loaded by sitecustomize as `_pilotfish_agent`; never on sys.path
 
 Byte-code is compiled ahead of time for every supported interpreter found on this
 machine, with ``unchecked-hash`` invalidation: in a pod the tree is copied (new

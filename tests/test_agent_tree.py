@@ -1,8 +1,9 @@
 """The injected agent tree: what every user process gets on its PYTHONPATH.
 
-Spec (foundation issue): ``bootstrap/`` holds only ``sitecustomize.py``; ``lib/`` holds
-only the package ``pilotfish``; the bootstrap parses on Python 2.7 and 3.6+ and is
-silent everywhere; the app's own modules always win over ours.
+``bootstrap/`` holds only ``sitecustomize.py``; ``lib/`` holds only the package directory
+``pilotfish``, which the bootstrap loads under the private name ``_pilotfish_agent`` (``lib``
+is never on ``sys.path``); the bootstrap parses on Python 2.7 and 3.6+ and is silent
+everywhere; the app's own modules, its own ``pilotfish`` included, always win over ours.
 """
 
 from __future__ import annotations
@@ -12,8 +13,14 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from support import servers
 from support.agent import AGENT_TREE, BOOTSTRAP, run_python
-from support.interpreters import ALL_BOOTSTRAP_VERSIONS, matrix_versions, require_interpreter
+from support.interpreters import (
+    ALL_BOOTSTRAP_VERSIONS,
+    matrix_versions,
+    require_app_python,
+    require_interpreter,
+)
 
 
 def test_tree_exposes_only_sitecustomize_and_pilotfish() -> None:
@@ -72,7 +79,7 @@ PROBE = textwrap.dedent(
     """
     import os, sys
     import agent, wrapt
-    boot = sys.modules.get("pilotfish.bootstrap")
+    boot = sys.modules.get("_pilotfish_agent.bootstrap")
     print(agent.NAME, wrapt.__version__, os.environ.get("APP_SITECUSTOMIZE"),
           bool(boot and boot.loaded))
     """
@@ -101,17 +108,92 @@ def test_app_sitecustomize_errors_are_reported_as_without_the_agent(tmp_path: Pa
 
 def test_kill_switch_keeps_the_agent_out(tmp_path: Path) -> None:
     python = require_interpreter("3.11")
-    code = "import sys; boot = sys.modules.get('pilotfish.bootstrap'); print(bool(boot and boot.loaded))"
+    code = (
+        "import sys; boot = sys.modules.get('_pilotfish_agent.bootstrap'); print(bool(boot and boot.loaded))"
+    )
     on = run_python(python, ["-c", code])
     off = run_python(python, ["-c", code], env={"PILOTFISH_ENABLED": "false"})
     assert on.stdout == "True\n"
     assert off.stdout == "False\n"
 
 
-def test_a_foreign_pilotfish_package_makes_the_agent_stand_down(tmp_path: Path) -> None:
-    python = require_interpreter("3.11")
+# -- the app's own `pilotfish` ------------------------------------------------------------
+#
+# Python puts the script's directory (python app.py), the cwd (python -m) or gunicorn's
+# --chdir on sys.path only after site has run sitecustomize; whatever the agent occupies
+# then would shadow the app's module. The agent occupies no import name but its own
+# private one, so the app's `pilotfish` is the one it imports, and the agent still runs.
+
+OWN_MODULE = "import sys\nOWNER = 'app'\n"
+REPORT = (
+    "import pilotfish, sys\n"
+    "boot = sys.modules.get('_pilotfish_agent.bootstrap')\n"
+    "print(pilotfish.OWNER, bool(boot and boot.loaded))\n"
+)
+
+
+@pytest.mark.parametrize("minor", matrix_versions())
+def test_the_apps_own_pilotfish_beside_its_script_is_the_one_imported(minor: str, tmp_path: Path) -> None:
+    python = require_interpreter(minor)
+    (tmp_path / "pilotfish.py").write_text(OWN_MODULE)
+    (tmp_path / "main.py").write_text(REPORT)
+    result = run_python(python, [str(tmp_path / "main.py")], cwd=tmp_path.parent)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "app True\n", "")
+
+
+@pytest.mark.parametrize("minor", matrix_versions())
+def test_the_apps_own_pilotfish_package_in_the_cwd_of_python_m_is_the_one_imported(
+    minor: str, tmp_path: Path
+) -> None:
+    python = require_interpreter(minor)
     (tmp_path / "pilotfish").mkdir()
-    (tmp_path / "pilotfish" / "__init__.py").write_text("OWNER = 'app'\n")
-    code = "import pilotfish, sys; print(pilotfish.OWNER, 'pilotfish.bootstrap' in sys.modules)"
-    result = run_python(python, ["-c", code], pythonpath=[str(tmp_path)])
-    assert (result.returncode, result.stdout, result.stderr) == (0, "app False\n", "")
+    (tmp_path / "pilotfish" / "__init__.py").write_text(OWN_MODULE)
+    (tmp_path / "service.py").write_text(REPORT)
+    result = run_python(python, ["-m", "service"], cwd=tmp_path)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "app True\n", "")
+
+
+GUNICORN_APP = (
+    "import sys\n"
+    "import pilotfish\n"
+    "def app(environ, start_response):\n"
+    "    boot = sys.modules.get('_pilotfish_agent.bootstrap')\n"
+    "    body = ('%s %s' % (pilotfish.OWNER, bool(boot and boot.loaded))).encode()\n"
+    "    start_response('200 OK', [('Content-Length', str(len(body)))])\n"
+    "    return [body]\n"
+)
+
+
+def test_the_apps_own_pilotfish_in_gunicorns_chdir_is_the_one_imported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    python = require_app_python("3.11")
+    (tmp_path / "pilotfish.py").write_text(OWN_MODULE)
+    (tmp_path / "own_module_app.py").write_text(GUNICORN_APP)
+    gunicorn = servers._gunicorn("sync", "own_module_app:app", workers=1)
+    monkeypatch.setitem(
+        servers.SERVERS,
+        "gunicorn-chdir",
+        lambda py, port: [*gunicorn(py, port)[:-1], "--chdir", str(tmp_path), gunicorn(py, port)[-1]],
+    )
+    with servers.RunningServer("gunicorn-chdir", python) as server:
+        answer = server.get("/")
+        log = server.output()
+    assert (answer.status, answer.body) == (200, b"app True"), log
+
+
+def test_without_a_pilotfish_of_its_own_the_app_gets_import_error_as_without_the_agent() -> None:
+    python = require_interpreter("3.11")
+    code = (
+        "import sys\ntry:\n    import pilotfish\nexcept ImportError as e:\n    print('ImportError', e.name)\n"
+    )
+    ours = run_python(python, ["-c", code])
+    bare = run_python(python, ["-c", code], agent=False)
+    assert ours.stdout == bare.stdout == "ImportError pilotfish\n"
+    assert "_pilotfish_agent" in run_python(python, ["-c", "import sys; print(sorted(sys.modules))"]).stdout
+
+
+def test_the_agent_lib_is_not_on_sys_path() -> None:
+    python = require_interpreter("3.11")
+    result = run_python(python, ["-c", "import sys; print([p for p in sys.path if 'agent-tree' in p])"])
+    assert result.stdout == "[%r]\n" % str(BOOTSTRAP)

@@ -136,7 +136,7 @@ def test_importtime_lines_are_parsed_with_the_module_that_imported_them() -> Non
 def test_import_breakdown_of_the_agent_lists_only_what_bare_does_not_import() -> None:
     entries, total = startup.import_breakdown(sys.executable, "pilotfish", None, repeats=1)
     names = [e.module for e in entries]
-    assert "pilotfish.bootstrap" in names and "sitecustomize" in names
+    assert "_pilotfish_agent.bootstrap" in names and "sitecustomize" in names
     assert "os" not in names  # every interpreter imports os before site runs
     assert total > 0
 

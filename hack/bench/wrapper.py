@@ -109,7 +109,7 @@ def child(kind: str, rounds: int, calls: int) -> Dict[str, Any]:
     """Runs inside the process started under the agent."""
     import importlib
 
-    from pilotfish import bootstrap, runtime, stats
+    from _pilotfish_agent import bootstrap, runtime, stats
 
     if not bootstrap.loaded:
         raise SystemExit("wrapper: pilotfish is not loaded in this process (PYTHONPATH?)")
@@ -120,13 +120,13 @@ def child(kind: str, rounds: int, calls: int) -> Dict[str, Any]:
     wrapped: Any
     timer: Callable[[Any, int], float]
     if kind == "wsgi":
-        from pilotfish.inbound.wsgi import wrap_wsgi
+        from _pilotfish_agent.inbound.wsgi import wrap_wsgi
 
         bare_app = importlib.import_module("flask_hello").app
         wrapped = wrap_wsgi(bare_app)
         timer = time_wsgi
     else:
-        from pilotfish.inbound.asgi import wrap_asgi
+        from _pilotfish_agent.inbound.asgi import wrap_asgi
 
         bare_app = importlib.import_module("fastapi_hello").app
         wrapped = wrap_asgi(bare_app)

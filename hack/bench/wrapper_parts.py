@@ -31,9 +31,9 @@ def child(number: int) -> List[Tuple[str, Optional[float]]]:
     import asyncio
     import io
 
-    from pilotfish import runtime, shared
-    from pilotfish.inbound import asgi, wsgi
-    from pilotfish.inbound import request as rq
+    from _pilotfish_agent import runtime, shared
+    from _pilotfish_agent.inbound import asgi, wsgi
+    from _pilotfish_agent.inbound import request as rq
     from wrapper import ASGI_SCOPE, WSGI_ENVIRON
 
     runtime.wake("AF_INET", ("127.0.0.1", 0))

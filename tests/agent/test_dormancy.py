@@ -18,9 +18,9 @@ from support.servers import free_port, http_get
 DORMANT_PROBE = textwrap.dedent(
     """
     import socket, http.client, json, threading, sys, os, glob
-    boot = sys.modules.get("pilotfish.bootstrap")
+    boot = sys.modules.get("_pilotfish_agent.bootstrap")
     print(bool(boot and boot.loaded), threading.active_count(),
-          "pilotfish.status_server" in sys.modules,
+          "_pilotfish_agent.status_server" in sys.modules,
           os.environ.get("PILOTFISH_SHM") is None)
     """
 )
@@ -88,7 +88,7 @@ def test_readiness_stays_503_until_every_start_up_step_has_added_its_gates(tmp_p
         textwrap.dedent(
             """
             import socket, time
-            from pilotfish import runtime
+            from _pilotfish_agent import runtime
             runtime.on_wake(lambda: time.sleep(2))
             s = socket.socket()
             s.bind(("127.0.0.1", 0))

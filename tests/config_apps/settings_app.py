@@ -1,7 +1,7 @@
 """A WSGI app that shows which central config the worker serving the request has.
 
-Only for tests: a real app never imports pilotfish. Here it reads the agent's
-settings in whichever worker process answers, to prove workers follow the owner.
+Only for tests: a real app never imports the agent (loaded as ``_pilotfish_agent``). Here it
+reads the agent's settings in whichever worker process answers, to prove workers follow the owner.
 """
 
 import json
@@ -9,7 +9,7 @@ import os
 
 
 def app(environ, start_response):
-    from pilotfish import settings
+    from _pilotfish_agent import settings
 
     current = settings.current()
     body = json.dumps(

@@ -94,7 +94,7 @@ def test_start_up_loads_neither_typing_nor_a_client_library(tmp_path) -> None:
     """install() only registers hooks: the start-up budget of DESIGN.md section 4."""
     script = (
         "import sys; print(sorted(m for m in ('typing', 'httpx', 'aiohttp', 'grpc', 'http.client',"
-        " 'pilotfish.tags.inbound', 'pilotfish.integrations.http_client') if m in sys.modules))"
+        " '_pilotfish_agent.tags.inbound', '_pilotfish_agent.integrations.http_client') if m in sys.modules))"
     )
     done = run_python(sys.executable, ["-c", script], timeout=30)
     assert done.returncode == 0, done.stderr
@@ -103,7 +103,7 @@ def test_start_up_loads_neither_typing_nor_a_client_library(tmp_path) -> None:
 
 def test_a_patch_is_installed_when_the_app_imports_the_library(tmp_path) -> None:
     script = (
-        "import sys; from pilotfish.tags import install; before = list(install.installed);"
+        "import sys; from _pilotfish_agent.tags import install; before = list(install.installed);"
         " import http.client; from concurrent.futures import ThreadPoolExecutor;"
         " print(before, install.installed)"
     )

@@ -47,7 +47,7 @@ async def via_async_clients():
 
 def main():
     if TAG is not None:
-        from pilotfish.tags.context import CURRENT_TAG
+        from _pilotfish_agent.tags.context import CURRENT_TAG
 
         CURRENT_TAG.set(TAG)
     via_requests_in_pool()
