@@ -41,7 +41,7 @@ def container_env(container: Obj, env_from: Optional[Mapping[str, str]], state_d
         env[entry["name"]] = str(entry.get("value", ""))
     if "PYTHONPATH" in env:
         env["PYTHONPATH"] = env["PYTHONPATH"].replace("/pilotfish/", str(AGENT_TREE) + "/")
-    if env.get("PILOTFISH_STATE_DIR", "").startswith("/pilotfish-state"):
+    if env.get("PILOTFISH_STATE_DIR", "").startswith("/pilotfish-state"):  # the state emptyDir
         env["PILOTFISH_STATE_DIR"] = state_dir + env["PILOTFISH_STATE_DIR"][len("/pilotfish-state") :]
     env.pop("PILOTFISH_CONFIG_URL", None)
     env["PYTHONUNBUFFERED"] = "1"

@@ -32,7 +32,7 @@ BOOTSTRAP_DIR = "/pilotfish/bootstrap"
 TOKEN_DIR = "/var/run/secrets/pilotfish"
 TOKEN_FILE = TOKEN_DIR + "/token"
 CA_FILE = TOKEN_DIR + "/ca.crt"
-STATE_MOUNT = "/pilotfish-state"  # each injected container writes below STATE_MOUNT/<container name>
+STATE_MOUNT = "/pilotfish-state"  # PILOTFISH_STATE_DIR of every injected container
 CA_CONFIGMAP = "pilotfish-ca"  # published per namespace by the in-cluster certificate loop
 TOKEN_AUDIENCE = "pilotfish"
 

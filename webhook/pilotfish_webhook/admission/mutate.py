@@ -332,8 +332,8 @@ def inject_container(container: Obj, facts: _PodFacts, token: Optional[str], not
     set_env(container, c.ENV_CONFIG_URL, {"value": config.config_url})
     set_env(container, c.ENV_CONFIG_CA, {"value": c.CA_FILE})
     set_env(container, c.ENV_TOKEN_FILE, {"value": c.TOKEN_FILE})
-    # One directory per container: containers share the volume, not their markers.
-    set_env(container, c.ENV_STATE_DIR, {"value": "%s/%s" % (c.STATE_MOUNT, name)})
+    # The mount point itself: it exists when the app starts (the agent does not create it).
+    set_env(container, c.ENV_STATE_DIR, {"value": c.STATE_MOUNT})
     for env_name, field_path in (
         (c.ENV_POD_NAME, "metadata.name"),
         (c.ENV_POD_NAMESPACE, "metadata.namespace"),
