@@ -192,12 +192,14 @@ class RoutedChannel:
 class _MultiCallable:
     """``stub.Method``: picks the channel at each call, then behaves as that channel's own."""
 
-    __slots__ = ("_channel", "_kind", "_method", "_args", "_kwargs", "_cache")
+    __slots__ = ("_channel", "_kind", "_method", "_args", "_kwargs", "_cache", "_host", "_plain")
 
     def __init__(self, channel: RoutedChannel, kind: str, method: str, args: Any, kwargs: Any) -> None:
         self._channel, self._kind, self._method = channel, kind, method
         self._args, self._kwargs = args, kwargs
         self._cache: Dict[int, Any] = {}
+        self._host = channel._host
+        self._plain = self._on(channel._base)  # the app's own multi-callable, for hosts not routed
 
     def _on(self, channel: Any) -> Any:
         found = self._cache.get(id(channel))
@@ -229,12 +231,18 @@ class _MultiCallable:
             return result
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if core.find(self._host) is None:  # not a routed Service (now): the app's channel, as is
+            return self._plain(*args, **kwargs)
         return self._invoke("__call__", args, kwargs)
 
     def with_call(self, *args: Any, **kwargs: Any) -> Any:
+        if core.find(self._host) is None:
+            return self._plain.with_call(*args, **kwargs)
         return self._invoke("with_call", args, kwargs)
 
     def future(self, *args: Any, **kwargs: Any) -> Any:
+        if core.find(self._host) is None:
+            return self._plain.future(*args, **kwargs)
         return self._invoke("future", args, kwargs)
 
 

@@ -33,6 +33,7 @@ from typing import Any, Callable, Dict
 
 from .. import log
 from ..routing import core
+from ..routing.table import NEVER
 from ..tags.context import CURRENT_TAG
 
 CONNECT_ERRNOS = frozenset(
@@ -42,6 +43,7 @@ CONNECT_ERRNOS = frozenset(
 )
 
 _originals: Dict[str, Callable[..., Any]] = {}
+_original_putrequest: Any = None
 _patched_class: Any = None
 _routable_connects: frozenset = frozenset()
 
@@ -114,19 +116,27 @@ def _putrequest(self: Any, method: str, url: str, *args: Any, **kwargs: Any) -> 
         instance = self._pf_instance
         if instance is not None:
             marked = True
-            if self.sock is not None and type(self).connect in _routable_connects:
-                service = self._pf_service
-                if not service.fits(instance, self.port, CURRENT_TAG.get(), core._strict):
-                    self.close()  # the next send() reconnects through the pick
-        elif type(self).connect in _routable_connects and getattr(self, "_tunnel_host", None) is None:
+            # A connection kept alive by the app: may it carry this request's lane?
+            if (
+                self.sock is not None
+                and type(self).connect in _routable_connects
+                and not (
+                    instance.tag == (CURRENT_TAG.get() or "")
+                    and instance.evicted_until == NEVER
+                    and instance.ejected_until == NEVER
+                )
+                and not self._pf_service.fits(instance, self.port, CURRENT_TAG.get(), core._strict)
+            ):
+                self.close()  # the next send() reconnects through the pick
+        elif type(self).connect in _routable_connects and self._tunnel_host is None:
             service = core.find(self.host)
             marked = service is not None and self.port in service.ports
     except Exception:
         log.exception_once("routing:http.client-put", "could not check an http.client connection's lane")
-    result = _originals["putrequest"](self, method, url, *args, **kwargs)
+    result = _original_putrequest(self, method, url, *args, **kwargs)
     if marked:
         try:
-            self.putheader(core.CONSUMER_HEADER, core.consumer_value)
+            self._buffer.append(core.consumer_line)  # what putheader appends, minus re-validating our own
         except Exception:
             log.exception_once("routing:consumer-header", "could not mark a routed request")
     return result
@@ -152,7 +162,9 @@ def patch(module: Any = None) -> None:
     if _originals:
         return
     cls = module.HTTPConnection
+    global _original_putrequest
     _originals.update(connect=cls.connect, putrequest=cls.putrequest, getresponse=cls.getresponse)
+    _original_putrequest = cls.putrequest
     cls._pf_instance = None
     cls._pf_service = None
     cls.connect = _connect

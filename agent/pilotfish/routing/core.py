@@ -58,6 +58,8 @@ _poller: Optional[Poller] = None
 _first_answer = threading.Event()
 consumer_value = "1"
 """Value of the X-Pilotfish-Consumer header on routed requests (the caller's app name)."""
+consumer_bytes = b"1"
+consumer_line = b"X-Pilotfish-Consumer: 1"
 
 
 # ------------------------------------------------------------------ the hot path
@@ -99,7 +101,8 @@ def connect_failed(service: Service, instance: Instance) -> None:
     instance.failures += 1
     instance.ejections += 1
     backoff = min(EJECT_CAP, EJECT_BASE * (2 ** min(instance.failures - 1, 8)))
-    instance.ejected_until = time.monotonic() + backoff
+    for same in _current(instance):
+        same.ejected_until = time.monotonic() + backoff
     service.count(CURRENT_TAG.get() or "", instance.tag, "connect-failed")
     log.info(
         "routing: %s (%s:%s) of %s refused a connection; ejected for %gs"
@@ -111,11 +114,25 @@ def connected(instance: Instance) -> None:
     instance.failures = 0
 
 
+def _current(instance: Instance) -> List[Instance]:
+    """``instance`` and the same pod in the current table (a newer answer may have replaced it
+    while the request was in flight: what was learnt must reach the object picks now read)."""
+    found = [instance]
+    built = _table
+    for service in built.services if built is not None else ():
+        for candidate in service.instances:
+            if candidate.key == instance.key and candidate is not instance:
+                found.append(candidate)
+    return found
+
+
 def offline_seen(instance: Instance) -> None:
     """The instance answered with ``X-Pilotfish-Offline: 1``: no new request goes there."""
-    if instance.evicted_until <= time.monotonic():
-        instance.evicted_until = time.monotonic() + EVICT_SECONDS
+    now = time.monotonic()
+    if instance.evicted_until <= now:
         log.info("routing: %s (%s) is going offline; evicted" % (instance.pod, instance.ip))
+    for same in _current(instance):
+        same.evicted_until = max(same.evicted_until, now + EVICT_SECONDS)
 
 
 def is_offline_marker(value: Any) -> bool:
@@ -154,9 +171,11 @@ def _on_settings(old: settings.Settings, new: settings.Settings) -> None:
 
 
 def _apply_settings(current: settings.Settings) -> None:
-    global _strict, _enabled, consumer_value
+    global _strict, _enabled, consumer_value, consumer_bytes, consumer_line
     _strict = current.lane_mode == "strict"
     consumer_value = current.app or "1"
+    consumer_bytes = consumer_value.encode("latin-1", "replace")
+    consumer_line = b"X-Pilotfish-Consumer: " + consumer_bytes
     if current.routing_enabled != _enabled:
         _enabled = bool(current.routing_enabled)
         _publish()
