@@ -109,11 +109,12 @@ class ContainerRunner:
     def target(self) -> ProbeTarget:
         pid = self.proc.pid if self.proc is not None and self.proc.poll() is None else None
         return ProbeTarget(
-            ip=self.worker.pod_ip if not self.worker.host_network else "",
+            ip=self.worker.pod_ip,
             pid=pid,
             env=dict(self.env),
             cwd=self.cwd,
             ports=list(self.spec.get("ports") or []),
+            own_netns=not self.worker.host_network,
         )
 
     # -- starting --------------------------------------------------------------------------

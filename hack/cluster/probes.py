@@ -52,6 +52,7 @@ class ProbeTarget:
     env: Dict[str, str]
     cwd: str = "/"
     ports: List[Obj] = field(default_factory=list)  # the container's declared ports
+    own_netns: bool = True  # False for hostNetwork pods: exec stays in the host's network
 
 
 def resolve_port(port: Any, ports: List[Obj]) -> int:
@@ -146,7 +147,7 @@ def nsenter_argv(target: ProbeTarget, command: List[str]) -> List[str]:
     """Run ``command`` in the container's mount (and, unless hostNetwork, network) namespace."""
     assert target.pid is not None
     argv = ["nsenter", "-t", str(target.pid), "-m"]
-    if target.ip:
+    if target.own_netns:
         argv.append("-n")
     # --wdns: the directory as the container sees it (--wd would resolve it on the host).
     return [*argv, "--wdns=" + (target.cwd or "/"), "--", *[str(c) for c in command]]

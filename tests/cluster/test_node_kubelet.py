@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List
 
 import pytest
-from nodekit import ECHO, POD_NAME_ENV, Node, echo_container, is_ready, pod_ip, status_of
+from nodekit import ECHO, POD_NAME_ENV, Node, echo_container, http_get, is_ready, pod_ip, status_of
 
 from hack.cluster.images import ImageMap
 from hack.cluster.kubelet import DEFAULT_IMAGES
@@ -477,3 +478,20 @@ def test_a_volume_over_tmp_does_not_hide_the_sources_of_later_mounts(node: Node)
     )
     log = node.wait_log("tmpvol", "localhost")
     assert "\ttmpvol" in log and "state" not in log.split("#")[0]  # an empty /tmp, the pod's hosts file
+
+
+def test_a_host_network_pod_runs_on_the_host_address_and_is_probed_there(node: Node) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = [POD_NAME_ENV, {"name": "PORT", "value": str(port)}]
+    probe = {"httpGet": {"path": "/healthz", "port": port}, "periodSeconds": 1}
+    liveness = {"exec": {"command": ["true"]}, "periodSeconds": 1}
+    node.pod(
+        "hostnet", [echo_container(env=env, readinessProbe=probe, livenessProbe=liveness)], hostNetwork=True
+    )
+    pod = node.wait_ready("hostnet")
+    assert pod_ip(pod) == pod["status"]["hostIP"] == node.network.host_address
+    assert http_get("127.0.0.1", port)[1].split()[0] == "hostnet"  # it listens in the host's network
+    time.sleep(1.5)
+    assert not [e for e in node.events("hostnet", "Unhealthy") if e["message"].startswith("Liveness")]
