@@ -221,11 +221,11 @@ def test_readiness_flips_after_failure_threshold_and_back_after_success_threshol
     time.sleep(0.3)
     # Unready needs 3 failed probes in a row, one per second: the third comes 2-3 s after the flip.
     down = transition_times(node, "flappy", 10, (ctl / "healthy").unlink)
-    assert down and 2.0 <= down[0] <= 3.6, down
+    assert down and 2.0 <= down[0] <= 4.0, down
     assert node.events("flappy", "Unhealthy")
     # Ready again needs 2 successes: 1-2 s after the file is back.
     up = transition_times(node, "flappy", 10, (ctl / "healthy").touch)
-    assert up and 1.0 <= up[0] <= 2.6, up
+    assert up and 1.0 <= up[0] <= 3.0, up
     assert status_of(node.store.get("pods", "default", "flappy") or {})["restartCount"] == 0
 
 
@@ -273,7 +273,7 @@ def test_a_process_that_ignores_sigterm_is_killed_at_the_grace_period(node: Node
     start = time.monotonic()
     node.store.delete("pods", "default", "stubborn")
     took = node.wait_gone("stubborn")
-    assert 2.0 <= took < 3.5, took
+    assert 2.0 <= took < 4.0, took
     assert (
         "TERM ignored"
         in (node.kubelet.log_path("default", "stubborn", "app") or Path("/dev/null")).read_text()
@@ -318,7 +318,7 @@ def test_prestop_runs_before_sigterm_and_counts_against_the_grace_period(node: N
     node.wait_log("slowstop", "up")
     node.store.delete("pods", "default", "slowstop")
     took = node.wait_gone("slowstop")
-    assert 3.0 <= took < 4.5, took
+    assert 3.0 <= took < 5.0, took
 
 
 def test_restart_policies(node: Node) -> None:
