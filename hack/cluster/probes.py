@@ -110,15 +110,22 @@ def _http(h: Obj, target: ProbeTarget, timeout: float, what: str) -> Tuple[bool,
     headers = {"User-Agent": USER_AGENT, "Accept": "*/*"}
     for item in h.get("httpHeaders") or []:
         headers[str(item.get("name"))] = str(item.get("value", ""))
+    url = "%s://%s:%d%s" % (str(h.get("scheme", "HTTP")).lower(), host, port, path)
     try:
         conn.request("GET", path, headers=headers)
         resp = conn.getresponse()
-        body = resp.read(10 * 1024)
+        resp.read(10 * 1024)
+    except ConnectionRefusedError:
+        return False, 'Get "%s": dial tcp %s:%d: connect: connection refused' % (url, host, port)
+    except (socket.timeout, TimeoutError):
+        return (
+            False,
+            'Get "%s": context deadline exceeded (Client.Timeout exceeded while awaiting headers)' % url,
+        )
     finally:
         conn.close()
     if 200 <= resp.status < 400:
         return True, ""
-    del body
     message = "HTTP probe failed with statuscode: %d" % resp.status
     if what != "probe":
         message = "HTTP lifecycle hook (%s) for Container in Pod failed - error: %s" % (path, message)
