@@ -128,3 +128,32 @@ def test_a_lane_without_instances_falls_back_to_baseline_or_fails_clearly_when_s
     errors = {r.get("error", "") for r in strict}
     assert {e.split(":")[0] for e in errors} == {CONNECTION_ERROR[library]}, errors
     assert all("'blue'" in e and "stock.shop" in e for e in errors), errors
+
+
+@pytest.mark.parametrize(
+    "when, library",
+    [("after", lib) for lib in ALL]
+    + [("before", lib) for lib in ["http.client", "urllib", "urllib3", "requests", "httpx"]],
+)
+def test_routing_survives_another_instrumentation_wrapping_the_same_methods(
+    stock: Stock, when: str, library: str
+) -> None:
+    """Like OpenTelemetry or ddtrace: wrappers of the very class attributes the hooks patch,
+    applied after the agent (at app start-up) or before it (the agent patching on top, twice)."""
+    report = run_client(
+        PYTHON,
+        stock.env(),
+        {
+            "url": stock.url,
+            "libraries": [library],
+            "tags": ["gray", None],
+            "threads": 2,
+            "calls": 10,
+            "wait_for_instances": 3,
+            "foreign": when,
+        },
+    )
+    results = report["results"][library]
+    assert [r for r in results if "error" in r] == []
+    assert [r for r in results if (r["pod"] == GRAY) != (r["tag"] == "gray")] == []
+    assert sum(report["foreign_calls"].values()) > 0  # the other wrappers ran too

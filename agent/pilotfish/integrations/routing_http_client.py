@@ -45,7 +45,6 @@ CONNECT_ERRNOS = frozenset(
 _originals: Dict[str, Callable[..., Any]] = {}
 _original_putrequest: Any = None
 _patched_class: Any = None
-_routable_connects: frozenset = frozenset()
 
 
 def is_connect_failure(problem: BaseException) -> bool:
@@ -61,7 +60,7 @@ def _routed_create(conn: Any, service: Any, instance: Any, create: Callable[...,
     def create_connection(address: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             sock = create((instance.ip, instance.ports[port]), *args, **kwargs)
-            conn._pf_instance, conn._pf_service = instance, service
+            conn._pf_instance, conn._pf_service, conn._pf_raw = instance, service, True
             if instance.failures:
                 core.connected(instance)
             return sock
@@ -73,7 +72,7 @@ def _routed_create(conn: Any, service: Any, instance: Any, create: Callable[...,
             if other is None:
                 raise
             sock = create((other.ip, other.ports[port]), *args, **kwargs)
-            conn._pf_instance, conn._pf_service = other, service
+            conn._pf_instance, conn._pf_service, conn._pf_raw = other, service, True
             return sock
 
     return create_connection
@@ -119,7 +118,7 @@ def _putrequest(self: Any, method: str, url: str, *args: Any, **kwargs: Any) -> 
             # A connection kept alive by the app: may it carry this request's lane?
             if (
                 self.sock is not None
-                and type(self).connect in _routable_connects
+                and self._pf_raw
                 and not (
                     instance.tag == (CURRENT_TAG.get() or "")
                     and instance.evicted_until == NEVER
@@ -128,7 +127,7 @@ def _putrequest(self: Any, method: str, url: str, *args: Any, **kwargs: Any) -> 
                 and not self._pf_service.fits(instance, self.port, CURRENT_TAG.get(), core._strict)
             ):
                 self.close()  # the next send() reconnects through the pick
-        elif type(self).connect in _routable_connects and self._tunnel_host is None:
+        elif self._tunnel_host is None and not type(self).__module__.startswith("urllib3"):
             service = core.find(self.host)
             marked = service is not None and self.port in service.ports
     except Exception:
@@ -156,26 +155,21 @@ def _getresponse(self: Any, *args: Any, **kwargs: Any) -> Any:
 
 def patch(module: Any = None) -> None:
     """Patch ``http.client.HTTPConnection`` (idempotent)."""
-    global _patched_class, _routable_connects
+    global _patched_class, _original_putrequest
     if module is None:
         import http.client as module
     if _originals:
         return
     cls = module.HTTPConnection
-    global _original_putrequest
     _originals.update(connect=cls.connect, putrequest=cls.putrequest, getresponse=cls.getresponse)
     _original_putrequest = cls.putrequest
     cls._pf_instance = None
     cls._pf_service = None
+    cls._pf_raw = False  # True on a connection this module routed (the app holds it, not urllib3)
     cls.connect = _connect
     cls.putrequest = _putrequest
     cls.getresponse = _getresponse
     _patched_class = cls
-    connects = {_connect}
-    https = getattr(module, "HTTPSConnection", None)
-    if https is not None:
-        connects.add(https.connect)  # calls super().connect(): ours
-    _routable_connects = frozenset(connects)
 
 
 def unpatch() -> None:

@@ -36,7 +36,7 @@ def context():
 def tagged(tag, call):
     if not SCENARIO.get("agent", True):
         return call()  # the reference run: no agent, nothing to tag
-    from pilotfish.tags.context import CURRENT_TAG
+    from _pilotfish_agent.tags.context import CURRENT_TAG
 
     token = CURRENT_TAG.set(tag)
     try:
@@ -218,7 +218,7 @@ async def run_async(name):
         for i in range(CALLS):
             tag = TAGS[(index + i) % len(TAGS)]
             if SCENARIO.get("agent", True):
-                from pilotfish.tags.context import CURRENT_TAG
+                from _pilotfish_agent.tags.context import CURRENT_TAG
 
                 CURRENT_TAG.set(tag)  # this task's own context, as for a request being handled
             try:
@@ -241,7 +241,7 @@ def wake_and_wait_for_routing():
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(1)
-    from pilotfish.routing import core
+    from _pilotfish_agent.routing import core
 
     host = SCENARIO.get("wait_host") or urlsplit(URL).hostname
     want = SCENARIO.get("wait_for_instances", 1)
@@ -254,8 +254,70 @@ def wake_and_wait_for_routing():
     raise SystemExit("routing table never knew %s: %r" % (host, core.snapshot()))
 
 
+FOREIGN_CALLS = {}
+
+
+def foreign_targets():
+    """The attributes the agent's routing hooks patch, as another instrumentation would wrap them."""
+    import aiohttp.client_reqrep
+    import aiohttp.connector
+    import httpcore
+    import urllib3.poolmanager
+
+    return [
+        (http.client.HTTPConnection, "connect"),
+        (http.client.HTTPConnection, "putrequest"),
+        (http.client.HTTPConnection, "getresponse"),
+        (urllib3.poolmanager.PoolManager, "connection_from_context"),
+        (httpcore.ConnectionPool, "handle_request"),
+        (httpcore.AsyncConnectionPool, "handle_async_request"),
+        (aiohttp.connector.BaseConnector, "connect"),
+        (aiohttp.client_reqrep.ClientResponse, "start"),
+    ]
+
+
+def foreign_wrap(cls, name):
+    """What OpenTelemetry / ddtrace do: replace the class attribute with a wrapper that calls it."""
+    original = getattr(cls, name)
+    key = "%s.%s" % (cls.__name__, name)
+    FOREIGN_CALLS[key] = 0
+    if asyncio.iscoroutinefunction(original):
+
+        async def wrapper(*args, **kwargs):
+            FOREIGN_CALLS[key] += 1
+            return await original(*args, **kwargs)
+
+    else:
+
+        def wrapper(*args, **kwargs):
+            FOREIGN_CALLS[key] += 1
+            return original(*args, **kwargs)
+
+    setattr(cls, name, wrapper)
+
+
+def install_foreign(when):
+    if when == "after":  # the agent patched at import; the other instrumentation wraps on top
+        for cls, name in foreign_targets():
+            foreign_wrap(cls, name)
+    elif when == "before":  # the other instrumentation wrapped first; the agent patches on top
+        from _pilotfish_agent.integrations import routing_http_client, routing_httpx, routing_urllib3
+
+        for module in (routing_http_client, routing_urllib3, routing_httpx):
+            module.unpatch()
+        for cls, name in foreign_targets()[:6]:
+            foreign_wrap(cls, name)
+        routing_http_client.patch()
+        routing_urllib3.patch()
+        routing_httpx.patch()
+        routing_http_client.patch()  # twice: patching is idempotent
+        routing_urllib3.patch()
+
+
 def main():
     keep = wake_and_wait_for_routing()
+    if SCENARIO.get("foreign"):
+        install_foreign(SCENARIO["foreign"])
     report = {"results": {}}
     for name in SCENARIO["libraries"]:
         if name in SYNC:
@@ -263,9 +325,10 @@ def main():
         else:
             report["results"][name] = asyncio.run(run_async(name))
     if keep is not None:
-        from pilotfish.routing import core
+        from _pilotfish_agent.routing import core
 
         report["routing"] = core.snapshot()
+        report["foreign_calls"] = FOREIGN_CALLS
         keep.close()
     print(json.dumps(report))
 
