@@ -236,6 +236,15 @@ def test_lane_requests_reach_c_gray_through_baseline_b_and_the_rest_never_do(cha
         'pilotfish_routed_requests_total{service="c",lane="gray",instance_tag="gray",outcome="lane"} 20'
         in metrics
     )
+    # A calls from its gunicorn worker; the owner's /status adds up what the worker reports
+    a = chain.services["a"]
+
+    def a_counts() -> Optional[Dict[str, Any]]:
+        view = a.status()["routing"]["services"]["b"]
+        return view if view["requests_by_lane"] == {"gray": 20, "baseline": 20} else None
+
+    a_view = a.wait(a_counts, "A's worker's routing counts in the owner's /status", timeout=20)
+    assert a_view["fallbacks"] == 20  # B has no gray version: gray requests went to baseline B
 
 
 def test_after_offline_no_request_reaches_c_gray_and_gray_falls_back_then_fails_when_strict(

@@ -81,6 +81,7 @@ def _connection_class(base: Any, instance: Any, port: int) -> Any:
             return sock
 
     RoutedConnection.__name__ = RoutedConnection.__qualname__ = base.__name__  # as in urllib3's own messages
+    RoutedConnection.__module__ = base.__module__
     with _classes_lock:
         if len(_classes) > 1024:
             _classes.clear()
@@ -102,6 +103,7 @@ def _failing_class(base: Any, message: str) -> Any:
             raise error(self, message)
 
     LaneUnavailable.__name__ = LaneUnavailable.__qualname__ = base.__name__  # as in urllib3's own messages
+    LaneUnavailable.__module__ = base.__module__
     return LaneUnavailable
 
 
