@@ -270,7 +270,8 @@ SPEC = Obj(
             {
                 "enabled": Scalar(
                     "boolean",
-                    "consumer-side lane and warm-up routing",
+                    "consumer-side lane and warm-up routing: false for a caller = it routes nothing; "
+                    "false for the app behind a Service = no caller routes to that Service",
                     default=True,
                     agent_key="routing_enabled",
                 ),
