@@ -1,4 +1,4 @@
-"""``python -m hack.cluster`` (what ``make cluster`` runs): up fast, prints the export line, stops on Ctrl-C."""
+"""``python -m hack.cluster`` (``make cluster``): up fast, prints the export line, stops on Ctrl-C."""
 
 from __future__ import annotations
 
