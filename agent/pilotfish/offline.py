@@ -283,6 +283,9 @@ class SigtermRelay:
             return
         self.handed_on = True
         self.intercepting = False
+        # The app is going down now, and may do so by the signal's default action
+        # (uvicorn re-raises SIGTERM after restoring SIG_DFL), which runs no atexit.
+        _remove_shared_files()
         handler = self.app_handler
         log.info("offline: handing SIGTERM on to the app (%r)" % (handler,))
         self._original_signal(signal.SIGTERM, handler)
@@ -293,6 +296,15 @@ class SigtermRelay:
             os.kill(os.getpid(), signal.SIGTERM)
             return
         handler(signum, frame)
+
+
+def _remove_shared_files() -> None:
+    try:
+        from . import shared
+
+        shared.remove_files()
+    except Exception:
+        log.exception_once("shm-remove", "could not remove the shared-memory files")
 
 
 def _is_asyncio_handler(handler: Any) -> bool:

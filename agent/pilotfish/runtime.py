@@ -8,13 +8,14 @@ migrations, one-off scripts) therefore pay a few dict inserts and nothing else.
 Wake-up happens on the first ``listen()`` of a socket that is not ours (or
 when a gRPC server starts, whose C core listens without Python seeing it):
 
-- the process that manages to bind the status port becomes the **owner**: it
-  creates the per-container shared memory, serves ``:55199``, and runs the
-  ``on_wake`` callbacks (lifecycle, config client, registration);
-- a process that finds the port taken and the owner's shared memory in its
-  environment (``uvicorn --workers``, hypercorn workers: spawned) becomes a
+- a process that the owner started with multiprocessing's spawn (``uvicorn
+  --workers``/``--reload``, hypercorn workers) attaches to the owner's shared
+  memory (found by the parent's pid and the status port) and becomes a
   **worker**; a process forked from the owner (gunicorn workers) is a worker
-  from the moment of the fork. Workers only count their requests in their slot.
+  from the moment of the fork. Workers only count their requests in their slot;
+- otherwise the process that manages to bind the status port becomes the
+  **owner**: it creates the per-container shared memory, serves ``:55199``, and
+  runs the ``on_wake`` callbacks (lifecycle, config client, registration).
 """
 
 from __future__ import annotations
@@ -278,7 +279,8 @@ def _wake() -> None:
             if current.enabled:
                 log.set_level(current.log_level)
                 settings.subscribe(_follow_log_level)
-                role = WORKER if shared.attach_from_env() is not None else _become_owner(current)
+                key = "%d" % current.status_port
+                role = WORKER if shared.attach_to_parent(key) is not None else _become_owner(current)
                 if role == WORKER:
                     shared.claim()
                     log.debug("worker %d attached to %s" % (os.getpid(), shared.segment().path))  # type: ignore[union-attr]
@@ -337,8 +339,9 @@ def _follow_log_level(old: Any, new: Any) -> None:
 def _become_owner(current: Any) -> str:
     """Owner if this process binds the status port; else a worker of the owner that did
     (found through its pointer file), else standalone. Whatever fails closes what it opened."""
-    from . import shared, status_server
+    from . import shared, stats, status_server
 
+    key = "%d" % current.status_port
     with _StatusPortLock(current.status_port):
         try:
             server = status_server.bind(current.status_host, current.status_port)
@@ -346,13 +349,20 @@ def _become_owner(current: Any) -> str:
             if _port_taken(problem) and _attach_to_sibling_owner(current.status_port):
                 return WORKER
             log.once("status-bind", "warning", _bind_problem(current, problem))
-            shared.create("%d" % current.status_port)  # its own slots: the wrappers count as usual
+            shared.create(key)  # its own slots: the wrappers count as usual
             return STANDALONE
         try:
-            segment = shared.create("%d" % current.status_port)
+            # Holding the status port makes this process the container's one owner: files of
+            # this port left by owners that are gone (a crash, SIGKILL) are ours to remove.
+            removed = shared.remove_stale(key)
+            if removed:
+                log.info("removed %d shared-memory files left by exited processes" % removed)
+            segment = shared.create(key)
             try:
                 status_server.add_gate("app-listening", _listening_gate)
+                status_server.add_gate("workers", stats.workers_gate)
                 status_server.add_status_section("runtime", describe)
+                status_server.add_status_section("shared_memory", shared.describe)
                 status_server.serve(server)
             except BaseException:
                 shared.discard()
@@ -360,7 +370,8 @@ def _become_owner(current: Any) -> str:
         except BaseException:
             server.server_close()
             raise
-        _publish_owner(current.status_port, segment.path)
+        if segment.shared:
+            _publish_owner(current.status_port, segment.path)
     log.info(
         "agent %s serving status on %s:%d (pid %d)"
         % (__import__(PACKAGE).__version__, current.status_host, current.status_port, os.getpid())
@@ -405,8 +416,8 @@ def _bind_problem(current: Any, problem: OSError) -> str:
 #
 # A parent that forks its workers before anyone listens leaves every worker dormant;
 # each then listens on the same port (SO_REUSEPORT) and wakes on its own. The first to
-# bind the status port becomes the owner; the others are its workers, but the owner's
-# shared memory is not in their environment (it was created after the fork). So the
+# bind the status port becomes the owner; the others are its workers, but they cannot
+# find the owner's shared memory by their parent (it was created after the fork). So the
 # owner leaves a pointer to its segment next to it, and the deciding runs under a lock
 # file, so that a sibling never looks before the owner has written the pointer.
 
@@ -472,7 +483,12 @@ def _process_identity(pid: int) -> str:
 def _publish_owner(port: int, segment_path: str) -> None:
     try:
         path = _pointer_path(port)
-        record = "%s\n%s\n%s\n" % (_mount_namespace(), segment_path, _process_identity(os.getpid()))
+        record = "%s\n%s\n%s\n%d\n" % (
+            _mount_namespace(),
+            segment_path,
+            _process_identity(os.getpid()),
+            os.getppid(),
+        )
         tmp = "%s.%d.tmp" % (path, os.getpid())
         with open(tmp, "w") as handle:
             handle.write(record)
@@ -502,24 +518,27 @@ def _publish_owner(port: int, segment_path: str) -> None:
 
 
 def _attach_to_sibling_owner(port: int) -> bool:
-    """A worker of the process that owns the status port in this container, if there is one."""
+    """A worker of the process that owns the status port in this container, if there is one.
+
+    Only a sibling of the owner (forked by the same parent): any other process that
+    listens, such as a subprocess the app starts, is none of the owner's workers.
+    """
     from . import shared
 
     try:
         with open(_pointer_path(port)) as handle:
-            namespace, segment_path, identity = (handle.read().split("\n") + ["", "", ""])[:3]
+            fields = (handle.read().split("\n") + ["", "", "", ""])[:4]
     except OSError:
         return False
+    namespace, segment_path, identity, parent = fields
     if namespace != _mount_namespace() or not segment_path or not identity:
         return False
+    if parent != str(os.getppid()):
+        return False  # not forked by the owner's parent: an app's subprocess, say
     pid = identity.split(":")[0]
     if not pid.isdigit() or _process_identity(int(pid)) != identity:
         return False  # the owner that wrote it is gone (its pid may belong to another process now)
-    os.environ[shared.ENV_VAR] = segment_path
-    if shared.attach_from_env() is None:
-        del os.environ[shared.ENV_VAR]
-        return False
-    return True
+    return shared.attach(segment_path) is not None
 
 
 def _listening_gate() -> Tuple[bool, str]:
@@ -602,7 +621,7 @@ def _after_fork_in_child() -> None:
         from . import shared, status_server
 
         status_server.reset_after_fork()
-        shared.forget_slot_after_fork()
+        shared.forget_slot_after_fork()  # first: new slot-table lock before the claim below
         if _role in (OWNER, STANDALONE, WORKER):
             _role = WORKER
             shared.claim()

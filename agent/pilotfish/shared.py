@@ -12,21 +12,43 @@ Layout: a 64-byte header (magic, offline flag, slot count, owner pid) then
 ``SLOTS`` fixed slots. A slot holds the worker's pid and start time, a small
 table of per-tag request counts, and ``CELLS`` counter cells: one per thread
 that serves requests, so that every cell has exactly one writer and the hot
-path takes no lock (see :class:`Slot`). Claiming a slot takes an ``flock`` on a
-fresh file descriptor (flock locks belong to open file descriptions, which fork
-shares).
+path takes no lock (see :class:`Slot`).
+
+Claiming and freeing slots (never the hot path) take the slot-table lock: a
+thread lock, then a POSIX record lock (``lockf``) on the file. Record locks
+belong to a process and are not inherited by ``fork``: gunicorn forks a
+worker whenever one exits, at any instant, possibly while the owner's status
+thread is freeing a dead worker's slot, and the new worker must still be able
+to claim its own. (An ``flock`` belongs to the open file description, which
+the child shares: a child forked mid-release held the lock forever, and every
+later worker blocked behind it.) The thread lock is replaced in a forked child
+(:func:`forget_slot_after_fork`) for the same reason.
+
+Lifetime: the file is allocated in full when it is created (a sparse file on a
+full tmpfs would kill the first reader with SIGBUS); when that fails the owner
+counts its own requests in private memory (:meth:`Segment.process_private`) and says so
+in ``/status``. The owner holds a shared ``flock`` on the file for its whole
+life: it tells a later owner that the file is still in use, whatever pid
+namespace its holder lives in. The owner removes the file at exit, when SIGTERM
+is handed on to the app, and removes its predecessors' files at start
+(:func:`remove_stale`). Workers spawned by the owner (``uvicorn --workers``,
+``--reload``, hypercorn) find the file by name: their multiprocessing parent's
+pid and the status port. Nothing is put in the environment, so the app's own
+subprocesses never attach.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import mmap
 import os
 import struct
+import sys
 import tempfile
 import threading
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from . import log
 
@@ -53,7 +75,12 @@ SLOT_SIZE = 2048
 assert CELLS_AT + CELLS * CELL_SIZE <= SLOT_SIZE
 SIZE = HEADER.size + SLOTS * SLOT_SIZE
 OTHER_TAG = "__other__"
-ENV_VAR = "PILOTFISH_SHM"
+PREFIX, SUFFIX = "pilotfish-", ".shm"  # pilotfish-<status port>-<owner pid>.shm
+MARKER_SUFFIX = ".first-consumer"  # the warm-up marker (see warmup.py), named after the segment
+COMPANION_SUFFIXES = (MARKER_SUFFIX,)  # files named after a segment, removed with it
+_COMPANION_TAILS = tuple(SUFFIX + suffix for suffix in COMPANION_SUFFIXES)
+CLAIM_WAIT = 10.0  # a worker gives up counting (and serves) if the table stays locked this long
+RELEASE_WAIT = 0.5  # the owner frees a dead worker's slot on a later read if it cannot now
 
 OFFLINE_WORD = 1  # ``Segment.ints[OFFLINE_WORD]``: nonzero while the pod is offline
 # Private cells (a Slot of the owner process, see Slot): a list with the offline flag
@@ -67,13 +94,21 @@ def _shm_dir() -> str:
     )
 
 
-class Segment:
-    """The mapped file. ``create`` in the owner, ``attach`` in a worker."""
+def segment_path(key: str, pid: int, directory: Optional[str] = None) -> str:
+    return os.path.join(directory or _shm_dir(), "%s%s-%d%s" % (PREFIX, key, pid, SUFFIX))
 
-    def __init__(self, path: str, buf: mmap.mmap, owner: bool) -> None:
-        self.path = path
+
+class Segment:
+    """The mapped file. ``create`` in the owner, ``attach`` in a worker, ``private`` as fall-back."""
+
+    def __init__(self, path: str, buf: Union[mmap.mmap, bytearray], owner: bool, fd: int = -1) -> None:
+        self.path = path  # "" for a private segment
         self.buf = buf
         self.owner = owner
+        self.fd = fd  # the file, kept open: the slot-table lock and the in-use flock live on it
+        self.shared = fd >= 0
+        self.creator = os.getpid()
+        self.unavailable = ""  # why a private segment is private
         view = memoryview(buf)
         self.ints = view.cast("q")  # 8-byte aligned fields, by index
         self.floats = view.cast("d")
@@ -82,16 +117,35 @@ class Segment:
         self.private: Dict[int, Tuple[int, List[int]]] = {}
 
     @classmethod
-    def create(cls, key: str) -> Segment:
-        path = os.path.join(_shm_dir(), "pilotfish-%s-%d.shm" % (key, os.getpid()))
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    def create(cls, key: str, directory: Optional[str] = None) -> Segment:
+        """Create and fully allocate the file; OSError (ENOSPC, EBUSY, ...) when it cannot."""
+        path = segment_path(key, os.getpid(), directory)
+        if os.path.exists(path) and not _remove_if_unused(path):
+            # pid reuse, and the file's owner still runs (in another pid namespace)
+            raise OSError(errno.EBUSY, "in use by another process", path)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            os.ftruncate(fd, SIZE)
+            fcntl.flock(fd, fcntl.LOCK_SH)  # "in use" for as long as this file description lives
+            _allocate(fd, SIZE)
             buf = mmap.mmap(fd, SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        finally:
+        except BaseException:
             os.close(fd)
+            _unlink(path)
+            raise
         HEADER.pack_into(buf, 0, MAGIC, 0, SLOTS, os.getpid(), time.time())
-        return cls(path, buf, owner=True)
+        return cls(path, buf, owner=True, fd=fd)
+
+    @classmethod
+    def process_private(cls, reason: str) -> Segment:
+        """Process-private memory with the same layout: the owner counts its own requests only.
+
+        Plain memory, no mapping: whatever made the segment fail cannot fail this too.
+        """
+        buf = bytearray(SIZE)
+        HEADER.pack_into(buf, 0, MAGIC, 0, SLOTS, os.getpid(), time.time())
+        segment = cls("", buf, owner=True)
+        segment.unavailable = reason
+        return segment
 
     @classmethod
     def attach(cls, path: str) -> Optional[Segment]:
@@ -101,14 +155,18 @@ class Segment:
             return None
         try:
             if os.fstat(fd).st_size != SIZE:
+                os.close(fd)
                 return None
             buf = mmap.mmap(fd, SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        finally:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        except OSError:
             os.close(fd)
+            return None
         if buf[:8] != MAGIC:
             buf.close()
+            os.close(fd)
             return None
-        return cls(path, buf, owner=False)
+        return cls(path, buf, owner=False, fd=fd)
 
     # -- the offline flag (header) -------------------------------------------------
     def set_offline(self, offline: bool) -> None:
@@ -124,35 +182,67 @@ class Segment:
         return int(HEADER.unpack_from(self.buf, 0)[3])
 
     # -- slots ---------------------------------------------------------------------
-    def claim_slot(self, pid: int) -> Optional[int]:
-        """Take the first free slot (or one whose process is gone) for ``pid``."""
-        fd = os.open(self.path, os.O_RDWR)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            # Free slots first: the slot of a dead worker is left for the owner to
-            # reap, so that it notices the death and keeps its request counts.
-            for reuse_dead in (False, True):
-                for index in range(SLOTS):
-                    offset = slot_offset(index)
-                    holder = struct.unpack_from("=q", self.buf, offset)[0]
-                    if holder in (0, pid) or (reuse_dead and not process_alive(holder)):
-                        self.buf[offset : offset + SLOT_SIZE] = bytes(SLOT_SIZE)
-                        COUNTERS.pack_into(self.buf, offset, pid, 0, 0, 0, 0, 0.0, time.monotonic(), 0)
-                        return index
-            return None
-        finally:
-            os.close(fd)  # closing releases the flock
+    def _lock_table(self, wait: float) -> bool:
+        """Take the slot-table lock (thread lock, then the file's record lock) within ``wait`` s."""
+        if not _table_lock.acquire(timeout=wait):
+            return False
+        if not self.shared:
+            return True
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.lockf(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
+                return True
+            except OSError as error:
+                if error.errno not in (errno.EACCES, errno.EAGAIN) or time.monotonic() >= deadline:
+                    _table_lock.release()
+                    return False
+            time.sleep(0.001)
 
-    def release_slot(self, index: int, pid: int) -> None:
-        """Free the slot if ``pid`` still holds it (under the claim lock)."""
-        fd = os.open(self.path, os.O_RDWR)
+    def _unlock_table(self) -> None:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            if self.shared:
+                fcntl.lockf(self.fd, fcntl.LOCK_UN, 1, 0)
+        finally:
+            _table_lock.release()
+
+    def claim_slot(self, pid: int, wait: float = CLAIM_WAIT) -> Optional[int]:
+        """Take the first free slot (or one whose process is gone) for ``pid``; None if none."""
+        if not self._lock_table(wait):
+            log.once("shm-claim-lock", "warning", "the worker table stayed locked; a worker is not counted")
+            return None
+        try:
+            index = self._claim_locked(pid)
+        finally:
+            self._unlock_table()
+        if index is None:
+            log.once("shm-full", "warning", "more than %d worker processes; others are not counted" % SLOTS)
+        return index
+
+    def _claim_locked(self, pid: int) -> Optional[int]:
+        # Free slots first: the slot of a dead worker is left for the owner to
+        # reap, so that it notices the death and keeps its request counts.
+        for reuse_dead in (False, True):
+            for index in range(SLOTS):
+                offset = slot_offset(index)
+                holder = struct.unpack_from("=q", self.buf, offset)[0]
+                if holder in (0, pid) or (reuse_dead and not process_alive(holder)):
+                    self.buf[offset : offset + SLOT_SIZE] = bytes(SLOT_SIZE)
+                    COUNTERS.pack_into(self.buf, offset, pid, 0, 0, 0, 0, 0.0, time.monotonic(), 0)
+                    return index
+        return None
+
+    def release_slot(self, index: int, pid: int, wait: float = RELEASE_WAIT) -> bool:
+        """Free the slot if ``pid`` still holds it; False if the table stayed locked (try later)."""
+        if not self._lock_table(wait):
+            return False
+        try:
             offset = slot_offset(index)
             if struct.unpack_from("=q", self.buf, offset)[0] == pid:
                 struct.pack_into("=q", self.buf, offset, 0)
+            return True
         finally:
-            os.close(fd)
+            self._unlock_table()
 
     def read_slots(self) -> List[Tuple[int, Tuple, Dict[str, int]]]:
         """Every occupied slot: (index, counters tuple, {tag: requests}).
@@ -195,18 +285,107 @@ class Segment:
             slots.append((index, counters, tags))
         return slots
 
+    def remove_files(self) -> None:
+        """The owner (only the process that created it): unlink the file and its companions.
+
+        The mapping stays valid in every process that has it; only new workers can no
+        longer attach, so this runs when the owner exits or hands SIGTERM on.
+        """
+        if self.owner and self.path and os.getpid() == self.creator:
+            for name in (self.path, *(self.path + suffix for suffix in COMPANION_SUFFIXES)):
+                _unlink(name)
+
     def close(self) -> None:
+        self.remove_files()
         try:
             self.ints.release()
             self.floats.release()
-            self.buf.close()
+            if isinstance(self.buf, mmap.mmap):
+                self.buf.close()
         except Exception:
             pass
-        if self.owner:
+        if self.fd >= 0:
             try:
-                os.unlink(self.path)
+                os.close(self.fd)
             except OSError:
                 pass
+            self.fd = -1
+
+
+def _allocate(fd: int, size: int) -> None:
+    """Give the file real pages now: touching a page a full tmpfs cannot back is SIGBUS."""
+    allocate = getattr(os, "posix_fallocate", None)
+    if allocate is not None:
+        try:
+            allocate(fd, 0, size)
+            return
+        except OSError as error:
+            if error.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                raise
+    os.ftruncate(fd, 0)
+    chunk = bytes(65536)
+    for _ in range(size // len(chunk)):
+        os.write(fd, chunk)
+    os.fsync(fd)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _remove_if_unused(path: str) -> bool:
+    """Remove a segment no process holds open (its ``flock``); False if one does."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False
+        _unlink(path)
+        return True
+    finally:
+        os.close(fd)
+
+
+def remove_stale(key: str, directory: Optional[str] = None) -> int:
+    """Owner, at start: remove this status port's segments (and companions) whose owner is gone.
+
+    Only our own names (``pilotfish-<key>-<pid>.shm...``), only for a pid that does
+    not run in this pid namespace, and only a segment no process holds open: a pod's
+    containers share ``/dev/shm`` but not their pid namespaces. Returns how many
+    files were removed.
+    """
+    directory = directory or _shm_dir()
+    head = PREFIX + key + "-"
+    removed = 0
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return 0
+    me = os.getpid()
+    for name in sorted(names):  # a segment before its companions
+        if not name.startswith(head):
+            continue
+        pid_text, _, rest = name[len(head) :].partition(".")
+        tail = "." + rest
+        if not pid_text.isdigit() or int(pid_text) == me or process_alive(int(pid_text)):
+            continue
+        path = os.path.join(directory, name)
+        if tail == SUFFIX:
+            if _remove_if_unused(path):
+                removed += 1
+        elif tail in _COMPANION_TAILS and not os.path.exists(path[: -len(tail)] + SUFFIX):
+            _unlink(path)
+            removed += 1
+    return removed
 
 
 def slot_offset(index: int) -> int:
@@ -418,13 +597,27 @@ class Slot:
 
 _segment: Optional[Segment] = None
 _slot: Optional[Slot] = None
+_table_lock = threading.Lock()  # threads of one process; replaced in a forked child
+_claim_lock = threading.Lock()  # claim() in two threads at once; replaced in a forked child
 
 
 def create(key: str) -> Segment:
-    """Owner: create the segment and advertise it to processes spawned later."""
+    """Owner: create the segment, or fall back to counting this process only (one warning)."""
     global _segment
-    _segment = Segment.create(key)
-    os.environ[ENV_VAR] = _segment.path
+    try:
+        _segment = Segment.create(key)
+    except OSError as error:
+        reason = "no shared memory in %s (%s)" % (_shm_dir(), error.strerror or error)
+        log.once(
+            "shm-unavailable",
+            "warning",
+            "%s: this process counts only its own requests; other worker processes are not "
+            "counted and do not see graceful offline" % reason,
+        )
+        _segment = Segment.process_private(reason)
+    import atexit
+
+    atexit.register(_segment.remove_files)
     return _segment
 
 
@@ -434,26 +627,72 @@ def directory() -> str:
 
 
 def discard() -> None:
-    """Owner whose start-up failed: unmap and remove the segment, and stop advertising it."""
+    """Owner whose start-up failed: unmap and remove the segment."""
     global _segment, _slot
     segment, _segment, _slot = _segment, None, None
     if segment is not None:
-        if os.environ.get(ENV_VAR) == segment.path:
-            del os.environ[ENV_VAR]
         segment.close()
 
 
-def attach_from_env() -> Optional[Segment]:
-    """Worker started by spawn/exec: find the owner's segment through the environment."""
+def attach(path: str) -> Optional[Segment]:
+    """Worker: attach to the segment at ``path`` if its owner runs (the runtime's owner pointer)."""
     global _segment
-    path = os.environ.get(ENV_VAR)
-    if not path:
-        return None
     segment = Segment.attach(path)
-    if segment is not None and process_alive(segment.owner_pid()):
-        _segment = segment
-        return segment
-    return None
+    if segment is None:
+        return None
+    if not process_alive(segment.owner_pid()):
+        segment.close()
+        return None
+    _segment = segment
+    return segment
+
+
+def attach_to_parent(key: str) -> Optional[Segment]:
+    """A worker spawned by the owner (multiprocessing spawn): attach to its parent's segment.
+
+    ``uvicorn --workers``/``--reload`` and hypercorn start workers with
+    multiprocessing's spawn; its parent pid and the status port name the file. Any
+    other process (the app's own subprocesses) never attaches.
+    """
+    global _segment
+    parent = _multiprocessing_parent()
+    if parent <= 0 or parent != os.getppid():
+        return None
+    segment = Segment.attach(segment_path(key, parent))
+    if segment is None:
+        return None
+    if segment.owner_pid() != parent or not process_alive(parent):
+        segment.close()
+        return None
+    _segment = segment
+    return segment
+
+
+def _multiprocessing_parent() -> int:
+    """The pid of this process's multiprocessing parent (0 if it was not started by multiprocessing)."""
+    process = sys.modules.get("multiprocessing.process")
+    parent = getattr(process, "parent_process", None)
+    try:
+        found = parent() if parent is not None else None
+        return int(found.pid) if found is not None and found.pid else 0
+    except Exception:
+        return 0
+
+
+def remove_files() -> None:
+    """The owner is going down (SIGTERM handed on): its segment's files go now."""
+    if _segment is not None:
+        _segment.remove_files()
+
+
+def describe() -> Dict[str, Any]:
+    """For ``/status``: where worker counts live, and whether other workers are counted."""
+    current = _segment
+    if current is None:
+        return {"path": None, "workers_counted": False}
+    if not current.shared:
+        return {"path": None, "workers_counted": False, "reason": current.unavailable}
+    return {"path": current.path, "workers_counted": True}
 
 
 def segment() -> Optional[Segment]:
@@ -462,20 +701,28 @@ def segment() -> Optional[Segment]:
 
 def claim() -> Optional[Slot]:
     """Give this process a slot in the current segment (once per process)."""
-    global _slot
-    if _segment is None:
+    global _slot, _segment
+    segment = _segment
+    if segment is None:
         return None
-    if _slot is not None and struct.unpack_from("=q", _segment.buf, _slot.offset)[0] == os.getpid():
+    with _claim_lock:  # two threads' first requests at once: one slot
+        pid = os.getpid()
+        if _slot is not None and struct.unpack_from("=q", segment.buf, _slot.offset)[0] == pid:
+            return _slot
+        try:
+            index = segment.claim_slot(pid)
+        except OSError:
+            log.exception_once("shm-claim", "could not claim a shared-memory slot")
+            index = None
+        if index is None:
+            if segment.creator != pid:
+                # A worker: count nothing rather than try again on every request.
+                _segment = None
+            return None
+        # The owner reads every slot, so when it serves requests itself its cells can be a
+        # plain list: cheaper to count in than the mapping, and read in this process only.
+        _slot = Slot(segment, index, private=segment.owner and segment.owner_pid() == pid)
         return _slot
-    pid = os.getpid()
-    index = _segment.claim_slot(pid)
-    if index is None:
-        log.once("shm-full", "warning", "more than %d worker processes; extra ones are not counted" % SLOTS)
-        return None
-    # The owner reads every slot, so when it serves requests itself its cells can be a
-    # plain list: cheaper to count in than the mapping, and read in this process only.
-    _slot = Slot(_segment, index, private=_segment.owner and _segment.owner_pid() == pid)
-    return _slot
 
 
 def my_slot() -> Optional[Slot]:
@@ -483,9 +730,15 @@ def my_slot() -> Optional[Slot]:
 
 
 def forget_slot_after_fork() -> None:
-    """A forked child must not write into its parent's slot."""
-    global _slot
+    """A forked child must not write into its parent's slot, nor wait on its parent's locks.
+
+    A process-private segment is forgotten too: the child cannot report through it.
+    """
+    global _slot, _table_lock, _claim_lock, _segment
     _slot = None
+    _table_lock, _claim_lock = threading.Lock(), threading.Lock()
+    if _segment is not None and not _segment.shared:
+        _segment = None
 
 
 def set_offline(offline: bool) -> None:

@@ -27,7 +27,7 @@ from . import log, shared
 
 REGISTRATION = "registration"
 FIRST_REQUEST = "first-request"
-MARKER_SUFFIX = ".first-consumer"
+MARKER_SUFFIX = shared.MARKER_SUFFIX
 
 
 def weight(
@@ -151,7 +151,7 @@ def marker_path() -> Optional[str]:
         return _marker_path
     try:
         segment = shared.segment()
-        if segment is not None:
+        if segment is not None and segment.path:  # no path: process-private memory, no marker
             return segment.path + MARKER_SUFFIX
     except Exception:
         pass

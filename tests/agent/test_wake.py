@@ -62,7 +62,7 @@ def test_an_asyncio_app_that_forbids_blocking_calls_on_its_loop_wakes_once_and_l
 
 def test_a_wake_that_fails_closes_the_status_socket_and_is_not_tried_again() -> None:
     python = require_interpreter("3.11")
-    env = {"FAULT": "mmap"}  # the agent's shared memory cannot be mapped
+    env = {"FAULT": "status-thread"}  # the status server's thread cannot start
     with AgentScript(python, WAKE / "asyncio_strict.py", ["3"], env=env) as app:
         _, pid, *ports = app.line("listening").split()
         app_ports = {int(port) for port in ports}
@@ -72,7 +72,7 @@ def test_a_wake_that_fails_closes_the_status_socket_and_is_not_tried_again() -> 
         while listening_tcp_ports(int(pid)) != app_ports and time.monotonic() < deadline:
             time.sleep(0.05)
         assert listening_tcp_ports(int(pid)) == app_ports, "the status socket stayed open"
-        assert _flagged(min(app_ports))["mmap_calls"] == 1, "the wake was tried again"
+        assert _flagged(min(app_ports))["fault_calls"] == 1, "the wake was tried again"
         log = app.stderr()
     assert log.count("pilotfish: warning:") == 1, log
     assert "the agent could not start in this process" in log

@@ -38,3 +38,10 @@ async def headers(request: Request):
 @app.get("/healthz")
 async def healthz():
     return "ok"
+
+
+@app.get("/subprocess")
+def run_subprocess():
+    from subprocess_probe import run_child
+
+    return run_child()

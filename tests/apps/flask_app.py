@@ -39,3 +39,10 @@ def headers():
 @app.get("/healthz")
 def healthz():
     return "ok"
+
+
+@app.get("/subprocess")
+def run_subprocess():
+    from subprocess_probe import run_child
+
+    return run_child()

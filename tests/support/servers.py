@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from support.agent import agent_env, clean_env
 
@@ -145,9 +145,15 @@ class RunningServer:
         env: Optional[Mapping[str, str]] = None,
         pythonpath: Tuple[str, ...] = (),
         nofile: Optional[int] = None,
+        extra_args: Sequence[str] = (),
+        wrapper: Sequence[str] = (),
     ) -> None:
+        """``extra_args`` go after the server's command line (gunicorn and uvicorn accept
+        options there); ``wrapper`` goes before it (e.g. ``unshare`` for a private mount)."""
         self.kind = kind
         self.nofile = nofile  # RLIMIT_NOFILE of the server process, to make fd exhaustion cheap to test
+        self.extra_args = tuple(extra_args)
+        self.wrapper = tuple(wrapper)
         self.python = python
         self.agent = agent
         self.port = free_port()
@@ -176,7 +182,7 @@ class RunningServer:
 
     def start(self, timeout: float = 30) -> None:
         self.proc = subprocess.Popen(
-            SERVERS[self.kind](self.python, self.port),
+            [*self.wrapper, *SERVERS[self.kind](self.python, self.port), *self.extra_args],
             cwd=str(APPS),
             env=self.env,
             stdout=self._log,

@@ -5,9 +5,9 @@ Assistant: the calls below raise when the thread that runs the loop makes them. 
 app listens several times (one server per argv port count), then prints
 ``listening PID PORT...``; ``GET /flagged`` answers the blocking calls it caught.
 
-Argument: how many servers to start. With ``FAULT=mmap`` in the environment,
-``mmap.mmap`` raises everywhere (the agent's shared memory cannot be created): a
-wake that fails.
+Argument: how many servers to start. With ``FAULT=status-thread`` in the environment,
+the agent's status server thread cannot start (after its socket is bound): a wake
+that fails. (No room for shared memory is no failure: the agent counts privately.)
 """
 
 import asyncio
@@ -22,7 +22,7 @@ import threading
 import time
 
 flagged = []
-mmap_calls = []
+fault_calls = []
 _loop_thread = [None]
 
 
@@ -65,13 +65,16 @@ for _owner, _name in (
 ):
     _guard(_owner, _name)
 
-if os.environ.get("FAULT") == "mmap":
+if os.environ.get("FAULT") == "status-thread":
+    _thread_start = threading.Thread.start
 
-    def _broken_mmap(*args, **kwargs):
-        mmap_calls.append(1)
-        raise OSError("injected fault: no shared memory")
+    def _broken_start(self):
+        if self.name == "pilotfish-status":
+            fault_calls.append(1)
+            raise RuntimeError("injected fault: the status server thread cannot start")
+        return _thread_start(self)
 
-    mmap.mmap = _broken_mmap
+    threading.Thread.start = _broken_start
 
 
 async def handle(reader, writer):
@@ -80,7 +83,7 @@ async def handle(reader, writer):
         pass
     path = request.split()[1].decode() if len(request.split()) > 1 else "/"
     if path == "/flagged":
-        body = json.dumps({"flagged": flagged, "mmap_calls": len(mmap_calls)}).encode()
+        body = json.dumps({"flagged": flagged, "fault_calls": len(fault_calls)}).encode()
     else:
         body = b"ok"
     writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
