@@ -364,7 +364,7 @@ def test_the_registered_identity_is_this_pod_and_the_port_the_app_listens_on(
 
 _FORK_SCRIPT = r"""
 import json, os, threading, time
-from pilotfish import config_client
+from _pilotfish_agent import config_client  # the agent as sitecustomize loaded it
 
 config_client.FORK_WAIT = 0.6
 out = {}

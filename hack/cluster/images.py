@@ -36,6 +36,9 @@ class Image:
     env: Dict[str, str] = field(default_factory=dict)
     mounts: Dict[str, Path] = field(default_factory=dict)  # image path -> host path (read-only)
     workdir: str = "/"
+    # Host directories the image is made of (the checkout, its venv, a pyenv interpreter): a
+    # volume mounted over one of their parents must not hide them (see launch.py).
+    host_dirs: List[str] = field(default_factory=list)
 
 
 def _pyenv_root() -> Path:
@@ -112,6 +115,12 @@ class ImageMap:
             env.setdefault("PYTHONUSERBASE", str(self._user_base(str(python), bin_dir)))
         env.setdefault("PATH", path)
         mounts = {str(k): self._host_path(str(v)) for k, v in (entry.get("mounts") or {}).items()}
+        host_dirs = [str(self.root.resolve())]
+        for directory in path.split(":") + [env.get("PYTHONUSERBASE", "")]:
+            if directory and directory not in SYSTEM_PATH.split(":"):
+                real = os.path.realpath(directory)
+                if real not in host_dirs:
+                    host_dirs.append(real)
         return Image(
             reference=reference,
             entrypoint=[str(x) for x in entry.get("entrypoint") or []],
@@ -119,6 +128,7 @@ class ImageMap:
             env=env,
             mounts=mounts,
             workdir=str(entry.get("workdir") or "/"),
+            host_dirs=host_dirs,
         )
 
     def _user_base(self, version: str, bin_dir: Path) -> Path:

@@ -159,6 +159,7 @@ class ContainerRunner:
                 {
                     "netns": w.attachment.netns if w.attachment else None,
                     "mounts": mounts,
+                    "image_paths": image.host_dirs,
                     "cwd": self.cwd,
                     "argv": argv,
                     "env": self.env,

@@ -77,6 +77,8 @@ def main():
         # Every source is opened before anything is mounted: a volume mounted over /tmp must not
         # hide a later source that lives under /tmp. Bind mounts take the /proc/self/fd path.
         sources = [os.open(m["source"], os.O_PATH | os.O_CLOEXEC) for m in mounts]
+        image_paths = [p for p in spec.get("image_paths") or [] if os.path.isdir(p)]
+        image_fds = [os.open(p, os.O_PATH | os.O_CLOEXEC) for p in image_paths]
         for m, fd in zip(mounts, sources):
             target = m["target"]
             source = "/proc/self/fd/%d" % fd
@@ -89,6 +91,13 @@ def main():
             _mount(source, target, None, MS_BIND | MS_REC, m["source"])
             if m.get("read_only"):
                 _mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+        # The image is the host's own filesystem: a volume over one of its parents (an emptyDir
+        # at /tmp with the checkout under /tmp) would hide the program. Bind those back on top.
+        targets = [m["target"].rstrip("/") or "/" for m in mounts]
+        for path, fd in zip(image_paths, image_fds):
+            if any(path.startswith(t.rstrip("/") + "/") for t in targets):
+                os.makedirs(path, exist_ok=True)
+                _mount("/proc/self/fd/%d" % fd, path, None, MS_BIND | MS_REC, path)
         os.chdir(spec.get("cwd") or "/")
     except OSError as e:
         fail("cannot start the container: %s" % e, 128)

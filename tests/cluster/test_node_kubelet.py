@@ -17,7 +17,7 @@ from typing import Any, Dict, Iterator, List
 import pytest
 from nodekit import ECHO, POD_NAME_ENV, Node, echo_container, http_get, is_ready, pod_ip, status_of
 
-from hack.cluster.images import ImageMap
+from hack.cluster.images import REPO_ROOT, ImageMap
 from hack.cluster.kubelet import DEFAULT_IMAGES
 
 Obj = Dict[str, Any]
@@ -495,3 +495,23 @@ def test_a_host_network_pod_runs_on_the_host_address_and_is_probed_there(node: N
     assert http_get("127.0.0.1", port)[1].split()[0] == "hostnet"  # it listens in the host's network
     time.sleep(1.5)
     assert not [e for e in node.events("hostnet", "Unhealthy") if e["message"].startswith("Liveness")]
+
+
+def test_a_volume_over_a_parent_of_the_checkout_does_not_hide_the_program(node: Node) -> None:
+    """Why: with the checkout under /tmp, an emptyDir at /tmp (deploy/base has one) hid the
+    venv's pilotfish-webhook: "executable file not found". The image here is the host's own
+    files, so they are put back on top of such a volume, which stays empty otherwise."""
+    here = Path(__file__).resolve()
+    parent = str(here.parents[len(here.parents) - 2])  # the first directory under /, e.g. /tmp
+    mounts = [{"name": "v", "mountPath": parent}]
+    node.pod(
+        "hidden",
+        [
+            py(
+                "import os, sys; print('ran', sys.executable, flush=True); import time; time.sleep(60)",
+                volumeMounts=mounts,
+            )
+        ],
+        volumes=[{"name": "v", "emptyDir": {}}],
+    )
+    assert "ran %s/.venv/bin/python3" % REPO_ROOT in node.wait_log("hidden", "ran ")  # not /usr/bin's

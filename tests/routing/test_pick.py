@@ -11,6 +11,8 @@ never picked; host spellings of a Service and its ClusterIP all reach it.
 from __future__ import annotations
 
 import random
+import sys
+import threading
 from collections import Counter
 from typing import Any, Dict, List, Optional
 
@@ -227,3 +229,46 @@ def test_fits_says_whether_a_kept_alive_connection_may_carry_the_next_request() 
     assert service.fits(gray, 80, "gray", False) and not service.fits(base, 80, "gray", False)
     assert service.fits(base, 80, None, False) and not service.fits(gray, 80, None, False)
     assert service.fits(base, 80, "blue", False) and not service.fits(base, 80, "blue", True)
+
+
+def test_counts_from_many_threads_at_once_are_never_lost() -> None:
+    """A gthread worker routes from 8+ threads: every request is counted, on its Service and its instance."""
+    service = service_of(answer(instance("a", "10.0.0.1")))
+    target = service.instances[0]
+    threads, each = 8, 20_000
+    start = threading.Barrier(threads)
+
+    def send() -> None:
+        start.wait()
+        for _ in range(each):
+            service.count("", "", "baseline", sent=target)
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter can
+    try:
+        workers = [threading.Thread(target=send) for _ in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    finally:
+        sys.setswitchinterval(switch)
+    assert service.stats == {("", "", "baseline"): threads * each}
+    assert target.sent == threads * each
+
+
+def test_a_new_answer_keeps_the_services_counts_even_for_requests_still_in_flight() -> None:
+    """Why: counts restarted at zero whenever the registry answered again (a pod registering
+    mid-run), so /status lost the requests before it; a request that had picked from the old
+    table and counted after the new one was built was lost as well."""
+    first = table.build(answer(instance("a", "10.0.0.1")), "shop", RECEIVED)
+    old_service = first.services[0]
+    old_service.count("gray", "", "fallback", sent=old_service.instances[0])
+    second = table.build(
+        answer(instance("a", "10.0.0.1"), instance("b", "10.0.0.2")), "shop", RECEIVED, first
+    )
+    old_service.count("", "", "baseline", sent=old_service.instances[0])  # picked before the swap
+    new_service = second.services[0]
+    new_service.count("", "", "baseline", sent=new_service.instances[1])
+    assert new_service.stats == {("gray", "", "fallback"): 1, ("", "", "baseline"): 2}
+    assert new_service.instances[0].sent >= 1 and new_service.instances[1].sent == 1

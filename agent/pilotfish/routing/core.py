@@ -91,19 +91,16 @@ def choose(service: Service, port: int, exclude: Optional[Instance] = None) -> O
             "Service %s has only tagged instances (%s): untagged requests go to any of them"
             % (service.name, ", ".join(sorted(service.by_tag))),
         )
-    instance.sent += 1
-    service.count(tag or "", instance.tag, "retried" if exclude is not None else outcome)
+    service.count(tag or "", instance.tag, "retried" if exclude is not None else outcome, sent=instance)
     return instance
 
 
 def connect_failed(service: Service, instance: Instance) -> None:
     """A connection to ``instance`` was refused / unreachable / timed out: eject it for a while."""
-    instance.failures += 1
-    instance.ejections += 1
+    service.count(CURRENT_TAG.get() or "", instance.tag, "connect-failed", sent=instance, failed=True)
     backoff = min(EJECT_CAP, EJECT_BASE * (2 ** min(instance.failures - 1, 8)))
     for same in _current(instance):
         same.ejected_until = time.monotonic() + backoff
-    service.count(CURRENT_TAG.get() or "", instance.tag, "connect-failed")
     log.info(
         "routing: %s (%s:%s) of %s refused a connection; ejected for %gs"
         % (instance.pod, instance.ip, instance.ports, service.name, backoff)

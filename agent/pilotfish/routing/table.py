@@ -22,11 +22,28 @@ reads only what it needs:
 
 from __future__ import annotations
 
+import os
 import random
+import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from . import hosts
+
+# Counts are bumped from every thread of the app: ``d[k] = d.get(k, 0) + 1`` and
+# ``x += 1`` lose updates when the GIL switches between the read and the write.
+# One short lock guards them; a forked child gets a fresh one, so a fork while
+# another thread holds it never leaves the child's first count waiting forever.
+_counts_lock = threading.Lock()
+
+
+def _new_lock_in_child() -> None:
+    global _counts_lock
+    _counts_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock_in_child)
 
 NEVER = float("-inf")
 
@@ -152,10 +169,23 @@ class Service:
         self.warm_after = max([i.warm_at() for i in instances if i.ready] or [NEVER])
         self.stats: Dict[Tuple[str, str, str], int] = {}  # (lane, instance tag, outcome) -> requests
 
-    def count(self, lane: str, instance_tag: str, outcome: str) -> None:
+    def count(
+        self, lane: str, instance_tag: str, outcome: str, sent: Optional[Instance] = None, failed: bool = False
+    ) -> None:
+        """Count one request by (lane, instance tag, outcome); ``sent`` also counts it on that instance.
+
+        ``failed``: the connection to ``sent`` failed (counts a failure and an ejection instead).
+        """
         key = (lane, instance_tag, outcome)
-        stats = self.stats
-        stats[key] = stats.get(key, 0) + 1
+        with _counts_lock:
+            stats = self.stats
+            stats[key] = stats.get(key, 0) + 1
+            if sent is not None:
+                if failed:
+                    sent.failures += 1
+                    sent.ejections += 1
+                else:
+                    sent.sent += 1
 
     def pick(
         self,
@@ -270,8 +300,10 @@ def build(
     server_now = _number(answer.get("now"), 0.0)
     namespace = str(answer.get("namespace") or caller_namespace)
     old: Dict[Tuple[str, Tuple[str, str]], Instance] = {}
+    old_stats: Dict[str, Dict[Tuple[str, str, str], int]] = {}
     if previous is not None:
         for service in previous.services:
+            old_stats[service.name] = service.stats
             for instance in service.instances:
                 old[(service.name, instance.key)] = instance
     services = []
@@ -290,9 +322,14 @@ def build(
             instance = Instance(item, ready_mono)
             before = old.get((str(raw["name"]), instance.key))
             if before is not None:
-                instance.take_over(before)
+                with _counts_lock:
+                    instance.take_over(before)
             instances.append(instance)
-        services.append(Service(raw, namespace, instances))
+        service = Service(raw, namespace, instances)
+        # The same dict, not a copy: a request that picked from the old table while this one
+        # was built still counts, and /status never goes back when a new answer arrives.
+        service.stats = old_stats.get(service.name, service.stats)
+        services.append(service)
     table = Table(str(answer.get("version") or ""), namespace, services, received_mono, server_now)
     for service in services:
         for name in hosts.names(service.name, namespace, caller_namespace):
