@@ -170,7 +170,12 @@ class Service:
         self.stats: Dict[Tuple[str, str, str], int] = {}  # (lane, instance tag, outcome) -> requests
 
     def count(
-        self, lane: str, instance_tag: str, outcome: str, sent: Optional[Instance] = None, failed: bool = False
+        self,
+        lane: str,
+        instance_tag: str,
+        outcome: str,
+        sent: Optional[Instance] = None,
+        failed: bool = False,
     ) -> None:
         """Count one request by (lane, instance tag, outcome); ``sent`` also counts it on that instance.
 
