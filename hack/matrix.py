@@ -60,11 +60,43 @@ def ensure_venv(minor: str) -> None:
     stamp.touch()
 
 
+def ensure_side_packages(name: str) -> None:
+    """``.venvs/<name>``: packages from ``requirements/<name>.txt`` for this interpreter, put ahead
+    of the venv's own on PYTHONPATH by the tests that run an app on another version of a library
+    (urllib3 1.26 beside the venv's 2.x)."""
+    lock = ROOT / "requirements" / (name + ".txt")
+    target = ROOT / ".venvs" / name
+    digest = hashlib.sha256(lock.read_bytes()).hexdigest()[:16]
+    stamp = target / (".installed-" + digest)
+    if stamp.exists():
+        return
+    print("matrix: preparing %s" % target.relative_to(ROOT))
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--upgrade",
+            "--target",
+            str(target),
+            "-r",
+            str(lock),
+        ],
+        check=True,
+    )
+    stamp.touch()
+
+
 def main() -> int:
     this = "%d.%d" % sys.version_info[:2]
     for minor in matrix_versions():
         if minor != this:
             ensure_venv(minor)
+    ensure_side_packages("urllib3-1.26")
     if os.environ.get("PILOTFISH_MATRIX") is None:
         print("matrix: %s (set PILOTFISH_MATRIX to change)" % " ".join(DEFAULT_MATRIX))
     return 0

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import json
 import socket
 import ssl
@@ -24,7 +25,7 @@ import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 from support.agent import agent_env
 from support.config_server import ConfigServer, config_server
@@ -181,10 +182,18 @@ def client_env(server: ConfigServer, tmp: Path, **extra: str) -> Dict[str, str]:
 
 
 def run_client(
-    python: str, env: Dict[str, str], scenario: Dict[str, Any], agent: bool = True, timeout: float = 180
+    python: str,
+    env: Dict[str, str],
+    scenario: Dict[str, Any],
+    agent: bool = True,
+    timeout: float = 180,
+    pythonpath: Sequence[str] = (),
 ) -> Dict[str, Any]:
-    """Run the routed client with ``scenario``; its JSON report (raises with its output on failure)."""
-    full = agent_env(env, [str(APPS)]) if agent else dict(env, PYTHONPATH=str(APPS))
+    """Run the routed client with ``scenario``; its JSON report (raises with its output on failure).
+
+    ``pythonpath``: directories ahead of the venv's packages (another urllib3, say)."""
+    paths = [*pythonpath, str(APPS)]
+    full = agent_env(env, paths) if agent else dict(env, PYTHONPATH=os.pathsep.join(paths))
     started = time.monotonic()
     done = subprocess.run(
         [python, str(APPS / "routed_client.py"), json.dumps(scenario)],

@@ -157,3 +157,42 @@ def test_routing_survives_another_instrumentation_wrapping_the_same_methods(
     assert [r for r in results if "error" in r] == []
     assert [r for r in results if (r["pod"] == GRAY) != (r["tag"] == "gray")] == []
     assert sum(report["foreign_calls"].values()) > 0  # the other wrappers ran too
+
+
+URLLIB3_1_26 = Path(__file__).resolve().parents[2] / ".venvs" / "urllib3-1.26"
+
+
+@pytest.mark.parametrize("library", ["urllib3", "requests"])
+def test_urllib3_1_26_and_requests_on_it_keep_lanes_apart_and_fail_clearly_when_strict(
+    stock: Stock, library: str
+) -> None:
+    """urllib3 1.26 is still what many apps pin (requests supports it): its connection classes
+    and pool keys differ from 2.x, so the hooks are exercised on it too."""
+    if not (URLLIB3_1_26 / "urllib3").is_dir():
+        pytest.skip("no .venvs/urllib3-1.26: run `make matrix` (urllib3 1.26 tests skipped)")
+    stock.take()
+    mixed = {"url": stock.url, "libraries": [library], "tags": ["gray", None], "threads": 4, "calls": 20}
+    report = run_client(
+        PYTHON, stock.env(), dict(mixed, wait_for_instances=3), pythonpath=[str(URLLIB3_1_26)]
+    )
+    assert report["urllib3"].startswith("1.26."), report["urllib3"]
+    results = report["results"][library]
+    assert len(results) == 80 and [r for r in results if "error" in r] == []
+    assert [r for r in results if (r["pod"] == GRAY) != (r["tag"] == "gray")] == []
+    assert {r["pod"] for r in results if r["tag"] is None} == BASE
+    strict = run_client(
+        PYTHON,
+        stock.env(PILOTFISH_LANE_MODE="strict"),
+        {
+            "url": stock.url,
+            "libraries": [library],
+            "tags": ["blue"],
+            "threads": 1,
+            "calls": 2,
+            "wait_for_instances": 3,
+        },
+        pythonpath=[str(URLLIB3_1_26)],
+    )["results"][library]
+    errors = {r.get("error", "") for r in strict}
+    assert {e.split(":")[0] for e in errors} == {CONNECTION_ERROR[library]}, errors
+    assert all("'blue'" in e and "stock.shop" in e for e in errors), errors

@@ -330,6 +330,7 @@ def main():
         report["routing"] = core.snapshot()
         report["foreign_calls"] = FOREIGN_CALLS
         keep.close()
+    report["urllib3"] = getattr(sys.modules.get("urllib3"), "__version__", None)
     print(json.dumps(report))
 
 
