@@ -14,8 +14,8 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import json
+import os
 import socket
 import ssl
 import subprocess
