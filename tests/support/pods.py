@@ -1,13 +1,15 @@
 """Pods for the webhook tests: the Istio injector corpus, plus helpers to check a mutation.
 
-The corpus lives outside the repository (``../shared/corpus/istio-inject`` relative to
-the repository root) and is never copied in; tests that need it skip with a notice when
-it is absent.
+The corpus (the input manifests of Istio's sidecar-injector tests, Apache-2.0) is not part
+of the repository and is never copied in: ``PILOTFISH_ISTIO_CORPUS`` names the directory
+that holds it (docs/internals.md, "The Istio injector corpus", says where to get it). Tests
+that need it skip with a notice when the variable is unset or the directory is missing.
 """
 
 from __future__ import annotations
 
 import copy
+import os
 import uuid
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
@@ -16,18 +18,17 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 
-
-def _find_corpus() -> Path:
-    """``../shared/corpus/istio-inject`` from the repository root (from a worktree under
-    ``/work/wt/NAME`` the shared directory is one level further up)."""
-    for base in (ROOT.parent, *ROOT.parent.parents):
-        candidate = base / "shared" / "corpus" / "istio-inject"
-        if candidate.is_dir():
-            return candidate
-    return ROOT / ".." / "shared" / "corpus" / "istio-inject"
+CORPUS_ENV = "PILOTFISH_ISTIO_CORPUS"
+CORPUS: Optional[Path] = Path(os.environ[CORPUS_ENV]) if os.environ.get(CORPUS_ENV) else None
 
 
-CORPUS = _find_corpus()
+def corpus_missing() -> str:
+    """Why the corpus cannot be read, or "" when it can."""
+    if CORPUS is None:
+        return "%s is not set (Istio injector corpus, see docs/internals.md)" % CORPUS_ENV
+    if not CORPUS.is_dir():
+        return "%s=%s is not a directory (see docs/internals.md)" % (CORPUS_ENV, CORPUS)
+    return ""
 K8S_VERSION = "1.33.0"  # image volumes (mount mode "image") are beta from 1.33
 
 WORKLOAD_KINDS = {
@@ -42,7 +43,7 @@ WORKLOAD_KINDS = {
 
 
 def corpus_files() -> List[Path]:
-    if not CORPUS.is_dir():
+    if CORPUS is None or not CORPUS.is_dir():
         return []
     return sorted(CORPUS.glob("*.yaml"))
 

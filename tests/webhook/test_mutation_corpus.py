@@ -1,9 +1,12 @@
-"""Every pod template of the Istio injector corpus (../shared/corpus/istio-inject), injected.
+"""Every pod template of the Istio injector corpus, injected.
 
-The corpus is read in place, never copied into the repository; without it these tests
-skip with a notice. For each pod: the JSON patch applies with ``jsonpatch``, the patched
-pod validates against the Kubernetes OpenAPI schema, and a second pass adds nothing.
-The remaining tests pin what the tricky files (see the corpus NOTICE.md) must produce.
+The corpus (the input manifests of Istio's sidecar-injector tests, Apache-2.0) is read in
+place from the directory named by ``PILOTFISH_ISTIO_CORPUS`` and never copied into the
+repository; without it these tests skip with a notice (docs/internals.md says where to get
+it). For each pod: the JSON patch applies with ``jsonpatch``, the patched pod validates
+against the Kubernetes OpenAPI schema, and a second pass adds nothing. The remaining tests
+pin what the tricky files must produce (named ports per container, probes that are not
+HTTP, opt-out annotations, host network, re-injection, native sidecars, ...).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import pytest
 from pilotfish_webhook.admission import contract as c
 from pilotfish_webhook.admission.mutate import InjectionConfig
 from pilotfish_webhook.admission.review import review
-from support.pods import CORPUS, admission_review, check_mutation, corpus_pods
+from support.pods import admission_review, check_mutation, corpus_missing, corpus_pods
 
 PODS = corpus_pods()
 BY_FILE: Dict[str, Dict[str, Any]] = {}
@@ -23,7 +26,7 @@ for _label, _pod in PODS:
     BY_FILE.setdefault(_label.split("#")[0], _pod)
 
 needs_corpus = pytest.mark.skipif(
-    not PODS, reason="corpus not found at %s (not part of the repository)" % CORPUS
+    not PODS, reason="Istio injector corpus not available: %s" % (corpus_missing() or "no pods in it")
 )
 
 
