@@ -29,6 +29,8 @@ def corpus_missing() -> str:
     if not CORPUS.is_dir():
         return "%s=%s is not a directory (see docs/internals.md)" % (CORPUS_ENV, CORPUS)
     return ""
+
+
 K8S_VERSION = "1.33.0"  # image volumes (mount mode "image") are beta from 1.33
 
 WORKLOAD_KINDS = {
