@@ -10,7 +10,7 @@ For each case three variants run interleaved in one process, round after round:
 Each round times ``--number`` calls of each variant with ``timeit``; the
 report gives, per variant, the median time per call over ``--rounds`` rounds,
 the spread (min..max of the rounds), and the median of the per-round
-differences to ``alone``: the added cost. Budget (issue 7): <= 5 us per
+differences to ``alone``: the added cost. Budget (docs/benchmarks.md): <= 5 us per
 outbound call with no tag; inbound extraction < 1 us with no tag headers.
 
 What is timed, so that network noise (tens of us per loopback call) cannot

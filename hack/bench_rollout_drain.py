@@ -12,7 +12,8 @@ plays kube-proxy plus keep-alive clients:
   A new connection goes round-robin to the endpoints currently listed;
 - ``--removal-delay`` seconds (default 1.5) after the preStop hook starts, the
   old endpoint leaves the list, as endpoint removal propagates in a cluster
-  (shared/research/lossless.md §2.3). Existing connections are not touched
+  (kube-proxy in iptables mode syncs its rules at most once a
+  second by default, and there is no propagation SLA). Existing connections are not touched
   (conntrack keeps them), exactly as kube-proxy in iptables mode;
 - nothing is retried: a request that fails (refused, reset, closed without an
   answer, non-2xx) is lost.

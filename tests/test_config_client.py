@@ -1,6 +1,6 @@
 """The agent's config client against the real server, and against every way a server can fail.
 
-Spec (issues 4 and 6): long-poll the effective config, version-aware, applied through
+Spec (docs/agent.md, docs/policies.md): long-poll the effective config, version-aware, applied through
 ``pilotfish.settings.apply_central``; the last good config cached on disk and loaded at
 start (a restart works while the service is down); https verified against
 PILOTFISH_CONFIG_CA and the bearer token re-read from PILOTFISH_TOKEN_FILE on every

@@ -1,9 +1,9 @@
 """Central config end to end: a real app under the agent, a real config server, a policy file.
 
-Spec (issue 6, done-when): an app under the agent (``PYTHONPATH=build/agent-tree/bootstrap``
+Spec (docs/policies.md), end to end: an app under the agent (``PYTHONPATH=build/agent-tree/bootstrap``
 only), pointed at ``pilotfish-webhook serve --policies FILE`` over HTTPS, shows the merged
 config and its version in ``/status`` and a changed value within 1 s of the file changing.
-Issue 4's faults: with the service down or answering garbage the app serves exactly as
+Faults (docs/agent.md): with the service down or answering garbage the app serves exactly as
 before, and a restart while the service is down starts from the cached config.
 """
 

@@ -8,7 +8,7 @@ loopback HTTP. So these tests prove our list/watch/relist logic, TokenReview use
 the Pod annotation write and the authorisation rules; they do not prove RBAC or
 the API server's own behaviour.
 
-Spec (issue 6): policies from GovernancePolicy objects (invalid ones rejected, the
+Spec (docs/policies.md): policies from GovernancePolicy objects (invalid ones rejected, the
 last good kept, relist after 410); every call authenticated by TokenReview with
 audience ``pilotfish``; a pod may only change its own registration, stored on the
 Pod as an annotation; instance lists from EndpointSlices + Pods.

@@ -1,6 +1,6 @@
 """The config API of a real ``pilotfish-webhook serve --policies FILE``, over HTTPS on loopback.
 
-Spec (issue 6): long-poll for an app's effective config (version in, new version or
+Spec (docs/policies.md): long-poll for an app's effective config (version in, new version or
 timeout out) answering within 1 s of the file changing; invalid policies rejected,
 logged, shown in ``/v1/status``, last good kept; register / deregister; long-poll
 for a Service's instances; embedded leases expire when an agent stops renewing.

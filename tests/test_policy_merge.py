@@ -1,6 +1,6 @@
 """Merging policies into one app's flat effective config, and keeping the last good one.
 
-Spec (issue 6): cluster scope (the server's own namespace) < namespace scope < app scope
+Spec (docs/policies.md): cluster scope (the server's own namespace) < namespace scope < app scope
 (``spec.selector.apps``), field by field, lists replace; an invalid policy is rejected
 with a message naming object and field, shown in status, and the last good version of
 that object stays in force; the watched file is re-read within a second of a change.

@@ -1,6 +1,6 @@
 """One GovernancePolicy schema, three uses: the CRD, the server's validation, the docs.
 
-Spec (issue 6): the schema is written once; the committed CRD and docs are its
+Spec (docs/policies.md): the schema is written once; the committed CRD and docs are its
 rendering; the CRD's OpenAPI schema and the server's validator accept and reject
 the same objects; every error names the object and the field path; and every
 value the server can send parses in the agent (same ranges, same choices).

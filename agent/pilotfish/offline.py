@@ -2,8 +2,9 @@
 
 Why not simply "refuse new requests": in Kubernetes, endpoint removal reaches
 kube-proxy, ingress controllers and consumers' caches *after* the pod starts
-terminating (shared/research/lossless.md §2). Requests keep arriving for a
-second or more, and keep-alive connections keep delivering them for as long as
+terminating (the control plane and the pod's shutdown start at the same
+time, and kube-proxy syncs its rules at most once a second by default).
+Requests keep arriving for a second or more, and keep-alive connections keep delivering them for as long as
 they stay open. So offline means:
 
 1. readiness fails at once (the ``online`` gate) and we deregister;

@@ -85,7 +85,7 @@ def install(bootstrap_dir: str = "") -> None:
 
 
 def _start_lifecycle() -> None:
-    """Owner only, once the app listens: lifecycle, readiness gates, graceful offline (issue 5)."""
+    """Owner only, once the app listens: lifecycle, readiness gates, graceful offline (docs/lifecycle.md)."""
     from . import lifecycle
 
     lifecycle.start()

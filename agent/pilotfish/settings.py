@@ -1,6 +1,6 @@
 """Typed agent settings: built-in defaults < central config < the pod's explicit env.
 
-Every toggle of DESIGN.md section 2 is one :class:`Field` in :data:`FIELDS`. The
+Every user-facing toggle (docs/reference.md) is one :class:`Field` in :data:`FIELDS`. The
 env var name is ``PILOTFISH_`` + the field name in upper case; central config
 uses the field name itself as its key. A value that does not parse is never
 fatal: the agent warns once, naming the variable and the value it kept, and

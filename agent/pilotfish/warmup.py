@@ -1,11 +1,11 @@
 """The warm-up clock and the weight consumers give a freshly started instance.
 
 ``w = max(min%, (t/T)^curve)`` for ``0 <= t < T``, then 1: Sermant's curve with
-Envoy's floor (shared/research/lossless.md §1). The clock starts at
+Envoy's floor (``min_weight_percent``, 10 % by default there). The clock starts at
 **registration** (the moment consumers can see the instance), never at "some
-request arrived": in seed 002 kubelet health checks started MSE's warm-up clock
-before the service was even registered, so the ramp was over before real
-traffic came. Here nothing but the lifecycle (at registration) or a request
+request arrived": in a case reported with Alibaba Cloud MSE, kubelet health
+checks started the warm-up clock before the service was even registered, so
+the ramp was over before real traffic came. Here nothing but the lifecycle (at registration) or a request
 carrying the pilotfish consumer marker (opt-in ``warmup_start=first-request``)
 can start it, and never earlier than registration.
 
@@ -74,7 +74,7 @@ class WarmupClock:
 
         A marked request seen before registration counts from registration: a
         consumer cannot really have picked us before we were visible, and warm-up
-        must never start before registration (seed 002).
+        must never start before registration (see the module docstring).
         """
         if mode != FIRST_REQUEST:
             return False

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What an idle server costs, bare and under pilotfish: CPU and wake-ups per second, and memory.
 
-"Invisible when idle" (issue 4): a pod that serves nothing should not burn CPU or
+"Invisible when idle" (docs/benchmarks.md): a pod that serves nothing should not burn CPU or
 wake up for the agent much more than the server itself does. Idle cost is wake-ups:
 each time a sleeping thread wakes it runs with cold caches, which costs ~0.2 ms of
 CPU here, far more than the Python it then runs.

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Requests/s of hello-world apps bare, under pilotfish and under OpenTelemetry.
 
-Servers (issue 4): Flask under gunicorn with one sync worker, FastAPI under uvicorn
+Servers (docs/benchmarks.md): Flask under gunicorn with one sync worker, FastAPI under uvicorn
 in one process (uvloop + httptools, as ``uvicorn[standard]``; access log off). Apps: ``hack/bench/apps/``.
 
 Method. Per app, one server per configuration is started, pinned to CPU 1 with

@@ -2,7 +2,7 @@
 """Interpreter start-up cost: ``python -c pass`` bare, under pilotfish, under OpenTelemetry.
 
 Every process of an injected pod pays the agent's start-up, including ``pip``,
-migrations and one-off scripts, so the budget is strict (issue 4: at most 20 ms added).
+migrations and one-off scripts, so the budget is strict (at most 20 ms added, docs/benchmarks.md).
 
 Method. Configurations are interleaved in rounds with a rotating order (A B C, B C A,
 C A B, ...), so slow phases of a shared machine hit all of them alike. Each round

@@ -1,6 +1,6 @@
 """Processes that never serve stay dormant; the first listening socket wakes the agent.
 
-Spec (agent-runtime issue): pip, compileall, migrations and one-off scripts pay
+Spec (docs/agent.md): pip, compileall, migrations and one-off scripts pay
 only for registering import hooks: no thread, no status port, no shared memory.
 """
 

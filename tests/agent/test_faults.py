@@ -1,6 +1,6 @@
 """Nothing that goes wrong inside the agent changes what the app does.
 
-Spec (agent-runtime issue): an exception raised inside our hooks, a patch target
+Spec (docs/agent.md): an exception raised inside our hooks, a patch target
 missing or renamed in an unexpected library version, and bad env values all
 leave the app's behaviour identical to a run without the agent; the agent says
 what happened once, on stderr, prefixed ``pilotfish:``.

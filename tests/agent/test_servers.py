@@ -1,6 +1,6 @@
 """The agent inside every supported server, observed from outside over HTTP.
 
-Spec (agent-runtime issue): exactly one process per container serves the status
+Spec (docs/agent.md): exactly one process per container serves the status
 port, whatever the server's process model; workers report in-flight counts and
 liveness to it; kubelet probes are not traffic; in-flight holds for streamed
 responses until their last byte; the app answers exactly as without the agent.

@@ -1,6 +1,6 @@
 """The status port answers only what it should, and cannot be tied up by a client.
 
-Spec (agent-runtime issue): unknown paths 404, wrong methods 405, oversize or
+Spec (docs/agent.md): unknown paths 404, wrong methods 405, oversize or
 slow requests are cut off; /offline needs the X-Pilotfish-Token header equal to
 PILOTFISH_OFFLINE_TOKEN, and with no token configured accepts only loopback.
 """

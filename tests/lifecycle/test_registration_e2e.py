@@ -1,9 +1,9 @@
 """Registration with the config service, under real gunicorn: after the delay, deregistered offline.
 
 The config service is a loopback stand-in that records the agent's ``/v1/register`` and
-``/v1/deregister`` calls (the real service is tested on its own in the config issue); it
+``/v1/deregister`` calls (the real service is tested on its own in tests/test_config_server.py); it
 can also hang, to show readiness failing open after the bounded wait. Needs
-``pilotfish.config_client`` (issue 6) in the agent build; skips, saying so, without it.
+``pilotfish.config_client`` in the agent build; skips, saying so, without it.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class ConfigStub:
 @pytest.fixture(autouse=True)
 def _needs_config_client() -> None:
     if not (AGENT_TREE / "lib" / "pilotfish" / "config_client.py").exists():
-        pytest.skip("pilotfish.config_client (issue 6) is not in this agent build yet")
+        pytest.skip("pilotfish.config_client is not in this agent build")
 
 
 @pytest.fixture

@@ -243,8 +243,9 @@ def test_sigterm_drains_the_same_way_and_the_apps_own_shutdown_still_runs(kind: 
             assert "Finished server process" in output and "lifespan shutdown ran" in output, report
 
 
-def test_seed_002_kubelet_probes_before_registration_never_start_the_warm_up_clock() -> None:
-    """Seed 002: MSE started warm-up at the first health check, before the service registered.
+def test_kubelet_probes_before_registration_never_start_the_warm_up_clock() -> None:
+    """A case reported with Alibaba Cloud MSE: warm-up started at the first health check, before
+    the service registered.
 
     Here a kubelet probes the app itself (User-Agent kube-probe/...) from the moment it
     listens, through the whole registration delay: warm-up must start exactly at registration.

@@ -1,4 +1,7 @@
-"""The lifecycle state machine, driven by a fake clock: order, gates, registration, warm-up, seed 002."""
+"""The lifecycle state machine, driven by a fake clock: order, gates, registration, warm-up.
+
+Warm-up is never started by kubelet probes.
+"""
 
 from __future__ import annotations
 
@@ -199,8 +202,9 @@ def test_warm_up_starts_at_registration_not_at_listening() -> None:
     assert machine.describe()["warmup"]["weight"] == pytest.approx(0.5)
 
 
-def test_seed_002_kube_probe_requests_before_registration_never_start_warm_up(tmp_path) -> None:
-    """Seed 002: MSE counted kubelet health checks as the first traffic and started warm-up early.
+def test_kube_probe_requests_before_registration_never_start_warm_up(tmp_path) -> None:
+    """A case reported with Alibaba Cloud MSE: kubelet health checks counted as the first traffic
+    and started warm-up early.
 
     Probes are classified by the inbound wrappers (User-Agent kube-probe/...) and never call
     warmup.on_marked_request(); even a consumer-marked request that arrives before registration

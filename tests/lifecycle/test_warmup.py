@@ -21,7 +21,7 @@ def snapshot(**values: object) -> settings.Settings:
 
 
 def test_weight_follows_the_curve_between_floor_and_one() -> None:
-    # Sermant's numbers (research §1.2): curve 2, T=120 s -> 6/25/56 % at 30/60/90 s.
+    # Sermant's numbers (its default curve and 120 s warm-up): curve 2, T=120 s -> 6/25/56 % at 30/60/90 s.
     assert warmup.weight(30, 120, 2, 0) == pytest.approx(0.0625)
     assert warmup.weight(60, 120, 2, 0) == pytest.approx(0.25)
     assert warmup.weight(90, 120, 2, 0) == pytest.approx(0.5625)

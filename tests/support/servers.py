@@ -1,6 +1,6 @@
 """Start real servers under the agent, as in a pod, and talk to them over loopback.
 
-Every server kind of the agent-runtime issue is one entry of :data:`SERVERS`:
+Every server kind the agent supports (docs/agent.md) is one entry of :data:`SERVERS`:
 a function from (python, port) to the command line. :class:`RunningServer`
 starts it with ``PYTHONPATH=build/agent-tree/bootstrap`` (or without the agent,
 to compare), waits until it answers, and stops it with SIGTERM like the kubelet.

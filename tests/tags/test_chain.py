@@ -14,8 +14,8 @@ pod. The capture server keeps the raw bytes of every request it gets, so the
 untagged case is checked byte for byte against the same chain run without the
 agent.
 
-The apps contain no pilotfish code at all: the agent's inbound wrappers (issue
-4) read each request's tag, and the patches of issue 7 carry it on.
+The apps contain no pilotfish code at all: the agent's inbound wrappers
+read each request's tag, and the outbound patches (docs/tags.md) carry it on.
 """
 
 from __future__ import annotations

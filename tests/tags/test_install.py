@@ -91,7 +91,7 @@ def test_the_tags_status_section_shows_how_requests_are_tagged(central) -> None:
 
 
 def test_start_up_loads_neither_typing_nor_a_client_library(tmp_path) -> None:
-    """install() only registers hooks: the start-up budget of DESIGN.md section 4."""
+    """install() only registers hooks: the start-up budget (at most 20 ms, docs/benchmarks.md)."""
     script = (
         "import sys; print(sorted(m for m in ('typing', 'httpx', 'aiohttp', 'grpc', 'http.client',"
         " '_pilotfish_agent.tags.inbound', '_pilotfish_agent.integrations.http_client') if m in sys.modules))"

@@ -7,7 +7,8 @@
 
 The app has no pilotfish code and no tag header arrives with the request: whether the
 downstream call carries ``x-pilotfish-tag`` is decided only by the lanes the config
-service delivered for app ``shop`` (issue 6's contract, read by issue 7's entry tagging).
+service delivered for app ``shop`` (the config service's contract, docs/policies.md, read
+by the entry tagging, docs/tags.md).
 """
 
 from __future__ import annotations

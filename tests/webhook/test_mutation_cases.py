@@ -1,4 +1,4 @@
-"""The mutation on the cases the Istio corpus lacks, one behaviour of DESIGN.md section 3 each.
+"""The mutation on the cases the Istio corpus lacks, one behaviour of docs/injection.md each.
 
 Every test goes through ``check_mutation``: the JSON patch applies with ``jsonpatch``, the
 patched pod validates against the Kubernetes OpenAPI schema, and a second pass adds nothing.

@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_config_flags(serve: argparse.ArgumentParser) -> None:
-    """Flags of the central config service (issue 6)."""
+    """Flags of the central config service (docs/policies.md)."""
     source = serve.add_mutually_exclusive_group()
     source.add_argument(
         "--policies",

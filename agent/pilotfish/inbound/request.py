@@ -2,7 +2,8 @@
 
 - :func:`classify`: kubelet probes (``User-Agent: kube-probe/...``) and the
   configured ``ignore_paths`` are not traffic: they are counted apart and never
-  start or feed the warm-up clock (the misfire of seed 002).
+  start or feed the warm-up clock (probes arrive before the instance is
+  registered and would run the ramp out before real traffic comes).
 - :func:`slot`: this process's shared-memory slot (claimed lazily, so a worker
   forked or spawned after wake-up finds its own).
 - :data:`tags`: the tag extraction functions of :mod:`pilotfish.tags`, bound at

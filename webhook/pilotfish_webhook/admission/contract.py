@@ -1,4 +1,4 @@
-"""Names that are API (DESIGN.md section 2): labels, annotations, env vars, port, paths.
+"""Names that are API (docs/reference.md): labels, annotations, env vars, port, paths.
 
 Kept in one module so a rename is one deliberate edit and tests can import the same
 constants the mutation uses. Changing any value here breaks running agents or user YAML.

@@ -1,4 +1,4 @@
-"""The pod mutation of DESIGN.md section 3, as pure functions over plain dicts.
+"""The pod mutation (docs/injection.md), as pure functions over plain dicts.
 
 Input: a Pod as the API server sends it in an AdmissionReview (JSON decoded). Output:
 the mutated Pod, the notes to show the user, and the ``pilotfish.io/status`` record.

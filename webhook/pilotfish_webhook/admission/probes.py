@@ -1,4 +1,4 @@
-"""Readiness and preStop: point them at the agent's status port (DESIGN.md section 3, steps 3-4).
+"""Readiness and preStop: point them at the agent's status port (docs/injection.md).
 
 The app's own readiness probe is replaced by ``httpGet :55199/readiness`` and travels to the
 agent, named ports resolved, in ``PILOTFISH_APP_PROBE`` (format: docs/injection.md).
@@ -72,7 +72,7 @@ def _rewritten_by_istio(probe: Obj) -> bool:
 
 
 def rewrite_readiness(container: Obj, port: int, notes: List[str]) -> None:
-    """Point readiness at the agent and hand it the original (DESIGN.md section 3, step 3)."""
+    """Point readiness at the agent and hand it the original (docs/injection.md)."""
     name = container.get("name")
     probe = container.get("readinessProbe")
     if probe is None:
