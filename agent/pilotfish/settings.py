@@ -74,19 +74,25 @@ def _text(raw: Any) -> str:
     return str(raw).strip()
 
 
-def _list(raw: Any) -> Tuple[str, ...]:
-    """A comma-separated env value or a JSON list from central config, lower-cased."""
+def _items(raw: Any) -> Tuple[str, ...]:
+    """A comma-separated env value or a JSON list from central config, as written."""
     if isinstance(raw, (list, tuple)):
         items = [str(item) for item in raw]
     elif isinstance(raw, str):
         items = raw.split(",")
     else:
         raise InvalidValue("expected a comma-separated list")
-    return tuple(item.strip().lower() for item in items if item.strip())
+    return tuple(item.strip() for item in items if item.strip())
+
+
+def _list(raw: Any) -> Tuple[str, ...]:
+    """A list of names that compare case-insensitively (header names): lower-cased."""
+    return tuple(item.lower() for item in _items(raw))
 
 
 def _path_list(raw: Any) -> Tuple[str, ...]:
-    items = _list(raw)
+    """URL paths, which are case-sensitive: kept as written (``/Healthz`` is not ``/healthz``)."""
+    items = _items(raw)
     for item in items:
         if not item.startswith("/"):
             raise InvalidValue("paths must start with '/' (got %r)" % item)

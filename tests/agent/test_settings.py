@@ -76,3 +76,14 @@ def test_subscribers_hear_about_changes_and_a_failing_one_does_not_stop_the_othe
         unsubscribe_broken()
     assert heard == [(120.0, 10.0)]
     assert "a settings listener failed" in capsys.readouterr().err
+
+
+def test_ignored_paths_keep_their_case_and_header_names_do_not() -> None:
+    """URL paths are case-sensitive: ``/Healthz`` lower-cased would never match a request."""
+    env = settings.read_env(
+        {"PILOTFISH_IGNORE_PATHS": "/Healthz, /internal/Ping", "PILOTFISH_TAG_HEADERS": "X-Lane"}
+    )
+    current = settings.build(env, {})
+    assert current.ignore_paths == ("/Healthz", "/internal/Ping")
+    assert current.tag_headers == ("x-lane",)
+    assert settings.build({}, {"ignore_paths": ["/Metrics"]}).ignore_paths == ("/Metrics",)
