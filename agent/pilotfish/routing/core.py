@@ -364,9 +364,7 @@ def _after_fork_in_child() -> None:
     )  # no poll thread here
     _first_answer = threading.Event()
     for service in _table.services if _table is not None else ():
-        service.stats = {}  # this process counts its own requests (the parent reports its)
-        for instance in service.instances:
-            instance.sent = instance.ejections = 0
+        service.reset_counts()  # this process counts its own requests (the parent reports its)
 
 
 if hasattr(os, "register_at_fork"):

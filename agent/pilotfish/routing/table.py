@@ -22,28 +22,24 @@ reads only what it needs:
 
 from __future__ import annotations
 
-import os
+import itertools
 import random
-import threading
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from . import hosts
 
 # Counts are bumped from every thread of the app: ``d[k] = d.get(k, 0) + 1`` and
-# ``x += 1`` lose updates when the GIL switches between the read and the write.
-# One short lock guards them; a forked child gets a fresh one, so a fork while
-# another thread holds it never leaves the child's first count waiting forever.
-_counts_lock = threading.Lock()
+# ``x += 1`` lose updates when the GIL switches between the read and the write. An
+# ``itertools.count`` advances in one C call, so ``next()`` never loses one, costs less
+# than a lock, and leaves nothing for a fork to inherit held. Its value is in its repr.
+Counter = Iterator[int]
 
 
-def _new_lock_in_child() -> None:
-    global _counts_lock
-    _counts_lock = threading.Lock()
+def counted(counter: Counter) -> int:
+    """How many times ``next()`` was called on a counter made by ``itertools.count()``."""
+    return int(repr(counter)[6:-1])
 
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_new_lock_in_child)
 
 NEVER = float("-inf")
 
@@ -70,8 +66,8 @@ class Instance:
         "evicted_until",
         "ejected_until",
         "failures",
-        "ejections",
-        "sent",
+        "_ejections",
+        "_sent",
         "key",
     )
 
@@ -95,9 +91,9 @@ class Instance:
         self.floor = max(0.0, min(100.0, _number(warmup.get("min_weight_percent"), 10.0))) / 100.0
         self.evicted_until = NEVER  # an X-Pilotfish-Offline answer was seen
         self.ejected_until = NEVER  # a connect failure
-        self.failures = 0
-        self.ejections = 0
-        self.sent = 0
+        self.failures = 0  # in a row; a successful connect resets it
+        self._ejections: Counter = itertools.count()
+        self._sent: Counter = itertools.count()
         self.key = (self.ip, self.pod)
 
     def warm_at(self) -> float:
@@ -123,7 +119,25 @@ class Instance:
     def take_over(self, old: Instance) -> None:
         """Keep what this caller learnt about the same pod from the previous answer."""
         self.evicted_until, self.ejected_until = old.evicted_until, old.ejected_until
-        self.failures, self.ejections, self.sent = old.failures, old.ejections, old.sent
+        self.failures = old.failures
+        # The same counters, not copies: a request that picked the old object still counts.
+        self._sent, self._ejections = old._sent, old._ejections
+
+    @property
+    def sent(self) -> int:
+        return counted(self._sent)
+
+    @sent.setter
+    def sent(self, value: int) -> None:
+        self._sent = itertools.count(value)
+
+    @property
+    def ejections(self) -> int:
+        return counted(self._ejections)
+
+    @ejections.setter
+    def ejections(self, value: int) -> None:
+        self._ejections = itertools.count(value)
 
 
 def _number(value: Any, default: float) -> float:
@@ -145,7 +159,7 @@ class Service:
         "by_tag",
         "baseline",
         "warm_after",
-        "stats",
+        "counters",
     )
 
     def __init__(self, raw: Dict[str, Any], namespace: str, instances: List[Instance]) -> None:
@@ -167,7 +181,19 @@ class Service:
             else:
                 self.baseline.append(instance)
         self.warm_after = max([i.warm_at() for i in instances if i.ready] or [NEVER])
-        self.stats: Dict[Tuple[str, str, str], int] = {}  # (lane, instance tag, outcome) -> requests
+        # (lane, instance tag, outcome) -> requests; shared with the next answer's Service
+        self.counters: Dict[Tuple[str, str, str], Counter] = {}
+
+    @property
+    def stats(self) -> Dict[Tuple[str, str, str], int]:
+        """Requests by (lane, instance tag, outcome) so far."""
+        return {key: counted(counter) for key, counter in list(self.counters.items())}
+
+    def reset_counts(self) -> None:
+        """A forked child counts its own requests from zero (its parent reports its own)."""
+        self.counters = {}
+        for instance in self.instances:
+            instance.sent = instance.ejections = 0
 
     def count(
         self,
@@ -182,15 +208,16 @@ class Service:
         ``failed``: the connection to ``sent`` failed (counts a failure and an ejection instead).
         """
         key = (lane, instance_tag, outcome)
-        with _counts_lock:
-            stats = self.stats
-            stats[key] = stats.get(key, 0) + 1
-            if sent is not None:
-                if failed:
-                    sent.failures += 1
-                    sent.ejections += 1
-                else:
-                    sent.sent += 1
+        counter = self.counters.get(key)
+        if counter is None:
+            counter = self.counters.setdefault(key, itertools.count())
+        next(counter)
+        if sent is not None:
+            if failed:
+                sent.failures += 1
+                next(sent._ejections)
+            else:
+                next(sent._sent)
 
     def pick(
         self,
@@ -305,10 +332,10 @@ def build(
     server_now = _number(answer.get("now"), 0.0)
     namespace = str(answer.get("namespace") or caller_namespace)
     old: Dict[Tuple[str, Tuple[str, str]], Instance] = {}
-    old_stats: Dict[str, Dict[Tuple[str, str, str], int]] = {}
+    old_counters: Dict[str, Dict[Tuple[str, str, str], Counter]] = {}
     if previous is not None:
         for service in previous.services:
-            old_stats[service.name] = service.stats
+            old_counters[service.name] = service.counters
             for instance in service.instances:
                 old[(service.name, instance.key)] = instance
     services = []
@@ -327,13 +354,12 @@ def build(
             instance = Instance(item, ready_mono)
             before = old.get((str(raw["name"]), instance.key))
             if before is not None:
-                with _counts_lock:
-                    instance.take_over(before)
+                instance.take_over(before)
             instances.append(instance)
         service = Service(raw, namespace, instances)
         # The same dict, not a copy: a request that picked from the old table while this one
         # was built still counts, and /status never goes back when a new answer arrives.
-        service.stats = old_stats.get(service.name, service.stats)
+        service.counters = old_counters.get(service.name, service.counters)
         services.append(service)
     table = Table(str(answer.get("version") or ""), namespace, services, received_mono, server_now)
     for service in services:
