@@ -38,7 +38,7 @@ test: lint agent-tree matrix cluster-deps
 cluster-deps:
 	sh hack/cluster/requirements.sh
 
-demo: agent-tree
+demo: agent-tree cluster-deps
 	$(BIN)/python hack/demo.py
 
 # A local cluster in the foreground (docs/local-cluster.md): prints the `export KUBECONFIG=...`
