@@ -43,6 +43,9 @@ DEFAULT_IMAGES = REPO_ROOT / "hack" / "cluster" / "images.yaml"
 LAUNCH = Path(__file__).resolve().with_name("launch.py")
 DEFAULT_GRACE = 30
 MIN_GRACE_AFTER_PRESTOP = 2.0  # the kubelet's minimum after a preStop hook that used up the grace
+# How often mounted Secrets and ConfigMaps are re-read (the real kubelet's sync takes up to about a
+# minute; shorter here so tests and the demo need not wait that long)
+OBJECT_SYNC_SECONDS = 5.0
 BACKOFF_RESET = 600.0  # a container that ran this long starts its back-off from the beginning
 
 
@@ -526,6 +529,7 @@ class PodWorker:
         self.start_time = now_rfc3339()
         self.transitions: Dict[str, Tuple[str, str]] = {}
         self._last_refresh = time.monotonic()
+        self._last_objects = time.monotonic()
         self.thread = threading.Thread(target=self.run, name="pf-pod-%s" % self.name, daemon=True)
 
     # -- requests from the kubelet -----------------------------------------------------------
@@ -569,6 +573,12 @@ class PodWorker:
             return self.terminating
 
     def maybe_refresh(self) -> None:
+        if self.pod_volumes is not None and time.monotonic() - self._last_objects > OBJECT_SYNC_SECONDS:
+            self._last_objects = time.monotonic()
+            try:
+                self.pod_volumes.refresh_objects()
+            except Exception:
+                log.exception("refreshing the Secrets and ConfigMaps of %s", self.key)
         if self.pod_volumes is not None and time.monotonic() - self._last_refresh > 30:
             self._last_refresh = time.monotonic()
             try:

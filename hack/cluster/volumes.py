@@ -76,6 +76,9 @@ class PodVolumes:
         self.volumes: Dict[str, Volume] = {}
         self._tmpfs: List[Path] = []
         self._tokens: List[_Token] = []
+        # (directory, resource, object name, volume/source spec, default mode) of every secret and
+        # configMap the pod mounts, re-read by refresh_objects() like the kubelet's volume sync
+        self._objects: List[Tuple[Path, str, str, Obj, int]] = []
 
     @property
     def namespace(self) -> str:
@@ -138,11 +141,17 @@ class PodVolumes:
             spec = vol["secret"] or {}
             d = self._fresh_dir(name)
             self._write_object(d, "secrets", spec.get("secretName", ""), spec, spec.get("defaultMode", 0o644))
+            self._objects.append(
+                (d, "secrets", spec.get("secretName", ""), spec, spec.get("defaultMode", 0o644))
+            )
             return Volume(name, d, read_only=True)
         if "configMap" in vol:
             spec = vol["configMap"] or {}
             d = self._fresh_dir(name)
             self._write_object(d, "configmaps", spec.get("name", ""), spec, spec.get("defaultMode", 0o644))
+            self._objects.append(
+                (d, "configmaps", spec.get("name", ""), spec, spec.get("defaultMode", 0o644))
+            )
             return Volume(name, d, read_only=True)
         if "downwardAPI" in vol:
             spec = vol["downwardAPI"] or {}
@@ -162,9 +171,11 @@ class PodVolumes:
                 elif "secret" in source:
                     s = source["secret"] or {}
                     self._write_object(d, "secrets", s.get("name", ""), s, mode)
+                    self._objects.append((d, "secrets", s.get("name", ""), s, mode))
                 elif "configMap" in source:
                     s = source["configMap"] or {}
                     self._write_object(d, "configmaps", s.get("name", ""), s, mode)
+                    self._objects.append((d, "configmaps", s.get("name", ""), s, mode))
                 elif "downwardAPI" in source:
                     self._write_downward(d, (source["downwardAPI"] or {}).get("items") or [], mode)
             return Volume(name, d, read_only=True)
@@ -243,6 +254,18 @@ class PodVolumes:
                 )
                 self._write(t.path, token.encode(), 0o644)
                 t.written = now
+
+    def refresh_objects(self) -> None:
+        """Write the current content of the Secrets and ConfigMaps the pod mounts (the kubelet's sync).
+
+        An ``optional`` one that did not exist when the pod started appears once it is created;
+        changed keys are rewritten (atomically). Keys removed from the object are left in place.
+        """
+        for d, resource, name, spec, mode in self._objects:
+            try:
+                self._write_object(d, resource, name, spec, mode)
+            except ConfigError:
+                pass  # a required object deleted while the pod runs: keep the last content
 
     def remove(self) -> None:
         """Unmount tmpfs volumes and delete the pod's volume directories."""
