@@ -20,6 +20,7 @@ Every number comes from real requests and the agents' ``/status``.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import shutil
 import signal
@@ -431,6 +432,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     from hack.cluster.cluster import Cluster
 
     STATE.mkdir(parents=True, exist_ok=True)
+    lock = open(STATE / "demo.lock", "w")  # noqa: SIM115 (held, with its lock, until the process exits)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        say("demo: another `make demo` of this checkout is running (it holds %s)" % (STATE / "demo.lock"))
+        return 2
     started = time.monotonic()
     # Not under /tmp: deploy/base mounts an emptyDir at /tmp in its pods.
     cluster = Cluster(STATE / "cluster", node=True)
