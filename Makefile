@@ -1,4 +1,4 @@
-# The two commands of the README: `make demo` and `make test`.
+# The commands of the README: `make demo`, `make test` and `make cluster`.
 # Each creates .venv from the pinned set (requirements/dev.txt) when it is missing or stale.
 
 PYTHON ?= python3
