@@ -85,7 +85,10 @@ def test_the_demo_plays_every_step_and_leaves_nothing_running() -> None:
         "4b. policy change (live)",
     }, summary
     assert all(sent > 0 for sent, _failed in rows.values()), summary
-    assert rows["1. label + rollout restart"][1] == 0, summary
+    # The rollout where old and new pods both run the agent loses nothing. In step 1 the old pods
+    # have no agent yet: a request they are serving when their gunicorn/uvicorn stops can fail
+    # (seen: 1 in about 125, in 1 run of 4), so that count is reported, not asserted.
+    assert rows["4a. set env (rollout)"][1] == 0, summary
     # gray release: the gray pod got only testers' requests, baseline pods none of theirs
     lanes = re.findall(r"^    (inventory\S*)\s+baseline\s+(\d+)\s+gray\s+(\d+)$", summary, re.M)
     assert lanes, summary
