@@ -187,7 +187,8 @@ class Bench:
     def run_setup(self, setup: str) -> Dict[str, Any]:
         args, ns = self.args, "bench-" + setup
         print("== %s: deploying" % setup, flush=True)
-        self.kubectl("apply", "-f", "-", input=json.dumps(manifests(setup, args)))
+        for item in manifests(setup, args)["items"]:
+            self.kubectl("apply", "-f", "-", input=json.dumps(item))
         for name in ("provider", "consumer"):
             self.kubectl("-n", ns, "rollout", "status", "deployment/" + name, "--timeout=300s")
         service = self.wait("the Service", lambda: self.store.get("services", ns, "provider"))
@@ -218,6 +219,32 @@ class Bench:
                 flush=True,
             )
             time.sleep(args.gap)
+        scale_up: Dict[str, Any] = {}
+        if args.scale_up:
+            # One more replica while the others are warm: its share of the consumer's calls over
+            # 1.2 x the warm-up time (the warm-up curve, where only one pod is warming).
+            before = {p["metadata"]["name"] for p in self.pods(ns, "provider")}
+            scale_up["start"] = time.time()
+            self.kubectl("-n", ns, "scale", "deployment/provider", "--replicas=%d" % (args.replicas + 1))
+            pod = self.wait(
+                "the extra pod Ready",
+                lambda: next(
+                    (
+                        p
+                        for p in self.pods(ns, "provider")
+                        if p["metadata"]["name"] not in before and self.ready(p)
+                    ),
+                    None,
+                ),
+                120,
+            )
+            scale_up.update(pod=pod["metadata"]["name"], ready=time.time())
+            time.sleep(args.warmup_seconds * 1.2)
+            scale_up["end"] = time.time()
+            print(
+                "   scale-up: %s Ready, watched %.0f s"
+                % (scale_up["pod"], scale_up["end"] - scale_up["ready"])
+            )
         time.sleep(max(0.0, args.steady - args.gap))
         t1 = time.time()
         outside.stop()
@@ -229,7 +256,7 @@ class Bench:
         print("== %s: removing" % setup, flush=True)
         self.kubectl("delete", "namespace", ns, "--wait=false")
         self.wait("namespace %s gone" % ns, lambda: self.store.get("namespaces", None, ns) is None, 300)
-        return {"t0": t0, "t1": t1, "rollouts": rollouts, "sources": sources}
+        return {"t0": t0, "t1": t1, "rollouts": rollouts, "sources": sources, "scale_up": scale_up}
 
 
 def _answers(url: str) -> bool:
@@ -252,29 +279,41 @@ def analyse(setup: str, raw: Dict[str, Any], args: argparse.Namespace, out: Path
     result["rollout_done_s"] = [r["done"] - r["start"] for r in raw["rollouts"]]
     colors = {"outside": plots.BLUE, "consumer": plots.GREEN}
     series = [
-        ("%s ok/s" % source, colors[source], per_second(records, t0, t1))
+        ("%s answers/s" % source, colors[source], per_second(records, t0, t1))
         for source, records in raw["sources"].items()
     ]
     rel = [(a - t0, b - t0) for a, b in windows]
-    png = plots.timeline("%s: requests/s per source, failed in red" % setup, series, rel, t1 - t0)
+    png = plots.timeline("%s: answers/s per source, failed in red" % setup, series, rel, t1 - t0)
     result["timeline_png"] = str(plots.write(out / ("timeline-%s.png" % setup), png))
-    # The first new pod of each rollout: its share of the consumer's answers from its Ready time
-    # until the next new pod is Ready (meanwhile ``replicas - 1`` warm pods share the rest).
+    # The new pod's share of the consumer's answers from its Ready time: the scale-up pod (with
+    # ``replicas`` warm pods) when measured, else each rollout's first new pod until the next is Ready.
     points: List[Tuple[float, float, int]] = []
-    for r in raw["rollouts"]:
-        order = sorted(r["new_ready"].items(), key=lambda item: item[1])
-        if len(order) < 2:
-            continue
-        (first, ready), (_, next_ready) = order[0], order[1]
-        for mid, value, count in share(raw["sources"]["consumer"], first, ready, next_ready, args.share_step):
+    warm = args.replicas - 1
+    scaled = raw.get("scale_up") or {}
+    if scaled:
+        warm = args.replicas
+        for mid, value, count in share(
+            raw["sources"]["consumer"], scaled["pod"], scaled["ready"], scaled["end"], args.share_step
+        ):
             points.append((mid / args.warmup_seconds, value, count))
+    else:
+        for r in raw["rollouts"]:
+            order = sorted(r["new_ready"].items(), key=lambda item: item[1])
+            if len(order) < 2:
+                continue
+            (first, ready), (_, next_ready) = order[0], order[1]
+            for mid, value, count in share(
+                raw["sources"]["consumer"], first, ready, next_ready, args.share_step
+            ):
+                points.append((mid / args.warmup_seconds, value, count))
     result["share_points"] = points
-    if setup == "pilotfish" and points:
-        top = max(p[0] for p in points) * 1.1
+    result["share_warm_pods"] = warm
+    if points:
+        top = max(p[0] for p in points) * 1.05
         chart = plots.share_chart(
-            points, args.replicas - 1, args.warmup_curve, args.warmup_floor / 100.0, top
+            points, warm, args.warmup_curve, args.warmup_floor / 100.0, top, title=setup
         )
-        result["share_png"] = str(plots.write(out / "share-pilotfish.png", chart))
+        result["share_png"] = str(plots.write(out / ("share-%s.png" % setup), chart))
     return result
 
 
@@ -364,11 +403,33 @@ def parse(argv: Optional[List[str]] = None) -> argparse.Namespace:
     )
     p.add_argument("--share-step", type=float, default=0.5, help="bin of the new pod's share (s)")
     p.add_argument("--out", type=Path, default=ROOT / "build" / "bench-rollout", help="PNGs and results.json")
+    p.add_argument(
+        "--reanalyse", action="store_true", help="no cluster: table and PNGs from --out's raw files"
+    )
     return p.parse_args(argv)
+
+
+def save_raw(path: Path, raw: Dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = dict(raw, sources={k: [r.to_json() for r in v] for k, v in raw["sources"].items()})
+    path.write_text(json.dumps(data))
+
+
+def load_raw(path: Path) -> Dict[str, Any]:
+    data: Dict[str, Any] = json.loads(path.read_text())
+    data["sources"] = {k: [Record.from_json(r) for r in v] for k, v in data["sources"].items()}
+    return data
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse(argv)
+    if args.reanalyse:  # the table and plots again from a run's raw-<setup>.json files
+        results = [
+            analyse(s, load_raw(args.out / ("raw-%s.json" % s)), args, args.out)
+            for s in args.setups.split(",")
+        ]
+        print(table(results))
+        return 0
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     from hack.cluster.cluster import Cluster
     from hack.cluster.network import missing_requirements
@@ -389,6 +450,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         bench.kubectl("-n", "pilotfish-system", "rollout", "status", "deployment/pilotfish", "--timeout=300s")
         for setup in args.setups.split(","):
             raw = bench.run_setup(setup)
+            save_raw(args.out / ("raw-%s.json" % setup), raw)
             results.append(analyse(setup, raw, args, args.out))
     finally:
         cluster.stop()

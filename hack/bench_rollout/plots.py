@@ -64,8 +64,9 @@ def timeline(
                 canvas.line(px, y(bad), px, y1 - 1, RED)
     for index, (label, color, rows) in enumerate(series):
         points = [(x(t + 0.5), y(ok)) for t, ok, _ in rows]
+        thickness = 2 * (len(series) - index)  # the first line under the next, both visible
         for (ax, ay), (bx, by) in zip(points, points[1:]):
-            canvas.line(ax, ay, bx, by, color, 2)
+            canvas.line(ax, ay, bx, by, color, thickness)
         canvas.line(x1 - 260, 14 + index * 16, x1 - 240, 14 + index * 16, color, 3)
         canvas.text(x1 - 232, 8 + index * 16, label)
     canvas.line(x1 - 260, 14 + len(series) * 16, x1 - 240, 14 + len(series) * 16, RED, 3)
@@ -78,7 +79,7 @@ def timeline(
         canvas.line(x(t), y1, x(t), y1 + 5, AXIS)
         canvas.text(int(x(t)) - 10, y1 + 10, "%d" % t)
         t += step
-    canvas.text(x1 - 220, height - 20, "time (s), grey = rollout")
+    canvas.text(x1 - 330, height - 20, "time (s), grey = rollout")
     return canvas.png()
 
 
@@ -88,12 +89,13 @@ def share_chart(
     curve: float,
     floor: float,
     max_fraction: float,
+    title: str = "",
     width: int = 700,
     height: int = 360,
 ) -> bytes:
     """Measured share of the new pod (points: fraction of T, share, requests) and the expected curve."""
     canvas = Canvas(width, height)
-    x0, y0, x1, y1 = _frame(canvas, "new pod share vs warm-up curve (%d warm)" % warm)
+    x0, y0, x1, y1 = _frame(canvas, "%s: new pod share, %d warm pods" % (title, warm))
     max_fraction = max(max_fraction, 0.05)
     top = 0.5
 
@@ -116,7 +118,7 @@ def share_chart(
     for i in range(5):
         f = max_fraction * i / 4
         canvas.text(int(xy(f, 0)[0]) - 10, y1 + 10, "%.2f" % f)
-    canvas.text(x0 + 10, height - 20, "t/T since the pod became ready; line = expected, dots = measured")
+    canvas.text(x0, height - 20, "t/T since ready. line: expected, dots: measured", scale=1)
     return canvas.png()
 
 
