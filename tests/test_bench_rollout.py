@@ -186,6 +186,7 @@ def test_a_small_synthetic_run_gives_the_table_and_valid_pngs(tmp_path: Path) ->
     }
     save_raw(tmp_path / "raw-pilotfish.json", raw)
     args: argparse.Namespace = parse(["--out", str(tmp_path), "--warmup-seconds", "10"])
+    assert args.scale_up and not parse(["--no-scale-up"]).scale_up
     result = analyse("pilotfish", load_raw(tmp_path / "raw-pilotfish.json"), args, tmp_path)
     assert result["sources"]["outside"]["failed"] == 2
     assert result["rollout_done_s"] == [4.0] and result["share_warm_pods"] == 3

@@ -404,6 +404,12 @@ def parse(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--share-step", type=float, default=0.5, help="bin of the new pod's share (s)")
     p.add_argument("--out", type=Path, default=ROOT / "build" / "bench-rollout", help="PNGs and results.json")
     p.add_argument(
+        "--no-scale-up",
+        dest="scale_up",
+        action="store_false",
+        help="skip the last step (one extra replica watched for 1.2 x the warm-up: its share of calls)",
+    )
+    p.add_argument(
         "--reanalyse", action="store_true", help="no cluster: table and PNGs from --out's raw files"
     )
     return p.parse_args(argv)
