@@ -279,7 +279,11 @@ def analyse(setup: str, raw: Dict[str, Any], args: argparse.Namespace, out: Path
     result["rollout_done_s"] = [r["done"] - r["start"] for r in raw["rollouts"]]
     colors = {"outside": plots.BLUE, "consumer": plots.GREEN}
     series = [
-        ("%s answers/s" % source, colors[source], per_second(records, t0, t1))
+        (
+            "%s answers/s" % source,
+            colors[source],
+            per_second(records, t0, t0 + int(t1 - t0)),
+        )  # whole seconds only
         for source, records in raw["sources"].items()
     ]
     rel = [(a - t0, b - t0) for a, b in windows]
