@@ -17,6 +17,7 @@ Usage: ``.venv/bin/python -m hack.bench_rollout --rollouts 10 --out docs/bench-r
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import statistics
@@ -441,8 +442,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(table(results))
         return 0
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    from hack.cluster.cluster import Cluster
-    from hack.cluster.network import missing_requirements
+    # Imported by name: for mypy, hack/ is a root of top-level modules (hack/cluster is "cluster").
+    Cluster = importlib.import_module("hack.cluster.cluster").Cluster
+    missing_requirements = importlib.import_module("hack.cluster.network").missing_requirements
 
     missing = missing_requirements()
     if missing:
