@@ -404,7 +404,7 @@ def parse(argv: Optional[List[str]] = None) -> argparse.Namespace:
         "--warmup-curve", type=float, default=2.0, help="the agent's default curve (for the chart)"
     )
     p.add_argument(
-        "--warmup-floor", type=float, default=1.0, help="the agent's default min weight %% (for the chart)"
+        "--warmup-floor", type=float, default=10.0, help="the agent's default min weight %% (for the chart)"
     )
     p.add_argument("--share-step", type=float, default=0.5, help="bin of the new pod's share (s)")
     p.add_argument("--out", type=Path, default=ROOT / "build" / "bench-rollout", help="PNGs and results.json")
