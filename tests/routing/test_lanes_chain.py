@@ -210,6 +210,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
             b.wait(lambda: routed(b, "c", 2), "B's routing table with both instances of C")
             a.wait(lambda: routed(a, "b", 1), "A's routing table with B")
             a.wait(lambda: a.status()["config"].get("lanes"), "A's lanes")
+            a.wait(lambda: http_get(ports["a"], "/lanes", timeout=5).body, "A's worker's lanes")
             yield chain
         finally:
             for service in chain.services.values():
