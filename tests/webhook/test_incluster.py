@@ -213,6 +213,46 @@ def test_a_namespace_created_after_start_gets_the_ca_within_one_short_round(
     assert keeper_.publish_new_namespaces() == 0
 
 
+def test_admitting_a_pod_publishes_the_ca_into_its_namespace_at_once_not_at_the_next_round(
+    apiserver: KubeAPIStandIn, tmp_path: Path
+) -> None:
+    """Why: a namespace labelled and deployed at once had its first pods started ~10 s before
+    pilotfish-ca reached it; their agents ran without the config service until the kubelet
+    synced the volume (up to a minute on a real cluster)."""
+    from pilotfish_webhook.admission.config import InjectionConfig
+    from pilotfish_webhook.admission.router import MutateEndpoint
+
+    keeper_ = CertKeeper(
+        kube(apiserver), NAMESPACE, SECRET, "pilotfish", HOSTS, tmp_path, namespace_check_seconds=3600
+    )
+    keeper_.start()
+    try:
+        apiserver.namespaces["items"].append({"metadata": {"name": "fresh"}, "status": {"phase": "Active"}})
+        endpoint = MutateEndpoint(InjectionConfig(namespace_seen=keeper_.namespace_seen))
+        review = {
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "u1",
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "operation": "CREATE",
+                "namespace": "fresh",
+                "object": {"metadata": {"name": "web-1", "namespace": "fresh"}, "spec": {"containers": []}},
+            },
+        }
+        status, _ = endpoint.review_body(json.dumps(review).encode())
+        assert status == 200
+        published = threading.Event()
+        for _ in range(100):  # the publisher runs on its own thread: wait for its result, 5 s at most
+            if ("configmaps", "fresh", "pilotfish-ca") in apiserver.objects:
+                published.set()
+                break
+            threading.Event().wait(0.05)
+        assert published.is_set(), "pilotfish-ca not published into 'fresh' after a pod was admitted"
+    finally:
+        keeper_.stop()
+
+
 def test_the_ca_bundle_patch_is_guarded_by_the_recorded_resource_version(
     apiserver: KubeAPIStandIn, tmp_path: Path
 ) -> None:

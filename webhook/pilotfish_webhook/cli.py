@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import sys
 from pathlib import Path
@@ -135,6 +136,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         keeper = incluster.FileWatcher(CertPaths(args.certs_dir), args.rotation_check_seconds)  # cert-manager
     certs = keeper.start() if keeper is not None else ensure_certs(args.certs_dir, names)
     admission = None if args.no_admission else admission_options.config_from_args(args)
+    if admission is not None and isinstance(keeper, incluster.CertKeeper):
+        admission = dataclasses.replace(admission, namespace_seen=keeper.namespace_seen)
     app: Any = create_app(admission=admission)
     service = config_service(args)
     if service is not None:

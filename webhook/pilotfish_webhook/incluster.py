@@ -343,6 +343,7 @@ class CertKeeper:
         self._stop = threading.Event()
         self._bundle = b""
         self._published: Set[str] = set()
+        self._nudge = threading.Event()
 
     def on_rotate(self, callback: Callable[[CertPaths], Any]) -> None:
         self._callbacks.append(callback)
@@ -369,6 +370,16 @@ class CertKeeper:
         changed, self._published = publish_ca(self.api, self._bundle, skip=self._published)
         return changed
 
+    def namespace_seen(self, namespace: str) -> None:
+        """A pod of ``namespace`` is being admitted: publish the CA there now if it lacks it.
+
+        Called on the admission path, so it only wakes the publisher (no API call here); the
+        ConfigMap then exists within a round trip, before the kubelet mounts the pod's volumes,
+        instead of up to ``namespace_check_seconds`` later (the agents would start without it).
+        """
+        if namespace and namespace not in self._published:
+            self._nudge.set()
+
     def start(self) -> CertPaths:
         self.sync()
         threading.Thread(target=self._loop, name="pilotfish-cert-keeper", daemon=True).start()
@@ -379,6 +390,7 @@ class CertKeeper:
 
     def stop(self) -> None:
         self._stop.set()
+        self._nudge.set()
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
@@ -390,7 +402,11 @@ class CertKeeper:
                 log.exception("certificate sync failed; retrying in %.0f s", self.interval)
 
     def _namespace_loop(self) -> None:
-        while not self._stop.wait(self.namespace_check):
+        while True:
+            self._nudge.wait(self.namespace_check)
+            self._nudge.clear()
+            if self._stop.is_set():
+                return
             try:
                 self.publish_new_namespaces()
             except Exception:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Optional
 
 from pilotfish_webhook import __version__
 
@@ -29,6 +29,9 @@ class InjectionConfig:
     state_size_limit: str = "16Mi"  # the agent's writable state: a config cache and a few markers
     token_expiration_seconds: int = 3600
     new_token: Callable[[], str] = field(default=new_offline_token, compare=False)
+    # Called with the namespace of every pod reviewed: the CA publisher makes sure pilotfish-ca
+    # is there before the pod's containers start, instead of at its next round.
+    namespace_seen: Optional[Callable[[str], None]] = field(default=None, compare=False)
 
     def image_for(self, version: str) -> str:
         return "%s:%s" % (self.agent_image, version)

@@ -13,6 +13,7 @@ thread, so one huge review never stalls the other requests.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any, Awaitable, Callable, Dict, MutableMapping, Tuple
 
 from fastapi import APIRouter
@@ -93,6 +94,12 @@ class MutateEndpoint:
             answer = review(doc, self.config, scratch=loads(body))
         except BadReview as exc:
             return _error(400, "malformed AdmissionReview: %s" % exc)
+        seen = self.config.namespace_seen
+        if seen is not None:
+            try:
+                seen(str(doc["request"].get("namespace") or ""))
+            except Exception:
+                logging.getLogger(__name__).exception("namespace hook failed")
         return 200, dumps(answer)
 
 
