@@ -79,6 +79,9 @@ PREFIX, SUFFIX = "pilotfish-", ".shm"  # pilotfish-<status port>-<owner pid>.shm
 MARKER_SUFFIX = ".first-consumer"  # the warm-up marker (see warmup.py), named after the segment
 COMPANION_SUFFIXES = (MARKER_SUFFIX,)  # files named after a segment, removed with it
 _COMPANION_TAILS = tuple(SUFFIX + suffix for suffix in COMPANION_SUFFIXES)
+# Per-worker files named after a segment (``<segment>.routing.<pid>.json``, the workers'
+# routing counts): removed with it too, whatever the pid.
+COMPANION_PREFIXES = (".routing.",)
 CLAIM_WAIT = 10.0  # a worker gives up counting (and serves) if the table stays locked this long
 RELEASE_WAIT = 0.5  # the owner frees a dead worker's slot on a later read if it cannot now
 
@@ -294,6 +297,7 @@ class Segment:
         if self.owner and self.path and os.getpid() == self.creator:
             for name in (self.path, *(self.path + suffix for suffix in COMPANION_SUFFIXES)):
                 _unlink(name)
+            _remove_prefixed(self.path)
 
     def close(self) -> None:
         self.remove_files()
@@ -327,6 +331,18 @@ def _allocate(fd: int, size: int) -> None:
     for _ in range(size // len(chunk)):
         os.write(fd, chunk)
     os.fsync(fd)
+
+
+def _remove_prefixed(segment_path: str) -> None:
+    """Remove the per-worker companions of ``segment_path`` (see COMPANION_PREFIXES)."""
+    directory, base = os.path.split(segment_path)
+    try:
+        names = os.listdir(directory or ".")
+    except OSError:
+        return
+    for name in names:
+        if any(name.startswith(base + prefix) for prefix in COMPANION_PREFIXES):
+            _unlink(os.path.join(directory, name))
 
 
 def _unlink(path: str) -> None:
@@ -382,7 +398,9 @@ def remove_stale(key: str, directory: Optional[str] = None) -> int:
         if tail == SUFFIX:
             if _remove_if_unused(path):
                 removed += 1
-        elif tail in _COMPANION_TAILS and not os.path.exists(path[: -len(tail)] + SUFFIX):
+        elif (
+            tail in _COMPANION_TAILS or any(tail.startswith(SUFFIX + prefix) for prefix in COMPANION_PREFIXES)
+        ) and not os.path.exists(path[: -len(tail)] + SUFFIX):
             _unlink(path)
             removed += 1
     return removed

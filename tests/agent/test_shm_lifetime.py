@@ -113,6 +113,8 @@ def test_the_owner_removes_its_files_when_the_server_stops_on_sigterm(kind: str,
             assert server.get("/", headers=CONSUMER).status == 200
         if kind != "uvicorn":  # a worker reports the consumer marker in a file next to the segment
             _wait(lambda: _ours(shm) == [segment, segment + ".first-consumer"])
+        # what a worker that routed outbound calls leaves beside the segment (its routing counts)
+        (shm / (segment + ".routing.4242.json")).write_text("{}")
         server.signal()
         server.proc.wait(timeout=60)  # type: ignore[union-attr]
     assert _ours(shm) == [], server.output()
@@ -131,6 +133,7 @@ def test_files_of_owners_that_are_gone_are_removed_at_start_and_no_others(tmp_pa
     stale = [
         "pilotfish-%d-%d.shm" % (port, dead.pid),
         "pilotfish-%d-%d.shm.first-consumer" % (port, dead.pid),
+        "pilotfish-%d-%d.shm.routing.%d.json" % (port, dead.pid, dead.pid + 1),  # a worker's counts
     ]
     kept = [
         "pilotfish-%d-%d.shm" % (port + 1, dead.pid),  # another container's status port
