@@ -77,7 +77,9 @@ def test_without_room_for_the_segment_the_app_serves_and_the_owner_counts_alone(
 ) -> None:
     python = require_app_python("3.11")
     with RunningServer(kind, python, wrapper=_private_shm(tmpfs)) as server:
-        before = server.status()  # before the fix: SIGBUS in the owner at this first read
+        # before the fix: SIGBUS in the owner at this first read. An event loop's agent wakes beside
+        # the loop, so the status port may come up just after the app's: wait for it.
+        before = server.wait_status(lambda s: True, timeout=20)
         for _ in range(5):
             assert server.get("/").status == 200
         status = server.status()
