@@ -59,7 +59,7 @@ $(BENCH_VENV)/.installed: requirements/bench.txt requirements/bench-otel.txt
 	touch $@
 
 bench: agent-tree $(BENCH_VENV)/.installed
-	$(BIN)/python hack/bench/run_all.py --python $(BENCH_VENV)/bin/python $(BENCH_ARGS)
+	$(BIN)/python -m hack.bench.run_all --python $(BENCH_VENV)/bin/python $(BENCH_ARGS)
 
 clean:
 	rm -rf build .venv .venvs .pytest_cache .mypy_cache .ruff_cache

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import functools
 import json
 import shutil
 import signal
@@ -154,7 +155,7 @@ class Demo:
         ]
         say("  %d/%d pods injected; every agent ready:" % (len(injected), len(before)))
         for pod in injected:
-            status = wait_for(lambda p=pod: _ready_status(p), 60, "agent ready")
+            status = wait_for(functools.partial(_ready_status, pod), 60, "agent ready")
             say(
                 "    %-34s %-15s agent %s, tag %s"
                 % (pod["metadata"]["name"], pod["status"]["podIP"], status["state"], status.get("tag") or "-")
@@ -223,7 +224,7 @@ class Demo:
         rows: List[Tuple[float, float, float, int]] = []
         for tenth in range(10):
             lo, hi = t0 + T * tenth / 10, t0 + T * (tenth + 1) / 10
-            wait_for(lambda hi=hi: time.time() >= hi, T + 60, "the tenth to pass")
+            wait_for(functools.partial(_reached, hi), T + 60, "the tenth to pass")
             picks = [
                 chain
                 for at, lane, ok, chain in self.load.records
@@ -257,7 +258,7 @@ class Demo:
         )
         wait_for(lambda: self.settled(total), 180, "the old checkout pods to finish draining")
         for pod in self.pods("app=checkout"):
-            status = wait_for(lambda p=pod: _ready_status(p), 60, "agent ready")
+            status = wait_for(functools.partial(_ready_status, pod), 60, "agent ready")
             say(
                 "  %s /status: config.warmup_enabled = %s"
                 % (pod["metadata"]["name"], status["config"]["warmup_enabled"])
@@ -389,6 +390,10 @@ def _ready_status(pod: Obj) -> Optional[Obj]:
     except OSError:
         return None
     return status if status.get("ready") else None
+
+
+def _reached(at: float) -> bool:
+    return time.time() >= at
 
 
 def _quote(arg: str) -> str:

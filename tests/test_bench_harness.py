@@ -17,16 +17,10 @@ from typing import Iterator, List, Tuple
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "hack" / "bench"))
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
-import common  # noqa: E402
-import idle  # noqa: E402
-import loadgen  # noqa: E402
-import profile_share  # noqa: E402
-import rps  # noqa: E402
-import startup  # noqa: E402
-import wrapper  # noqa: E402
-import wrapper_parts  # noqa: E402
+from hack.bench import common, idle, loadgen, profile_share, rps, startup, wrapper, wrapper_parts  # noqa: E402
 
 
 def test_percentile_interpolates_like_numpy_default() -> None:

@@ -18,7 +18,7 @@ agent thread). At the end of each window, the memory of the same processes: PSS
 its arbiter instead of counting them twice. We report per server the median and
 p10-p90 over the windows, and per app pilotfish minus bare.
 
-Usage: ``python hack/bench/idle.py [--windows N] [--window S] [--json FILE]``.
+Usage: ``python -m hack.bench.idle [--windows N] [--window S] [--json FILE]``.
 """
 
 from __future__ import annotations
@@ -33,10 +33,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import Summary, bench_python, markdown_table, median, session_stats
-from rps import APPS, Live
+from .common import Summary, bench_python, markdown_table, median, session_stats
+from .rps import APPS, Live
 
 CONFIGS = ("bare", "pilotfish")
 """Default configurations; ``--configs`` may add ``pilotfish@DIR`` (another agent tree)."""

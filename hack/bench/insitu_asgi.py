@@ -6,7 +6,7 @@ agent's ``lib`` on ``PYTHONPATH``, loads it with wrk for a few seconds, stops it
 SIGINT (so ``atexit`` runs) and prints the wall µs per request spent inside the
 wrapper but outside the app, round by round.
 
-Usage: ``python hack/bench/insitu_asgi.py [--python PY] [--rounds N]``.
+Usage: ``python -m hack.bench.insitu_asgi [--python PY] [--rounds N]``.
 """
 
 from __future__ import annotations
@@ -17,13 +17,10 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import List, Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import APPS_DIR, BOOTSTRAP, bench_python, config_env, taskset_prefix
-from rps import SERVER_CPU, free_port, http_get, run_pyload, run_wrk
+from .common import APPS_DIR, BOOTSTRAP, bench_python, config_env, taskset_prefix
+from .rps import SERVER_CPU, free_port, http_get, run_pyload, run_wrk
 
 
 def main(argv: Optional[List[str]] = None) -> int:

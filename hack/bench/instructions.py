@@ -18,7 +18,7 @@ Instructions are not time (cache misses and branch mispredictions are not
 counted), so this is a check on the requests/s tables, not a replacement.
 
 Reproduce: ``make bench`` once (bench venv), then
-``.venv/bin/python hack/bench/instructions.py --app fastapi-uvicorn --requests 2000``.
+``.venv/bin/python -m hack.bench.instructions --app fastapi-uvicorn --requests 2000``.
 """
 
 from __future__ import annotations
@@ -35,10 +35,8 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import bench_python, config_env, markdown_table
-from rps import APPS, free_port
+from .common import bench_python, config_env, markdown_table
+from .rps import APPS, free_port
 
 
 def _requests(port: int, count: int, path: str = "/") -> None:

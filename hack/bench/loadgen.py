@@ -10,7 +10,7 @@ object: requests, seconds, rps, non_2xx, errors.
 It is slower than wrk (pure Python on one core), so on a fast server it may be the
 bottleneck; the report says which generator ran. Standard library only.
 
-Usage: ``python hack/bench/loadgen.py --url http://127.0.0.1:8000/ --duration 5``.
+Usage: ``python -m hack.bench.loadgen --url http://127.0.0.1:8000/ --duration 5``.
 """
 
 from __future__ import annotations

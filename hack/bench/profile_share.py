@@ -16,7 +16,7 @@ framework's hundreds, so its share here is if anything overstated a little.
 ``--diff`` also profiles each server bare and lists the functions whose CPU per
 request grew most, the agent's own or not (everything it makes other code do).
 
-Usage: ``python hack/bench/profile_share.py [--python PY] [--duration S] [--diff]``.
+Usage: ``python -m hack.bench.profile_share [--python PY] [--duration S] [--diff]``.
 """
 
 from __future__ import annotations
@@ -33,10 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import APPS_DIR, BOOTSTRAP, bench_python, config_env, markdown_table
-from rps import APPS, Server, check_agents, free_port, run_pyload, run_wrk, wait_agents
+from .common import APPS_DIR, BOOTSTRAP, bench_python, config_env, markdown_table
+from .rps import APPS, Server, check_agents, free_port, run_pyload, run_wrk, wait_agents
 
 AGENT_LIB = str(BOOTSTRAP.parent / "lib" / "pilotfish")
 

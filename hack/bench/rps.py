@@ -25,7 +25,7 @@ to bare as the median (min-max) of per-round ratios (paired within a round), and
 the server's CPU time per request (user+system of its process session), which a
 busy shared machine disturbs much less than requests/s.
 
-Usage: ``python hack/bench/rps.py [--rounds N] [--duration S] [--json FILE]``.
+Usage: ``python -m hack.bench.rps [--rounds N] [--duration S] [--json FILE]``.
 """
 
 from __future__ import annotations
@@ -48,12 +48,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import (
+from .common import (
     APPS_DIR,
-    BENCH_DIR,
     CONFIGS,
+    ROOT,
     Summary,
     bench_python,
     config_env,
@@ -177,7 +175,8 @@ def parse_wrk(out: str) -> Load:
 def run_pyload(url: str, seconds: float, connections: int) -> Load:
     argv = taskset_prefix(LOADGEN_CPU) + [
         sys.executable,
-        str(BENCH_DIR / "loadgen.py"),
+        "-m",
+        "hack.bench.loadgen",
         "--url",
         url,
         "--duration",
@@ -185,7 +184,9 @@ def run_pyload(url: str, seconds: float, connections: int) -> Load:
         "--connections",
         str(connections),
     ]
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
+    out = subprocess.run(
+        argv, cwd=str(ROOT), capture_output=True, text=True, timeout=seconds + 30, check=True
+    ).stdout
     data = json.loads(out)
     return Load(data["rps"], data["requests"], data["non_2xx"], data["errors"], "loadgen.py")
 

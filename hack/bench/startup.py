@@ -16,7 +16,7 @@ Then ``-X importtime`` of the pilotfish start-up, repeated, shows which modules 
 agent imports that a bare interpreter does not, with their self and cumulative
 microseconds (medians): the list to shorten if the budget is missed.
 
-Usage: ``python hack/bench/startup.py [--rounds N] [--runs-per-block K] [--json FILE]``.
+Usage: ``python -m hack.bench.startup [--rounds N] [--runs-per-block K] [--json FILE]``.
 """
 
 from __future__ import annotations
@@ -34,9 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import (
+from .common import (
     CONFIGS,
     Summary,
     bench_python,

@@ -11,7 +11,7 @@ in interleaved blocks, and reports the median per-call time of each and the medi
 on the request path; set against a server's CPU time per request (from ``rps.py``)
 it predicts the requests/s ratio.
 
-Usage: ``python hack/bench/wrapper.py [--python PY] [--rounds N] [--calls K]``.
+Usage: ``python -m hack.bench.wrapper [--python PY] [--rounds N] [--calls K]``.
 """
 
 from __future__ import annotations
@@ -23,13 +23,10 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import APPS_DIR, Summary, bench_python, config_env, markdown_table, rotated
-from rps import free_port
+from .common import APPS_DIR, ROOT, Summary, bench_python, config_env, markdown_table, rotated
+from .rps import free_port
 
 WSGI_ENVIRON: Dict[str, Any] = {
     "REQUEST_METHOD": "GET",
@@ -156,8 +153,9 @@ def child(kind: str, rounds: int, calls: int) -> Dict[str, Any]:
 def measure(python: str, kind: str, rounds: int, calls: int) -> Dict[str, Any]:
     extra = {"PILOTFISH_STATUS_HOST": "127.0.0.1", "PILOTFISH_STATUS_PORT": str(free_port())}
     done = subprocess.run(
-        [python, __file__, "--child", kind, "--rounds", str(rounds), "--calls", str(calls)],
+        [python, "-m", "hack.bench.wrapper", "--child", kind, "--rounds", str(rounds), "--calls", str(calls)],
         env=config_env("pilotfish", None, extra),
+        cwd=str(ROOT),  # `-m` finds the package from the repository root
         capture_output=True,
         text=True,
         timeout=900,

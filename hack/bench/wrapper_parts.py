@@ -8,7 +8,7 @@ app called bare and wrapped. Steps name the agent function they time
 (``file:function``), so a regression points at its line. A step whose function is
 gone from the agent is reported as ``n/a`` rather than failing.
 
-Usage: ``python hack/bench/wrapper_parts.py [--python PY] [--number N]``.
+Usage: ``python -m hack.bench.wrapper_parts [--python PY] [--number N]``.
 """
 
 from __future__ import annotations
@@ -18,13 +18,10 @@ import json
 import subprocess
 import sys
 import timeit
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import bench_python, config_env, markdown_table
-from rps import free_port
+from .common import ROOT, bench_python, config_env, markdown_table
+from .rps import free_port
 
 
 def child(number: int) -> List[Tuple[str, Optional[float]]]:
@@ -34,7 +31,8 @@ def child(number: int) -> List[Tuple[str, Optional[float]]]:
     from _pilotfish_agent import runtime, shared
     from _pilotfish_agent.inbound import asgi, wsgi
     from _pilotfish_agent.inbound import request as rq
-    from wrapper import ASGI_SCOPE, WSGI_ENVIRON
+
+    from .wrapper import ASGI_SCOPE, WSGI_ENVIRON
 
     runtime.wake("AF_INET", ("127.0.0.1", 0))
     slot = rq.slot()
@@ -124,8 +122,9 @@ def measure(python: str, number: int) -> List[Tuple[str, Optional[float]]]:
     """Run :func:`child` in a process started under the agent; its rows."""
     extra = {"PILOTFISH_STATUS_HOST": "127.0.0.1", "PILOTFISH_STATUS_PORT": str(free_port())}
     done = subprocess.run(
-        [python, __file__, "--child", "--number", str(number)],
+        [python, "-m", "hack.bench.wrapper_parts", "--child", "--number", str(number)],
         env=config_env("pilotfish", None, extra),
+        cwd=str(ROOT),  # `-m` finds the package from the repository root
         capture_output=True,
         text=True,
         timeout=900,
