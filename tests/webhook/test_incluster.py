@@ -5,7 +5,7 @@ No Kubernetes API server can run here, so ``KubeAPIStandIn`` serves the objects 
 HTTP, with the API server's semantics that matter: 404 for a missing object, 409 for a
 create that lost a race or a replace with a stale ``resourceVersion``, JSON-patch with
 ``test`` operations. The code under test is the real one, including
-:class:`pilotfish_webhook.incluster.KubeAPI` over the official ``kubernetes`` client.
+:class:`pilotfish_webhook.kube.KubeAPI` over the official ``kubernetes`` client.
 """
 
 from __future__ import annotations
@@ -23,9 +23,11 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from kubernetes import client
-from pilotfish_webhook import incluster
-from pilotfish_webhook.incluster import CertKeeper, KubeAPI, Material, service_hosts
-from pilotfish_webhook.tls import make_ca, make_serving_cert
+from pilotfish_webhook.kube import KubeAPI
+from pilotfish_webhook.tls import make_ca, make_serving_cert, publish, rotation
+from pilotfish_webhook.tls import secret as shared_secret
+from pilotfish_webhook.tls.keeper import CertKeeper, service_hosts
+from pilotfish_webhook.tls.secret import Material
 
 RECORDED = Path(__file__).parent / "recorded"
 NAMESPACE = "pilotfish-system"
@@ -268,7 +270,7 @@ def test_the_ca_bundle_patch_is_guarded_by_the_recorded_resource_version(
 
     api.read_webhook_configuration = stale_read  # type: ignore[method-assign]
     with pytest.raises(client.exceptions.ApiException) as failure:
-        incluster.patch_ca_bundle(api, "pilotfish", b"pem")
+        publish.patch_ca_bundle(api, "pilotfish", b"pem")
     assert failure.value.status == 422
 
 
@@ -286,7 +288,7 @@ def test_a_second_replica_reuses_the_secret_and_changes_nothing(
 def test_losing_the_create_race_adopts_the_winners_certificate(
     apiserver: KubeAPIStandIn, tmp_path: Path
 ) -> None:
-    winner = incluster.fresh(HOSTS)
+    winner = shared_secret.fresh(HOSTS)
 
     def other_replica_wins(key: Tuple[str, str, str]) -> None:
         if key == ("secrets", NAMESPACE, SECRET) and key not in apiserver.objects:
@@ -343,7 +345,7 @@ def test_a_replace_that_lost_to_another_replica_rereads_and_converges(
     seed_secret(apiserver, Material(ca_cert, ca_key, cert, key, ca_cert))
     api = kube(apiserver)
     original_replace = api.replace_secret
-    rotated_by_other = incluster.renewed(
+    rotated_by_other = shared_secret.renewed(
         Material(ca_cert, ca_key, cert, key, ca_cert), HOSTS, dt.datetime.now(dt.timezone.utc)
     )
     assert rotated_by_other is not None
@@ -354,7 +356,7 @@ def test_a_replace_that_lost_to_another_replica_rereads_and_converges(
         return original_replace(namespace, name, body)
 
     api.replace_secret = race  # type: ignore[method-assign]
-    material = incluster.load_or_create(api, NAMESPACE, SECRET, HOSTS)
+    material = shared_secret.load_or_create(api, NAMESPACE, SECRET, HOSTS)
     assert material.cert == rotated_by_other.cert
 
 
@@ -400,7 +402,7 @@ def test_a_rotated_certificate_is_served_to_new_connections_without_a_restart(tm
     import ssl
     from types import SimpleNamespace
 
-    from pilotfish_webhook.tls import CertPaths, _write
+    from pilotfish_webhook.tls import CertPaths, write_atomically
 
     ca_cert, ca_key = make_ca()
     paths = CertPaths(tmp_path)
@@ -408,8 +410,8 @@ def test_a_rotated_certificate_is_served_to_new_connections_without_a_restart(tm
 
     def issue(days: int) -> bytes:
         cert, key = make_serving_cert(ca_cert, ca_key, ["127.0.0.1"], dt.timedelta(days=days))
-        _write(paths.cert, cert)
-        _write(paths.key, key, secret=True)
+        write_atomically(paths.cert, cert)
+        write_atomically(paths.key, key, secret=True)
         return cert
 
     first = issue(5)
@@ -441,7 +443,7 @@ def test_a_rotated_certificate_is_served_to_new_connections_without_a_restart(tm
 
     assert presented() == first
     second = issue(90)
-    incluster.ssl_reloader(SimpleNamespace(ssl=server_ctx))(paths)
+    rotation.ssl_reloader(SimpleNamespace(ssl=server_ctx))(paths)
     assert presented() == second
     thread.join(5)
     listener.close()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Dict, Optional
 
 from fastapi import FastAPI
 
@@ -17,7 +17,7 @@ def create_app(
     app = FastAPI(title="pilotfish", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.get("/healthz")
-    def healthz() -> dict:
+    def healthz() -> Dict[str, str]:
         return {"status": "ok", "version": __version__}
 
     if admission is not None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Any, Awaitable, Callable, Dict, MutableMapping, Optional, Tuple
+from typing import Any, Awaitable, Callable, Dict, MutableMapping, Optional, Tuple, Type
 
 Scope = MutableMapping[str, Any]
 Message = Dict[str, Any]
@@ -123,7 +123,54 @@ async def _refuse(send: Send, status: int, message: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def with_header_deadline(base: Any, deadline: float) -> Any:
+class _HeaderDeadline(asyncio.Protocol):
+    """The timer of :func:`with_header_deadline`, mixed in before uvicorn's protocol class."""
+
+    header_deadline = DEFAULT_DEADLINE_SECONDS
+    _header_timer: Optional[asyncio.TimerHandle] = None
+    _header_bytes = False
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self._arm_header_timer()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._in_request():
+            self._disarm_header_timer()
+        else:
+            self._header_bytes = True
+            if self._header_timer is None:
+                self._arm_header_timer()
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        self._disarm_header_timer()
+        super().connection_lost(exc)
+
+    def _in_request(self) -> bool:
+        cycle = getattr(self, "cycle", None)
+        return cycle is not None and not cycle.response_complete
+
+    def _arm_header_timer(self) -> None:
+        self._header_timer = asyncio.get_running_loop().call_later(self.header_deadline, self._headers_late)
+
+    def _disarm_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+        self._header_bytes = False
+
+    def _headers_late(self) -> None:
+        self._header_timer = None
+        transport = getattr(self, "transport", None)
+        if self._in_request() or transport is None or transport.is_closing():
+            return
+        if self._header_bytes:
+            transport.write(_LATE_HEADERS)
+        transport.close()
+
+
+def with_header_deadline(base: Type[asyncio.Protocol], deadline: float) -> Type[asyncio.Protocol]:
     """A subclass of uvicorn's HTTP protocol ``base`` that closes connections stuck before a request.
 
     The timer runs while no request is in progress (its headers not yet complete): armed when
@@ -131,52 +178,10 @@ def with_header_deadline(base: Any, deadline: float) -> Any:
     whose headers complete disarms it. Idle keep-alive connections are uvicorn's own business
     (``timeout_keep_alive``).
     """
-
-    class HeaderDeadline(base):
-        _header_timer: Optional[asyncio.TimerHandle] = None
-        _header_bytes = False
-
-        def connection_made(self, transport: Any) -> None:
-            super().connection_made(transport)
-            self._arm_header_timer()
-
-        def data_received(self, data: bytes) -> None:
-            super().data_received(data)
-            if self._in_request():
-                self._disarm_header_timer()
-            else:
-                self._header_bytes = True
-                if self._header_timer is None:
-                    self._arm_header_timer()
-
-        def connection_lost(self, exc: Optional[Exception]) -> None:
-            self._disarm_header_timer()
-            super().connection_lost(exc)
-
-        def _in_request(self) -> bool:
-            cycle = getattr(self, "cycle", None)
-            return cycle is not None and not cycle.response_complete
-
-        def _arm_header_timer(self) -> None:
-            self._header_timer = asyncio.get_running_loop().call_later(deadline, self._headers_late)
-
-        def _disarm_header_timer(self) -> None:
-            if self._header_timer is not None:
-                self._header_timer.cancel()
-                self._header_timer = None
-            self._header_bytes = False
-
-        def _headers_late(self) -> None:
-            self._header_timer = None
-            transport = getattr(self, "transport", None)
-            if self._in_request() or transport is None or transport.is_closing():
-                return
-            if self._header_bytes:
-                transport.write(_LATE_HEADERS)
-            transport.close()
-
-    HeaderDeadline.__name__ = HeaderDeadline.__qualname__ = "HeaderDeadline" + base.__name__
-    return HeaderDeadline
+    name = "HeaderDeadline" + base.__name__
+    subclass: Type[asyncio.Protocol] = type(name, (_HeaderDeadline, base), {"header_deadline": deadline})
+    subclass.__qualname__ = name
+    return subclass
 
 
 _LATE_BODY = json.dumps({"error": "request headers not received within the deadline; closing the connection"})

@@ -5,19 +5,23 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
+import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple
 
 import uvicorn
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
-from pilotfish_webhook import bodies, incluster
+from pilotfish_webhook import bodies, kube
 from pilotfish_webhook.admission import options as admission_options
 from pilotfish_webhook.admission import router as admission_router
 from pilotfish_webhook.app import create_app
 from pilotfish_webhook.config.sources import DEFAULT_SETTLE_SECONDS
-from pilotfish_webhook.tls import CertPaths, ensure_certs
+from pilotfish_webhook.tls.certs import CertPaths, ensure_certs
+from pilotfish_webhook.tls.keeper import CertKeeper, service_hosts
+from pilotfish_webhook.tls.rotation import RotatingCerts, ssl_reloader
+from pilotfish_webhook.tls.watch import FileWatcher, externally_issued
 
 if TYPE_CHECKING:
     from pilotfish_webhook.config.router import ConfigService
@@ -59,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_config_flags(serve)
     admission_options.add_arguments(serve)
-    incluster.add_arguments(serve)  # after add_config_flags: shares its --in-cluster
+    add_tls_flags(serve)
     return parser
 
 
@@ -104,12 +108,51 @@ def add_config_flags(serve: argparse.ArgumentParser) -> None:
     )
 
 
+def add_tls_flags(serve: argparse.ArgumentParser) -> None:
+    """Flags of the serving certificate; ``--in-cluster`` (add_config_flags) switches the keeper on."""
+    group = serve.add_argument_group("in-cluster TLS")
+    group.add_argument(
+        "--kubeconfig",
+        default=None,
+        metavar="FILE",
+        help="reach the API server through this kubeconfig instead of the pod's service account",
+    )
+    group.add_argument("--secret-name", default="pilotfish-webhook-tls")
+    group.add_argument("--webhook-config-name", default="pilotfish")
+    group.add_argument(
+        "--service-name", default="pilotfish", help="Service in front of the webhook (for SANs)"
+    )
+    group.add_argument(
+        "--rotation-check-seconds",
+        type=float,
+        default=3600.0,
+        help="how often to check the Secret (--in-cluster) or an externally issued tls.crt for rotation",
+    )
+
+
+def cert_keeper(args: argparse.Namespace, extra_hosts: Sequence[str]) -> Optional[CertKeeper]:
+    """``--in-cluster``: the keeper of the shared Secret; else None."""
+    if not args.in_cluster:
+        return None
+    namespace = args.namespace or os.environ.get("POD_NAMESPACE", "pilotfish-system")
+    hosts = [*service_hosts(args.service_name, namespace), *extra_hosts]
+    return CertKeeper(
+        kube.KubeAPI(kubeconfig=args.kubeconfig),
+        namespace,
+        args.secret_name,
+        args.webhook_config_name,
+        hosts,
+        args.certs_dir,
+        args.rotation_check_seconds,
+    )
+
+
 def config_service(args: argparse.Namespace) -> Optional[ConfigService]:
     from pilotfish_webhook.config.router import ConfigService
 
     namespace = args.system_namespace or _own_namespace() or "pilotfish-system"
     if args.in_cluster:
-        return ConfigService.in_cluster(namespace, incluster.make_api_client(args.kubeconfig))
+        return ConfigService.in_cluster(namespace, kube.make_api_client(args.kubeconfig))
     return ConfigService.embedded(
         args.policies,
         namespace,
@@ -130,14 +173,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     host, port = args.listen
     names = [*args.host_name, "localhost", "127.0.0.1"]
-    keeper: Optional[Union[incluster.CertKeeper, incluster.FileWatcher]]
-    keeper = incluster.keeper_from_args(args, names)
-    if keeper is None and incluster.externally_issued(args.certs_dir):
-        keeper = incluster.FileWatcher(CertPaths(args.certs_dir), args.rotation_check_seconds)  # cert-manager
+    in_cluster = cert_keeper(args, names)
+    keeper: Optional[RotatingCerts] = in_cluster
+    if keeper is None and externally_issued(args.certs_dir):
+        keeper = FileWatcher(CertPaths(args.certs_dir), args.rotation_check_seconds)  # cert-manager
     certs = keeper.start() if keeper is not None else ensure_certs(args.certs_dir, names)
     admission = None if args.no_admission else admission_options.config_from_args(args)
-    if admission is not None and isinstance(keeper, incluster.CertKeeper):
-        admission = dataclasses.replace(admission, namespace_seen=keeper.namespace_seen)
+    if admission is not None and in_cluster is not None:
+        admission = dataclasses.replace(admission, namespace_seen=in_cluster.namespace_seen)
     app: Any = create_app(admission=admission)
     service = config_service(args)
     if service is not None:
@@ -173,7 +216,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     gc.collect()
     gc.freeze()
     if keeper is not None:
-        keeper.on_rotate(incluster.ssl_reloader(config))
+        keeper.on_rotate(ssl_reloader(config))
     server.run()
     return 0
 

@@ -17,9 +17,13 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from typing import Any, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, Optional, Protocol, Tuple
 
+from pilotfish_webhook import kube
 from pilotfish_webhook.config.registry import Caller
+
+if TYPE_CHECKING:
+    from pilotfish_webhook.kube import ApiClient
 
 AUDIENCE = "pilotfish"
 POD_NAME_EXTRA = "authentication.kubernetes.io/pod-name"
@@ -39,6 +43,15 @@ def bearer(header: Optional[str]) -> str:
     return token.strip() if scheme.lower() == "bearer" else ""
 
 
+class Authenticator(Protocol):
+    """Who a bearer token belongs to (raises :class:`Unauthorized`); ``mode`` names the scheme."""
+
+    @property
+    def mode(self) -> str: ...
+
+    def authenticate(self, token: str) -> Caller: ...
+
+
 class AnonymousAuth:
     """Embedded mode: everyone is an unauthenticated caller."""
 
@@ -53,7 +66,9 @@ class TokenReviewAuth:
 
     mode = "tokenreview"
 
-    def __init__(self, api_client: Any, audience: str = AUDIENCE, cache_seconds: float = 60.0) -> None:
+    def __init__(
+        self, api_client: Optional[ApiClient], audience: str = AUDIENCE, cache_seconds: float = 60.0
+    ) -> None:
         self.api_client = api_client
         self.audience = audience
         self.cache_seconds = cache_seconds
@@ -78,12 +93,8 @@ class TokenReviewAuth:
         return caller
 
     def _review(self, token: str) -> Caller:
-        from kubernetes import client
-
         self.reviews += 1
-        review = client.V1TokenReview(spec=client.V1TokenReviewSpec(token=token, audiences=[self.audience]))
-        result = client.AuthenticationV1Api(self.api_client).create_token_review(review)
-        status = result.status
+        status = kube.review_token(self.api_client, token, self.audience)
         if status is None or not status.authenticated:
             reason = (status.error if status is not None else None) or "token not authenticated"
             raise Unauthorized("token rejected: %s" % reason)

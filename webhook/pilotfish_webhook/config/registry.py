@@ -29,9 +29,13 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Protocol, Tuple
 
+from pilotfish_webhook import kube
 from pilotfish_webhook.config.store import Changes
+
+if TYPE_CHECKING:
+    from pilotfish_webhook.kube import ApiClient
 
 log = logging.getLogger("pilotfish_webhook.config")
 
@@ -61,6 +65,28 @@ class Caller:
     @property
     def authenticated(self) -> bool:
         return self.namespace is not None
+
+
+class Registry(Protocol):
+    """Where instances are and what they registered: :class:`MemoryRegistry` or :class:`KubeRegistry`."""
+
+    @property
+    def changes(self) -> Changes: ...
+
+    @property
+    def mode(self) -> str: ...
+
+    def register(self, caller: Caller, body: Dict[str, Any]) -> Dict[str, Any]: ...
+
+    def deregister(self, caller: Caller, body: Dict[str, Any]) -> Dict[str, Any]: ...
+
+    def instances(self, namespace: str, service: str) -> Tuple[str, List[Dict[str, Any]]]:
+        """(version, instances) of one Service."""
+        ...
+
+    def services(self, namespace: str) -> List[Dict[str, Any]]: ...
+
+    def status(self) -> Dict[str, Any]: ...
 
 
 def listing_version(instances: List[Dict[str, Any]]) -> str:
@@ -391,7 +417,7 @@ class KubeRegistry:
 
     mode = "kubernetes"
 
-    def __init__(self, api_client: Any = None) -> None:
+    def __init__(self, api_client: Optional[ApiClient] = None) -> None:
         self.api_client = api_client
         self.changes = Changes()
         self._lock = threading.Lock()
@@ -623,29 +649,19 @@ class KubeRegistry:
         return {"deregistered": True}
 
     def _annotate(self, namespace: str, pod: str, value: Optional[Dict[str, Any]]) -> None:
-        from kubernetes import client
-
         raw = None if value is None else json.dumps(value, sort_keys=True, separators=(",", ":"))
-        patched = client.CoreV1Api(self.api_client).patch_namespaced_pod(
-            pod, namespace, {"metadata": {"annotations": {ANNOTATION: raw}}}
+        obj = kube.patch_pod(
+            self.api_client, namespace, pod, {"metadata": {"annotations": {ANNOTATION: raw}}}
         )
         # Apply our own write at once (the watch will confirm it) so the next renew is a no-op.
-        obj = self.api_client.sanitize_for_serialization(patched) if patched is not None else None
-        if isinstance(obj, dict) and obj.get("metadata"):
+        if obj is not None and obj.get("metadata"):
             self.apply("Pod", "MODIFIED", obj)
 
     # -- list + watch threads
 
     def start(self) -> None:
-        from kubernetes import client
-
-        core = client.CoreV1Api(self.api_client)
-        discovery = client.DiscoveryV1Api(self.api_client)
-        for kind, lister in (
-            ("Pod", core.list_pod_for_all_namespaces),
-            ("EndpointSlice", discovery.list_endpoint_slice_for_all_namespaces),
-            ("Service", core.list_service_for_all_namespaces),
-        ):
+        for kind in ("Pod", "EndpointSlice", "Service"):
+            lister = kube.all_namespaces_lister(self.api_client, kind)
             thread = threading.Thread(
                 target=self._reflect, args=(kind, lister), name="pilotfish-watch-" + kind, daemon=True
             )
@@ -655,18 +671,15 @@ class KubeRegistry:
     def stop(self) -> None:
         self._stop.set()
 
-    def _reflect(self, kind: str, lister: Callable[..., Any]) -> None:
-        from kubernetes import watch
-
+    def _reflect(self, kind: str, lister: kube.Lister) -> None:
         resource_version = ""
         while not self._stop.is_set():
             try:
                 if not resource_version:
-                    listing = lister(_preload_content=False)
-                    data = json.loads(listing.data)
+                    data = kube.list_raw(lister)
                     self.replace(kind, data.get("items") or [])
                     resource_version = str((data.get("metadata") or {}).get("resourceVersion") or "")
-                stream = watch.Watch()
+                stream = kube.Watch()
                 for event in stream.stream(lister, resource_version=resource_version, timeout_seconds=300):
                     obj = event.get("raw_object") or {}
                     if event.get("type") == "ERROR":

@@ -20,17 +20,38 @@ import json
 import logging
 import signal
 import time
-from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, Optional, Tuple, TypeVar
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Dict,
+    List,
+    Optional,
+    Tuple,
+    TypeVar,
+)
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from pilotfish_webhook.config.auth import AnonymousAuth, TokenReviewAuth, Unauthorized, bearer
-from pilotfish_webhook.config.registry import Caller, KubeRegistry, MemoryRegistry, RegistrationError
+from pilotfish_webhook import kube
+from pilotfish_webhook.config.auth import AnonymousAuth, Authenticator, TokenReviewAuth, Unauthorized, bearer
+from pilotfish_webhook.config.registry import (
+    Caller,
+    KubeRegistry,
+    MemoryRegistry,
+    RegistrationError,
+    Registry,
+)
 from pilotfish_webhook.config.routing import RoutingView
 from pilotfish_webhook.config.sources import DEFAULT_SETTLE_SECONDS, FileSource, KubeSource
 from pilotfish_webhook.config.store import Changes, PolicyStore
+
+if TYPE_CHECKING:
+    from pilotfish_webhook.kube import ApiClient
 
 log = logging.getLogger("pilotfish_webhook.config")
 
@@ -45,8 +66,8 @@ class ConfigService:
     def __init__(
         self,
         store: PolicyStore,
-        registry: Any,
-        auth: Any,
+        registry: Registry,
+        auth: Authenticator,
         file_source: Optional[FileSource] = None,
         kube_source: Optional[KubeSource] = None,
     ) -> None:
@@ -56,7 +77,7 @@ class ConfigService:
         self.file_source = file_source
         self.kube_source = kube_source
         self.routing = RoutingView(registry, store)
-        self._tasks: List[asyncio.Task] = []
+        self._tasks: List[asyncio.Task[None]] = []
         self.started_at = time.time()
         self.closing = False
 
@@ -82,12 +103,9 @@ class ConfigService:
         return cls(store, registry, AnonymousAuth(), file_source=source)
 
     @classmethod
-    def in_cluster(cls, system_namespace: str, api_client: Any = None) -> ConfigService:
+    def in_cluster(cls, system_namespace: str, api_client: Optional[ApiClient] = None) -> ConfigService:
         if api_client is None:
-            from kubernetes import client, config
-
-            config.load_incluster_config()
-            api_client = client.ApiClient()
+            api_client = kube.make_api_client()
         store = PolicyStore(system_namespace)
         return cls(
             store,
@@ -109,7 +127,7 @@ class ConfigService:
         if self.file_source is not None:
             self._tasks.append(asyncio.create_task(self.file_source.run()))
         if isinstance(self.registry, MemoryRegistry):
-            self._tasks.append(asyncio.create_task(self._expire_leases()))
+            self._tasks.append(asyncio.create_task(self._expire_leases(self.registry)))
         if self.kube_source is not None:
             self.kube_source.start()
         if isinstance(self.registry, KubeRegistry):
@@ -149,12 +167,12 @@ class ConfigService:
             except ValueError:  # not the main thread (e.g. a test client): nothing to chain
                 return
 
-    async def _expire_leases(self) -> None:
-        interval = max(0.05, min(1.0, self.registry.lease_seconds / 5))
+    async def _expire_leases(self, registry: MemoryRegistry) -> None:
+        interval = max(0.05, min(1.0, registry.lease_seconds / 5))
         while True:
             await asyncio.sleep(interval)
             try:
-                self.registry.expire()
+                registry.expire()
             except Exception:
                 log.exception("lease expiry failed")
 

@@ -20,12 +20,16 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 import yaml
 
+from pilotfish_webhook import kube
 from pilotfish_webhook.config import schema
 from pilotfish_webhook.config.store import PolicyStore
+
+if TYPE_CHECKING:
+    from pilotfish_webhook.kube import ApiClient
 
 log = logging.getLogger("pilotfish_webhook.config")
 
@@ -233,7 +237,7 @@ class KubeSource:
     def __init__(
         self,
         store: PolicyStore,
-        api_client: Any,
+        api_client: Optional[ApiClient],
         watch_timeout: int = 300,
         retry_delay: float = 1.0,
     ) -> None:
@@ -252,13 +256,8 @@ class KubeSource:
     def stop(self) -> None:
         self._stop.set()
 
-    def _api(self) -> Any:
-        from kubernetes import client
-
-        return client.CustomObjectsApi(self.api_client)
-
     def relist(self) -> str:
-        listing = self._api().list_cluster_custom_object(schema.GROUP, schema.VERSION, schema.PLURAL)
+        listing = kube.list_custom_objects(self.api_client, schema.GROUP, schema.VERSION, schema.PLURAL)
         items = listing.get("items") or []
         self.store.replace_from_list([(item, "cluster") for item in items])
         self.synced.set()
@@ -266,13 +265,10 @@ class KubeSource:
 
     def watch_once(self, resource_version: str, on_event: Optional[Callable[[str], None]] = None) -> str:
         """Follow one watch until it ends; return the last resourceVersion seen ('' = relist)."""
-        from kubernetes import watch
-        from kubernetes.client.exceptions import ApiException
-
-        stream = watch.Watch()
+        stream = kube.Watch()
         try:
             for event in stream.stream(
-                self._api().list_cluster_custom_object,
+                kube.custom_objects_lister(self.api_client),
                 schema.GROUP,
                 schema.VERSION,
                 schema.PLURAL,
@@ -293,8 +289,8 @@ class KubeSource:
                     on_event(str(kind))
                 if self._stop.is_set():
                     break
-        except ApiException as problem:
-            if problem.status == 410:
+        except Exception as problem:
+            if kube.status_of(problem) == kube.HTTP_GONE:
                 return ""
             raise
         finally:

@@ -1,9 +1,9 @@
-"""Self-managed TLS for the webhook: a private CA and a serving certificate.
+"""Certificates on disk: a private CA, serving certificates it signs, and the PEM helpers.
 
 The API server only talks to admission webhooks over HTTPS and checks the
-certificate against the ``caBundle`` of the MutatingWebhookConfiguration. We
-create both with ``cryptography`` when a certificate directory is empty, and
-reuse what is there otherwise, so restarts and replicas keep the same CA.
+certificate against the ``caBundle`` of the MutatingWebhookConfiguration. Outside a
+cluster (:func:`ensure_certs`) we create both with ``cryptography`` when a certificate
+directory is empty, and reuse what is there otherwise, so restarts keep the same CA.
 """
 
 from __future__ import annotations
@@ -138,18 +138,45 @@ def ensure_certs(directory: Path, hosts: Sequence[str]) -> CertPaths:
     directory.mkdir(parents=True, exist_ok=True)
     if not (paths.ca_cert.exists() and paths.ca_key.exists()):
         ca_pem, ca_key_pem = make_ca()
-        _write(paths.ca_key, ca_key_pem, secret=True)
-        _write(paths.ca_cert, ca_pem)
+        write_atomically(paths.ca_key, ca_key_pem, secret=True)
+        write_atomically(paths.ca_cert, ca_pem)
     if not (paths.cert.exists() and paths.key.exists()):
         cert_pem, key_pem = make_serving_cert(paths.ca_cert.read_bytes(), paths.ca_key.read_bytes(), hosts)
-        _write(paths.key, key_pem, secret=True)
-        _write(paths.cert, cert_pem)
+        write_atomically(paths.key, key_pem, secret=True)
+        write_atomically(paths.cert, cert_pem)
     return paths
 
 
-def _write(path: Path, data: bytes, secret: bool = False) -> None:
+def write_atomically(path: Path, data: bytes, secret: bool = False) -> None:
+    """Replace ``path`` with ``data`` in one rename, so readers never see half a file.
+
+    ``secret``: mode 0600 (keys).
+    """
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_bytes(data)
     if secret:
         tmp.chmod(0o600)
     tmp.replace(path)
+
+
+def not_after(pem: bytes) -> dt.datetime:
+    """When the (first) certificate of ``pem`` expires."""
+    return x509.load_pem_x509_certificate(pem).not_valid_after_utc
+
+
+def covers(pem: bytes, hosts: Sequence[str]) -> bool:
+    """True when the certificate's subject alternative names include every one of ``hosts``."""
+    cert = x509.load_pem_x509_certificate(pem)
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return False
+    names = {str(n) for n in san.get_values_for_type(x509.DNSName)}
+    names |= {str(n) for n in san.get_values_for_type(x509.IPAddress)}
+    return all(h in names for h in hosts)
+
+
+def split_bundle(bundle: bytes) -> List[bytes]:
+    """The certificates of a PEM bundle, one PEM each."""
+    marker = b"-----END CERTIFICATE-----"
+    return [part.strip() + b"\n" + marker + b"\n" for part in bundle.split(marker) if part.strip()]
