@@ -164,19 +164,13 @@ GUNICORN_APP = (
 )
 
 
-def test_the_apps_own_pilotfish_in_gunicorns_chdir_is_the_one_imported(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_apps_own_pilotfish_in_gunicorns_chdir_is_the_one_imported(tmp_path: Path) -> None:
     python = require_app_python("3.11")
     (tmp_path / "pilotfish.py").write_text(OWN_MODULE)
     (tmp_path / "own_module_app.py").write_text(GUNICORN_APP)
-    gunicorn = servers._gunicorn("sync", "own_module_app:app", workers=1)
-    monkeypatch.setitem(
-        servers.SERVERS,
-        "gunicorn-chdir",
-        lambda py, port: [*gunicorn(py, port)[:-1], "--chdir", str(tmp_path), gunicorn(py, port)[-1]],
-    )
-    with servers.RunningServer("gunicorn-chdir", python) as server:
+    with servers.RunningServer(
+        "gunicorn-sync", python, app="own_module_app:app", workers=1, extra_args=["--chdir", str(tmp_path)]
+    ) as server:
         answer = server.get("/")
         log = server.output()
     assert (answer.status, answer.body) == (200, b"app True"), log

@@ -18,6 +18,7 @@ import pytest
 from support.config_server import ConfigServer, config_server, example_config_server, free_port
 from support.interpreters import matrix_versions, require_app_python
 from support.servers import RunningServer
+from support.wait import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -148,26 +149,31 @@ def test_the_app_answers_exactly_as_without_the_agent_when_the_service_misbehave
 def test_every_gunicorn_worker_follows_the_owners_config_without_its_own_connection(
     server: ConfigServer, tmp_path: Path
 ) -> None:
-    from support import servers
-
     python = require_app_python(matrix_versions()[-1])
-    servers.SERVERS["gunicorn-settings"] = servers._gunicorn("sync", "settings_app:app", workers=3)
     apps = str(Path(__file__).resolve().parent / "config_apps")
     env = agent_env(server.url, server.ca, tmp_path)
-    with RunningServer("gunicorn-settings", python, env=env, pythonpath=(apps,)) as app:
+    with RunningServer(
+        "gunicorn-sync", python, env=env, pythonpath=(apps,), app="settings_app:app", workers=3
+    ) as app:
 
         def workers_at(seconds: float, within: float) -> Dict[int, float]:
             seen: Dict[int, float] = {}
-            deadline = time.monotonic() + within
-            while time.monotonic() < deadline:
+
+            def three_at_seconds() -> bool:
                 answer = app.get("/").json()
                 seen[answer["pid"]] = answer["warmup_seconds"]
-                if len(seen) >= 3 and all(v == seconds for v in seen.values()):
-                    return seen
                 if answer["warmup_seconds"] != seconds:
                     seen.pop(answer["pid"])
-                time.sleep(0.01)
-            raise AssertionError("workers seen: %s" % seen)
+                return len(seen) >= 3 and all(v == seconds for v in seen.values())
+
+            eventually(
+                three_at_seconds,
+                within,
+                "3 workers at %s s" % seconds,
+                interval=0.01,
+                context=lambda: "workers seen: %s" % seen,
+            )
+            return seen
 
         workers_at(60, within=20)
         assert server.policies is not None
@@ -178,7 +184,6 @@ def test_every_gunicorn_worker_follows_the_owners_config_without_its_own_connect
         status = app.status()
         assert status["config"]["warmup_seconds"] == 45
         assert len(status["workers"]) >= 3
-    del servers.SERVERS["gunicorn-settings"]
 
 
 TESTER = {"x-user-group": "testers", "Cookie": "beta=1"}  # the example's "testers" lane: tag gray

@@ -17,9 +17,8 @@ Pod as an annotation; instance lists from EndpointSlices + Pods.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import pytest
 from fastapi.testclient import TestClient
@@ -30,6 +29,7 @@ from pilotfish_webhook.config.router import ConfigService, attach
 from pilotfish_webhook.config.sources import KubeSource
 from pilotfish_webhook.config.store import PolicyStore
 from support.fake_kube import FakeKube
+from support.wait import eventually
 
 DATA = Path(__file__).resolve().parent / "data" / "kube"
 POLICIES = "/apis/pilotfish.io/v1alpha1/governancepolicies"
@@ -58,14 +58,6 @@ def kube() -> Iterator[FakeKube]:
     fake.token_reviews = load("tokenreviews.json")
     yield fake
     fake.close()
-
-
-def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met within %ss" % timeout)
-        time.sleep(0.05)
 
 
 # ------------------------------------------------------------------ TokenReview

@@ -25,6 +25,7 @@ from pilotfish_webhook.config.routing import RoutingView
 from pilotfish_webhook.config.sources import FileSource
 from pilotfish_webhook.config.store import PolicyStore
 from support.fake_kube import FakeKube
+from support.wait import eventually
 
 DATA = Path(__file__).resolve().parent / "data" / "kube"
 ANON = Caller()
@@ -184,18 +185,11 @@ def kube() -> Iterator[FakeKube]:
     fake.close()
 
 
-def wait_for(check: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met within %ss" % timeout
-        time.sleep(0.05)
-
-
 def test_in_cluster_services_endpointslices_and_pods_make_the_routing_answer(kube: FakeKube) -> None:
     registry = KubeRegistry(kube.api_client())
     registry.start()
     try:
-        wait_for(lambda: registry.status() == dict(registry.status(), pods=3, endpointslices=2, services=3))
+        eventually(lambda: registry.status() == dict(registry.status(), pods=3, endpointslices=2, services=3))
         view = RoutingView(registry, PolicyStore("pilotfish-system"))
         services = by_name(view.current("shop")[1])
         assert sorted(services) == ["cart", "checkout"]

@@ -23,13 +23,13 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Callable, List
+from typing import List
 
 import pytest
 from support.interpreters import require_app_python
 from support.servers import RunningServer
+from support.wait import eventually
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("unshare") is None,
@@ -52,13 +52,6 @@ def _bound(directory: Path) -> List[str]:
 def _ours(directory: Path) -> List[str]:
     """Segments and their companions (not the per-port lock and owner pointer, which are reused)."""
     return sorted(name for name in os.listdir(directory) if name.startswith("pilotfish-") and ".shm" in name)
-
-
-def _wait(predicate: Callable[[], bool], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition never held within %ss" % timeout
-        time.sleep(0.05)
 
 
 @pytest.mark.parametrize(
@@ -116,7 +109,11 @@ def test_the_owner_removes_its_files_when_the_server_stops_on_sigterm(kind: str,
         for _ in range(4):
             assert server.get("/", headers=CONSUMER).status == 200
         if kind != "uvicorn":  # a worker reports the consumer marker in a file next to the segment
-            _wait(lambda: _ours(shm) == [segment, segment + ".first-consumer"])
+            eventually(
+                lambda: _ours(shm) == [segment, segment + ".first-consumer"],
+                30,
+                "the segment and the consumer marker",
+            )
         # what a worker that routed outbound calls leaves beside the segment (its routing counts)
         (shm / (segment + ".routing.4242.json")).write_text("{}")
         server.signal()

@@ -13,7 +13,6 @@ import shutil
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -24,6 +23,7 @@ from support.interpreters import require_interpreter
 from support.kubelet import RunningContainer
 from support.pods import check_mutation
 from support.servers import free_port, http_get
+from support.wait import eventually
 
 APP = Path(__file__).resolve().parent.parent / "apps" / "probe_app.py"
 
@@ -58,14 +58,14 @@ def mutated_container(pod: Dict[str, Any]) -> Dict[str, Any]:
 
 def wait_status(running: RunningContainer, ok: bool, timeout: float = 60) -> str:
     """Poll the kubelet's readiness probe until it answers over HTTP with pass (ok) or fail."""
-    deadline = time.monotonic() + timeout
-    last = ""
-    while time.monotonic() < deadline:
+
+    def answered() -> str:
         passed, last = running.readiness()
-        if passed == ok and last.startswith("HTTP"):
-            return last
-        time.sleep(0.2)
-    raise AssertionError("readiness never became %s; last: %s\n%s" % (ok, last, running.output()))
+        assert passed == ok and last.startswith("HTTP"), last
+        return last
+
+    # A probe may run a command: every 0.2 s, not the default 0.02 s.
+    return eventually(answered, timeout, "readiness %s" % ok, interval=0.2, context=running.output)
 
 
 # --------------------------------------------------------------------------- the kill switch

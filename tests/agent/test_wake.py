@@ -22,7 +22,8 @@ from typing import Any, Dict, List
 
 import pytest
 from support.interpreters import matrix_versions, require_app_python, require_interpreter
-from support.scripts import APPS, AgentScript, listening_tcp_ports
+from support.ports import listening_tcp_ports
+from support.scripts import APPS, AgentScript
 from support.servers import _gunicorn_flags, free_port, http_get
 
 WAKE = APPS / "wake"

@@ -12,7 +12,8 @@ import textwrap
 from typing import Any, Dict, List
 
 import pytest
-from support.cluster import Api, wait_for
+from support.cluster import Api
+from support.wait import eventually
 
 Obj = Dict[str, Any]
 
@@ -227,9 +228,9 @@ def test_kubectl_watch_by_name_sees_changes(api: Api, ns: str) -> None:
         text=True,
     )
     try:
-        wait_for(lambda: _reads_object(proc), what="kubectl's first object")
+        eventually(lambda: _reads_object(proc), timeout=30, what="kubectl's first object")
         api.kubectl("-n", ns, "patch", "configmap", "watched", "--type=merge", "-p", '{"data":{"v":"1"}}')
-        second = wait_for(lambda: _reads_object(proc), what="the change on the watch")
+        second = eventually(lambda: _reads_object(proc), timeout=30, what="the change on the watch")
         assert second["data"] == {"v": "1"}
     finally:
         proc.kill()
@@ -271,8 +272,9 @@ def test_custom_resources_are_served_from_their_crd_and_validated(api: Api) -> N
         "metadata": {"name": "p", "namespace": "crs"},
         "spec": {"selector": {"apps": ["web"]}},
     }
-    wait_for(
+    eventually(
         lambda: api.kubectl("apply", "-f", "-", input=json.dumps(policy), check=False).returncode == 0,
+        timeout=30,
         what="CRD served",
     )
     listed = json.loads(api.kubectl("get", "governancepolicies", "-A", "-o", "json").stdout)
@@ -312,9 +314,11 @@ def test_namespace_deletion_empties_it_first(api: Api) -> None:
         input=json.dumps({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "gone"}}),
     )
     api.kubectl("apply", "-f", "-", input=json.dumps(deployment("d", "gone", [])))
-    wait_for(lambda: api.store.list("pods", "gone"), what="the Deployment's pod")
+    eventually(lambda: api.store.list("pods", "gone"), timeout=30, what="the Deployment's pod")
     api.kubectl("delete", "namespace", "gone", "--wait=false")
-    wait_for(lambda: api.store.get("namespaces", None, "gone") is None, what="the namespace to go")
+    eventually(
+        lambda: api.store.get("namespaces", None, "gone") is None, timeout=30, what="the namespace to go"
+    )
     assert api.store.list("pods", "gone") == [] and api.store.list("deployments", "gone") == []
 
 

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List
 
 import pytest
-from support.cluster import KUBECTL, Api, wait_for
+from support.cluster import KUBECTL, Api
+from support.wait import eventually
 
 Obj = Dict[str, Any]
 ROOT = Path(__file__).resolve().parents[2]
@@ -113,8 +114,9 @@ def ready_agent(pod: Obj) -> Any:
 
 def app_pods(api: Api, count: int = 2) -> List[Obj]:
     """The sample app's pods once exactly ``count`` are left (old ones gone after a rollout)."""
-    return wait_for(
+    return eventually(
         lambda: (lambda ps: ps if len(ps) == count else None)(pods(api, "shop", "app=web")),
+        timeout=30,
         what="%d pods" % count,
     )
 
@@ -132,7 +134,7 @@ def test_deploy_base_runs_the_webhook_with_its_in_cluster_tls(pilotfish: Api) ->
     bundles = {w["clientConfig"].get("caBundle") for w in config["webhooks"]}
     assert len(bundles) == 1 and base64.b64decode(bundles.pop()).startswith(b"-----BEGIN CERTIFICATE-----")
     # shop was created after pilotfish started: the CA reaches it within the keeper's short round
-    published = wait_for(
+    published = eventually(
         lambda: pilotfish.store.get("configmaps", "shop", "pilotfish-ca"),
         timeout=30,
         what="pilotfish-ca in shop",
@@ -161,7 +163,7 @@ def test_label_and_restart_injects_every_new_pod(pilotfish: Api) -> None:
         assert init["pilotfish-init"]["state"]["terminated"]["exitCode"] == 0
         container = pod["spec"]["containers"][0]
         assert container["readinessProbe"]["httpGet"]["port"] == STATUS_PORT
-        agent = wait_for(lambda p=pod: ready_agent(p), what="agent ready")
+        agent = eventually(lambda p=pod: ready_agent(p), timeout=30, what="agent ready")
         assert agent["state"] == "ready" and agent["config"]["pod_name"] == pod["metadata"]["name"]
 
 
@@ -197,8 +199,10 @@ def test_set_env_rolls_out_and_the_agent_reports_the_new_value(pilotfish: Api) -
     now = app_pods(pilotfish)
     for pod in now:
         assert {"name": "PILOTFISH_LOG_LEVEL", "value": "debug"} in pod["spec"]["containers"][0]["env"]
-        wait_for(
-            lambda p=pod: agent_status(p)["config"]["log_level"] == "debug", what="the agent's new log level"
+        eventually(
+            lambda p=pod: agent_status(p)["config"]["log_level"] == "debug",
+            timeout=30,
+            what="the agent's new log level",
         )
 
 
@@ -213,8 +217,9 @@ def test_a_governance_policy_reaches_running_agents_without_a_restart(pilotfish:
     }
     pilotfish.kubectl("apply", "-f", "-", input=json.dumps(policy))
     for pod in running:
-        wait_for(
+        eventually(
             lambda p=pod: "/not-traffic" in agent_status(p)["config"]["ignore_paths"],
+            timeout=30,
             what="the policy in the agent",
         )
     assert {p["metadata"]["name"] for p in pods(pilotfish, "shop", "app=web")} == names
@@ -224,8 +229,10 @@ def test_kubectl_logs_and_describe_show_the_pod(pilotfish: Api) -> None:
     pod = pods(pilotfish, "shop", "app=web")[0]
     name = pod["metadata"]["name"]
     urllib.request.urlopen("http://%s:8000/" % pod["status"]["podIP"], timeout=5).read()
-    logs = wait_for(
-        lambda: pilotfish.kubectl("-n", "shop", "logs", name, "-c", "web").stdout, what="log lines"
+    logs = eventually(
+        lambda: pilotfish.kubectl("-n", "shop", "logs", name, "-c", "web").stdout,
+        timeout=30,
+        what="log lines",
     )
     assert '"GET / HTTP/1.1" 200' in logs
     described = pilotfish.kubectl("-n", "shop", "describe", "pod", name).stdout
@@ -248,12 +255,13 @@ def test_a_deleted_pod_drains_as_a_terminating_endpoint_then_goes(pilotfish: Api
 
     assert endpoint()["conditions"] == {"ready": True, "serving": True, "terminating": False}
     pilotfish.kubectl("-n", "shop", "delete", "pod", name, "--wait=false")
-    draining = wait_for(
+    draining = eventually(
         lambda: (lambda ep: ep if ep and ep["conditions"]["terminating"] else None)(endpoint()),
+        timeout=30,
         what="terminating",
     )
     assert draining["conditions"]["ready"] is False
-    wait_for(
+    eventually(
         lambda: pilotfish.store.get("pods", "shop", name) is None, timeout=60, what="the pod to be finalized"
     )
     assert endpoint() is None

@@ -14,7 +14,8 @@ import time
 from typing import Any, Dict, Iterator, List
 
 import pytest
-from support.cluster import Api, wait_for
+from support.cluster import Api
+from support.wait import eventually
 
 Obj = Dict[str, Any]
 STAMP = "%Y-%m-%dT%H:%M:%SZ"
@@ -152,14 +153,15 @@ def test_max_unavailable_lets_old_pods_go_first(api: Api, node: ReadyNode) -> No
 
 def test_min_ready_seconds_delays_availability(api: Api, node: ReadyNode) -> None:
     api.kubectl("apply", "-f", "-", input=json.dumps(deployment("slow", 1, 1, 0, min_ready=2)))
-    wait_for(
+    eventually(
         lambda: (api.store.get("deployments", "roll", "slow") or {}).get("status", {}).get("readyReplicas"),
+        timeout=30,
         what="ready",
     )
     became_ready = time.monotonic()
     status = (api.store.get("deployments", "roll", "slow") or {}).get("status", {})
     assert not status.get("availableReplicas")
-    wait_for(lambda: rolled_out(api, "slow"), what="available after minReadySeconds")
+    eventually(lambda: rolled_out(api, "slow"), timeout=30, what="available after minReadySeconds")
     assert time.monotonic() - became_ready >= 1.0  # stamps have 1 s resolution: at least minReadySeconds - 1
 
 
@@ -171,7 +173,7 @@ def test_scale_and_history_limit(api: Api, node: ReadyNode) -> None:
         api.kubectl("-n", "roll", "set", "env", "deployment/hist", "V=" + value)
         api.kubectl("-n", "roll", "rollout", "status", "deployment/hist", "--timeout=60s")
     names = [r for r in api.store.list("replicasets", "roll") if r["metadata"]["name"].startswith("hist-")]
-    wait_for(
+    eventually(
         lambda: (
             len(
                 [
@@ -182,15 +184,17 @@ def test_scale_and_history_limit(api: Api, node: ReadyNode) -> None:
             )
             == 2
         ),
+        timeout=30,
         what="history trimmed to 1 old ReplicaSet",
     )
     assert names
     api.kubectl("-n", "roll", "scale", "deployment/hist", "--replicas=3")
-    wait_for(
+    eventually(
         lambda: (
             rolled_out(api, "hist")
             and (api.store.get("deployments", "roll", "hist") or {})["status"].get("availableReplicas") == 3
         ),
+        timeout=30,
         what="scaled to 3",
     )
     out = api.kubectl(
@@ -215,7 +219,7 @@ def test_services_get_endpoint_slices_and_endpoints_of_ready_pods(api: Api, node
         subsets = (found or {}).get("subsets") or []
         return subsets if subsets and len(subsets[0].get("addresses") or []) == 2 else None
 
-    subsets = wait_for(endpoints, what="two ready addresses in the Endpoints")
+    subsets = eventually(endpoints, timeout=30, what="two ready addresses in the Endpoints")
     assert subsets[0]["ports"] == [{"name": "web", "port": 8000, "protocol": "TCP"}]
     slices = [
         s

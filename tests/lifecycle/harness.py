@@ -6,76 +6,18 @@ set, as the webhook would; the agent is configured through env vars only.
 
 from __future__ import annotations
 
-import http.client
 import os
-import signal
-import socket
-import subprocess
 import tempfile
 import threading
 import time
-from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from support.agent import agent_env
-from support.servers import Response, _gunicorn_flags, free_port, http_get
+from support.servers import SERVERS, Response, RunningServer, free_port, http_get
+from support.wait import eventually
 
-APPS = Path(__file__).resolve().parent.parent / "apps"
 TOKEN = "t0ken-for-tests"
-
-
-def gunicorn_argv(python: str, port: int, worker: str) -> List[str]:
-    extra = ["--threads", "4"] if worker == "gthread" else []
-    return [
-        python,
-        "-m",
-        "gunicorn",
-        *_gunicorn_flags(python),
-        "-w",
-        "2",
-        "-k",
-        worker,
-        *extra,
-        "-b",
-        "127.0.0.1:%d" % port,
-        "--graceful-timeout",
-        "20",
-        "--keep-alive",
-        "5",
-        "lifecycle_wsgi:app",
-    ]
-
-
-def uvicorn_argv(python: str, port: int, _worker: str = "") -> List[str]:
-    return [
-        python,
-        "-m",
-        "uvicorn",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--timeout-keep-alive",
-        "5",
-        "lifecycle_asgi:app",
-    ]
-
-
-def uvicorn_workers_argv(python: str, port: int) -> List[str]:
-    return uvicorn_argv(python, port)[:-1] + ["--workers", "2", "lifecycle_asgi:app"]
-
-
-def grpc_argv(python: str, port: int) -> List[str]:
-    return [python, str(APPS / "grpc_app.py"), str(port)]
-
-
-SERVERS = {
-    "grpc": grpc_argv,
-    "gunicorn-sync": lambda py, port: gunicorn_argv(py, port, "sync"),
-    "gunicorn-gthread": lambda py, port: gunicorn_argv(py, port, "gthread"),
-    "uvicorn": uvicorn_argv,
-    "uvicorn-workers": uvicorn_workers_argv,
-}
+# The apps that say what happened to each request (tests/apps), by what the server speaks.
+APPS_BY_INTERFACE = {"wsgi": "lifecycle_wsgi:app", "asgi": "lifecycle_asgi:app"}
 
 
 class Reply(Response):
@@ -100,43 +42,41 @@ def get(
     return Reply(response.status, response.headers, response.body, started, time.time())
 
 
-class Server:
-    """One server process under the agent, with its status port."""
+class Server(RunningServer):
+    """One server of :data:`support.servers.SERVERS` under the agent, running a lifecycle app.
+
+    ``start()`` returns at once (tests watch the start from outside); leaving the ``with``
+    block kills the whole process group.
+    """
 
     def __init__(self, kind: str, python: str, env: Optional[Mapping[str, str]] = None) -> None:
-        self.kind = kind
-        self.python = python
-        self.port = free_port()
-        self.status_port = free_port()
         self.probe_fail_file = tempfile.mktemp(prefix="pilotfish-probe-fail-")
         extra = {
-            "PILOTFISH_STATUS_PORT": str(self.status_port),
-            "PILOTFISH_STATUS_HOST": "127.0.0.1",
             "PILOTFISH_OFFLINE_TOKEN": TOKEN,
             "PILOTFISH_LOG_LEVEL": "info",
             "APP_PROBE_FAIL_FILE": self.probe_fail_file,
-            "PYTHONUNBUFFERED": "1",
         }
         extra.update(env or {})
-        self.env = agent_env(extra, pythonpath=(str(APPS),))
-        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server
-        self.proc: Optional[subprocess.Popen] = None
+        spec = SERVERS[kind]
+        super().__init__(
+            kind,
+            python,
+            env=extra,
+            app=APPS_BY_INTERFACE.get(spec.interface),
+            keep_alive=5 if spec.keep_alive else None,
+            # Chosen beforehand, not port 0: the app's own readiness probe (PILOTFISH_APP_PROBE)
+            # names the port in the environment the server starts with.
+            port=free_port(),
+        )
         self.started_at = 0.0
 
-    def start(self) -> Server:
+    def start(self, timeout: float = 30, wait: bool = False) -> None:
         self.started_at = time.time()
-        self.proc = subprocess.Popen(
-            SERVERS[self.kind](self.python, self.port),
-            cwd=str(APPS),
-            env=self.env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        return self
+        super().start(timeout, wait)
 
     def __enter__(self) -> Server:
-        return self.start()
+        self.start()
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.kill()
@@ -144,15 +84,6 @@ class Server:
             os.unlink(self.probe_fail_file)
         except OSError:
             pass
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
-    def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read().decode("utf-8", "replace")
 
     def app(self, path: str, **kwargs: Any) -> Reply:
         return get(self.port, path, **kwargs)
@@ -174,22 +105,9 @@ class Server:
             timeout=timeout,
         )
 
-    def wait_for(self, predicate: Any, timeout: float = 20, what: str = "condition") -> Any:
-        deadline = time.monotonic() + timeout
-        last: Any = None
-        while time.monotonic() < deadline:
-            try:
-                last = predicate()
-                if last:
-                    return last
-            except (OSError, http.client.HTTPException, ValueError):
-                pass
-            time.sleep(0.05)
-        raise AssertionError("%s never held within %ss (last %r)\n%s" % (what, timeout, last, self.output()))
-
     def wait_ready(self, timeout: float = 30) -> None:
-        self.wait_for(lambda: self.readiness() == 200, timeout, "readiness 200")
-        # free_port() cannot reserve a port: make sure the status server is this server's.
+        eventually(lambda: self.readiness() == 200, timeout, "readiness 200", context=self.output)
+        # The status server that answers is this server's, not a stray process's.
         owner = self.status().get("pid")
         assert self.proc is not None and owner == self.proc.pid, (
             "status port %d answered from pid %s, not from this server (pid %s)\n%s"
@@ -197,14 +115,7 @@ class Server:
         )
         # gunicorn: both workers booted and reporting, so requests are spread as in production.
         if self.kind.startswith("gunicorn") or self.kind == "uvicorn-workers":
-            self.wait_for(lambda: len(self.status()["workers"]) >= 2, timeout, "2 workers")
-
-    def app_listening(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                return True
-        except OSError:
-            return False
+            eventually(lambda: len(self.status()["workers"]) >= 2, timeout, "2 workers", context=self.output)
 
 
 class Timeline:

@@ -18,6 +18,7 @@ from typing import Any, Dict, List
 
 import pytest
 from support.interpreters import matrix_versions, require_app_python
+from support.wait import eventually
 
 from tests.lifecycle.harness import Load, Reply, Server, Timeline, get
 
@@ -76,9 +77,11 @@ def test_readiness_is_503_until_the_app_listens_plus_the_delay_then_flips_within
             polls.append((at, status))
             if status == 200:
                 break
-            time.sleep(0.05)
+            time.sleep(0.05)  # the sampling interval of the timeline, not a wait
         timeline.add("readiness 200", polls[-1][0])
-        server.wait_for(lambda: server.status()["lifecycle"]["state"] == "ready", 2, "state ready")
+        eventually(
+            lambda: server.status()["lifecycle"]["state"] == "ready", 2, "state ready", context=server.output
+        )
         moments = transitions(server)
         for state, at in moments.items():
             timeline.add("agent: " + state, at)
@@ -102,18 +105,23 @@ def test_a_failing_original_probe_keeps_readiness_503_and_names_the_gate(kind: s
     with open(server.probe_fail_file, "w"):
         pass
     with server:
-        server.wait_for(lambda: server.readiness() == 503, 20, "readiness 503")
+        eventually(lambda: server.readiness() == 503, 20, "readiness 503", context=server.output)
         states = []
         for _ in range(30):  # 3 s: three probe periods
             states.append(server.readiness())
-            time.sleep(0.1)
+            time.sleep(0.1)  # sampling: readiness must stay 503 all along
         assert set(states) == {503}, states
         body = get(server.status_port, "/readiness").json()
         assert "HTTP 503" in body["failing"]["app-probe"], body
         assert server.status()["lifecycle"]["state"] == "registered"
         os.unlink(server.probe_fail_file)
         recovered = time.time()
-        server.wait_for(lambda: server.readiness() == 200, 5, "readiness 200 after the probe recovers")
+        eventually(
+            lambda: server.readiness() == 200,
+            5,
+            "readiness 200 after the probe recovers",
+            context=server.output,
+        )
         assert time.time() - recovered <= 1.0 + 0.6, "within one probe period"
 
 
@@ -151,7 +159,7 @@ def test_offline_serves_everything_until_drained_and_returns_a_quiet_period_afte
         stream: Dict[str, Any] = {}
         slow_thread = _fetch(server, "/slow?seconds=10", slow, timeline)
         stream_thread = _fetch(server, "/stream?chunks=10&delay=0.2", stream, timeline)
-        time.sleep(0.5)
+        eventually(lambda: server.status()["in_flight"] >= 2, 10, "both requests in flight")
         offline: Dict[str, Any] = {}
 
         def call_offline() -> None:
@@ -161,11 +169,11 @@ def test_offline_serves_everything_until_drained_and_returns_a_quiet_period_afte
 
         offline_thread = threading.Thread(target=call_offline, daemon=True)
         offline_thread.start()
-        time.sleep(0.2)
+        eventually(lambda: server.status()["offline"], 5, "the agent took /offline")
         assert server.readiness() == 503, "readiness fails at once"
         timeline.add("readiness 503")
         load = Load(server.port, interval=0.1).start()  # late arrivals: endpoints have not caught up yet
-        time.sleep(3)
+        time.sleep(3)  # how long the late arrivals go on: the behaviour under test
         load.stop()
         last_sent = max(r.started for r in load.replies) if load.replies else time.time()
         timeline.add("last late request sent", last_sent)
@@ -213,14 +221,14 @@ def test_sigterm_drains_the_same_way_and_the_apps_own_shutdown_still_runs(kind: 
         server.wait_ready()
         slow: Dict[str, Any] = {}
         slow_thread = _fetch(server, "/slow?seconds=4", slow, timeline)
-        time.sleep(0.3)
+        eventually(lambda: server.status()["in_flight"] >= 1, 10, "the slow request in flight")
         assert server.proc is not None
         timeline.add("SIGTERM (no preStop)")
         server.proc.send_signal(signal.SIGTERM)
-        time.sleep(0.2)
+        eventually(lambda: server.status()["offline"], 5, "the agent took SIGTERM")
         assert server.readiness() == 503
         load = Load(server.port, interval=0.1).start()  # endpoint removal takes ~1.5 s to propagate
-        time.sleep(1.5)
+        time.sleep(1.5)  # how long the late arrivals go on: the behaviour under test
         load.stop()
         timeline.add("load stopped (endpoint removed)")
         code = server.proc.wait(40)
@@ -269,7 +277,7 @@ def test_kubelet_probes_before_registration_never_start_the_warm_up_clock() -> N
         thread = threading.Thread(target=kubelet, daemon=True)
         thread.start()
         server.wait_ready()
-        time.sleep(0.5)
+        time.sleep(0.5)  # the kubelet goes on probing after registration, as it does
         stop.set()
         thread.join(5)
         status = server.status()
@@ -319,7 +327,7 @@ def test_a_grpc_server_keeps_answering_calls_through_a_sigterm_drain() -> None:
 
         slow_thread = threading.Thread(target=slow_call, daemon=True)
         slow_thread.start()
-        time.sleep(0.3)
+        eventually(lambda: server.status()["in_flight"] >= 1, 10, "the slow call in flight")
         assert server.proc is not None
         timeline.add("SIGTERM")
         server.proc.send_signal(signal.SIGTERM)
@@ -333,7 +341,7 @@ def test_a_grpc_server_keeps_answering_calls_through_a_sigterm_drain() -> None:
                 answered += 1
             except Exception as problem:
                 failed.append(repr(problem))
-            time.sleep(0.05)
+            time.sleep(0.05)  # a client's pace during the drain: the behaviour under test
         code = server.proc.wait(30)
         exited = time.time()
         timeline.add("exited %s" % code, exited)
@@ -354,17 +362,23 @@ def test_first_request_mode_starts_warm_up_at_the_first_consumer_marked_request_
         for _ in range(3):
             get(server.port, "/healthz", headers={"User-Agent": "kube-probe/1.31"}, timeout=5)
             get(server.port, "/", timeout=5)
-        time.sleep(0.5)
-        assert server.status()["lifecycle"]["warmup"]["started"] is False
+
+        def all_counted() -> Dict[str, Any]:
+            status = server.status()
+            assert status["probes_total"] >= 3 and status["requests_total"] >= 3, status
+            return status
+
+        counted = eventually(all_counted, 5, "the probes and requests counted")
+        assert counted["lifecycle"]["warmup"]["started"] is False
         marked_at = time.time()
         assert get(server.port, "/", headers={"X-Pilotfish-Consumer": "shop"}, timeout=5).status == 200
-        deadline = time.monotonic() + 5
-        warm: Dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            warm = server.status()["lifecycle"]["warmup"]
-            if warm["started"]:
-                break
-            time.sleep(0.1)
+
+        def warm_up_started() -> Dict[str, Any]:
+            warm: Dict[str, Any] = server.status()["lifecycle"]["warmup"]
+            assert warm["started"], warm
+            return warm
+
+        warm = eventually(warm_up_started, 5, "warm-up started")
         assert warm["started"] and warm["started_by"] == "first-request", warm
         started = datetime.strptime(warm["started_at"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
         assert abs(started.timestamp() - marked_at) < 1.0, (warm, marked_at)

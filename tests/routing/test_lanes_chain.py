@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import subprocess
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional
@@ -31,6 +30,7 @@ import pytest
 from support.agent import agent_env
 from support.config_server import ConfigServer, config_server
 from support.servers import _gunicorn_flags, free_port, http_get
+from support.wait import GiveUp, eventually
 
 from routing.fleet import NAMESPACE, free_port_on
 
@@ -111,21 +111,13 @@ class Service:
         return http_get(self.status_port, "/status", timeout=5).json()
 
     def wait(self, predicate: Callable[[], Any], what: str, timeout: float = 60) -> Any:
-        deadline = time.monotonic() + timeout
-        last: Any = None
-        while time.monotonic() < deadline:
+        def check() -> Any:
             if self.proc.poll() is not None:
-                raise AssertionError("%s exited:\n%s" % (self.name, self.log.read_text(errors="replace")))
-            try:
-                last = predicate()
-                if last:
-                    return last
-            except (OSError, ValueError, KeyError) as problem:
-                last = problem
-            time.sleep(0.1)
-        raise AssertionError(
-            "%s: %s never happened (last: %r)\n%s"
-            % (self.name, what, last, self.log.read_text(errors="replace"))
+                raise GiveUp("%s exited:\n%s" % (self.name, self.log.read_text(errors="replace")))
+            return predicate()
+
+        return eventually(
+            check, timeout, "%s: %s" % (self.name, what), context=lambda: self.log.read_text(errors="replace")
         )
 
     def stop(self) -> None:

@@ -18,6 +18,7 @@ import time
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from support.agent import AGENT_TREE, clean_env, ensure_agent_tree
+from support.wait import GiveUp, eventually
 
 Obj = Dict[str, Any]
 
@@ -99,17 +100,17 @@ class RunningContainer:
 
     def wait_ready(self, timeout: float = 60) -> str:
         """Poll readiness until it passes; raise with the last result and the output if not."""
-        deadline = time.monotonic() + timeout
-        last = ""
-        while time.monotonic() < deadline:
+
+        def ready() -> str:
             assert self.proc is not None
             if self.proc.poll() is not None:
-                raise AssertionError("container exited with %s:\n%s" % (self.proc.returncode, self.output()))
+                raise GiveUp("container exited with %s:\n%s" % (self.proc.returncode, self.output()))
             ok, last = self.readiness()
-            if ok:
-                return last
-            time.sleep(0.2)
-        raise AssertionError("never ready within %ss; last probe: %s\n%s" % (timeout, last, self.output()))
+            assert ok, "last probe: %s" % last
+            return last
+
+        # A probe may run a command: every 0.2 s, not the default 0.02 s.
+        return eventually(ready, timeout, "readiness", interval=0.2, context=self.output)
 
     def pre_stop(self, timeout: float = 10) -> Tuple[int, float]:
         """Run the container's httpGet preStop: (status, seconds it took)."""

@@ -7,18 +7,17 @@ lines, and the whole process group is killed at the end.
 
 from __future__ import annotations
 
-import glob
 import os
 import signal
 import subprocess
 import tempfile
 import threading
-import time
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Set, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 from support.agent import agent_env
 from support.servers import free_port, http_get
+from support.wait import GiveUp, eventually
 
 APPS = Path(__file__).resolve().parent.parent / "apps"
 
@@ -51,6 +50,7 @@ class AgentScript:
         self.lines: List[str] = []
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the process
         self.proc: Optional[subprocess.Popen] = None
+        self._reader: Optional[threading.Thread] = None
 
     def __enter__(self) -> AgentScript:
         self.proc = subprocess.Popen(
@@ -62,7 +62,8 @@ class AgentScript:
             text=True,
             start_new_session=True,
         )
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -79,26 +80,30 @@ class AgentScript:
         for line in self.proc.stdout:
             self.lines.append(line.rstrip("\n"))
 
+    def _alive(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise GiveUp("exited with %s:\n%s" % (self.proc.returncode, self.stderr()))
+
     def line(self, prefix: str, timeout: float = 30) -> str:
         """The first stdout line starting with ``prefix`` (waits for it)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in list(self.lines):
-                if line.startswith(prefix):
-                    return line
-            if (
-                self.proc is not None
-                and self.proc.poll() is not None
-                and not any(line.startswith(prefix) for line in self.lines)
-            ):
-                time.sleep(0.2)  # let the reader drain the pipe once more
-                if not any(line.startswith(prefix) for line in self.lines):
-                    raise AssertionError(
+
+        def first() -> Optional[str]:
+            found = next((line for line in list(self.lines) if line.startswith(prefix)), None)
+            if found is None and self.proc is not None and self.proc.poll() is not None:
+                if self._reader is not None:
+                    self._reader.join(5)  # the pipe is drained once the process has gone
+                found = next((line for line in list(self.lines) if line.startswith(prefix)), None)
+                if found is None:
+                    raise GiveUp(
                         "exited with %s before %r:\n%s" % (self.proc.returncode, prefix, self.stderr())
                     )
-            time.sleep(0.02)
-        raise AssertionError(
-            "no line %r within %ss; stdout %r\n%s" % (prefix, timeout, self.lines, self.stderr())
+            return found
+
+        return eventually(
+            first,
+            timeout,
+            "a line %r" % prefix,
+            context=lambda: "stdout %r\n%s" % (self.lines, self.stderr()),
         )
 
     def stderr(self) -> str:
@@ -107,50 +112,24 @@ class AgentScript:
 
     def status(self, timeout: float = 30) -> dict:
         """``/status`` of this script's status port, once it answers."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                return http_get(self.status_port, "/status", timeout=5).json()
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        return eventually(
+            lambda: http_get(self.status_port, "/status", timeout=5).json(),
+            timeout,
+            "/status answering",
+            context=self.stderr,
+        )
 
     def wait_status(self, predicate, timeout: float = 30) -> dict:  # type: ignore[no-untyped-def]
-        deadline = time.monotonic() + timeout
-        status: dict = {}
-        while time.monotonic() < deadline:
-            try:
-                status = http_get(self.status_port, "/status", timeout=5).json()
-                if predicate(status):
-                    return status
-            except OSError:
-                pass
-            if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError("exited with %s:\n%s" % (self.proc.returncode, self.stderr()))
-            time.sleep(0.05)
-        raise AssertionError("status never matched: %r\n%s" % (status, self.stderr()))
+        last: Dict[str, dict] = {}
 
+        def matches() -> Optional[dict]:
+            self._alive()
+            last["status"] = http_get(self.status_port, "/status", timeout=5).json()
+            return last["status"] if predicate(last["status"]) else None
 
-def listening_tcp_ports(pid: int) -> Set[int]:
-    """The TCP ports process ``pid`` has a listening socket on (its fds, matched in /proc/net)."""
-    inodes = set()
-    for fd in glob.glob("/proc/%d/fd/*" % pid):
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[len("socket:[") : -1])
-    ports = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as handle:
-                rows = handle.read().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            fields = row.split()
-            if len(fields) > 9 and fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
-                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-    return ports
+        return eventually(
+            matches,
+            timeout,
+            "status matching",
+            context=lambda: "%r\n%s" % (last.get("status"), self.stderr()),
+        )

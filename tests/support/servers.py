@@ -1,9 +1,15 @@
 """Start real servers under the agent, as in a pod, and talk to them over loopback.
 
-Every server kind the agent supports (docs/agent.md) is one entry of :data:`SERVERS`:
-a function from (python, port) to the command line. :class:`RunningServer`
-starts it with ``PYTHONPATH=build/agent-tree/bootstrap`` (or without the agent,
-to compare), waits until it answers, and stops it with SIGTERM like the kubelet.
+Every server kind the agent supports (docs/agent.md) is one entry of :data:`SERVERS`,
+the one table of server command lines: a :class:`Kind` turns (python, port) into the
+command line, with the app, the number of workers and the keep-alive a test may choose.
+:class:`RunningServer` starts it with ``PYTHONPATH=build/agent-tree/bootstrap`` (or
+without the agent, to compare), waits until it answers, and stops it with SIGTERM like
+the kubelet, then kills whatever is left of its process group.
+
+Ports: a server binds port 0 and the harness reads the port it got from its processes
+(support.ports), unless the test needs the number before the start (``port=free_port()``).
+The agent's status port is always allocated beforehand (see support.ports.free_port).
 """
 
 from __future__ import annotations
@@ -16,36 +22,77 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from support.agent import agent_env, clean_env
+from support.ports import free_port, listening_ports, process_group
+from support.wait import GiveUp, eventually
+
+__all__ = ["SERVERS", "SERVING_PROCESSES", "Kind", "Response", "RunningServer", "free_port", "http_get"]
 
 APPS = Path(__file__).resolve().parent.parent / "apps"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @functools.lru_cache(maxsize=None)
-def _gunicorn_flags(python: str) -> Tuple[str, ...]:
+def gunicorn_flags(python: str) -> Tuple[str, ...]:
     """``--no-control-socket`` where gunicorn has one (>= 24), so parallel runs don't collide."""
     help_text = subprocess.run([python, "-m", "gunicorn", "--help"], capture_output=True, text=True).stdout
     return ("--no-control-socket",) if "--no-control-socket" in help_text else ()
 
 
-def _gunicorn(worker: str, app: str, workers: int = 2) -> Callable[[str, int], List[str]]:
-    def argv(python: str, port: int) -> List[str]:
+_gunicorn_flags = gunicorn_flags  # the name other test modules import
+
+
+class Kind:
+    """How to start one kind of server: ``kind(python, port)`` is its command line.
+
+    ``app`` is the default application (module:attribute, or the script for grpc), ``interface``
+    what the app must speak (wsgi, asgi or grpc), ``workers`` how many processes serve requests
+    (each reports to the status server) and ``keep_alive`` the option that sets the idle
+    keep-alive timeout, when the server has one.
+    """
+
+    def __init__(
+        self,
+        argv: Callable[[str, int, str, int], List[str]],
+        app: str,
+        interface: str,
+        workers: int = 1,
+        keep_alive: Optional[str] = None,
+    ) -> None:
+        self.argv, self.app, self.interface, self.workers, self.keep_alive = (
+            argv,
+            app,
+            interface,
+            workers,
+            keep_alive,
+        )
+
+    def __call__(
+        self,
+        python: str,
+        port: int,
+        app: Optional[str] = None,
+        workers: Optional[int] = None,
+        keep_alive: Optional[int] = None,
+    ) -> List[str]:
+        argv = self.argv(python, port, app or self.app, self.workers if workers is None else workers)
+        if keep_alive is not None:
+            if self.keep_alive is None:
+                raise ValueError("this server has no keep-alive option")
+            argv += [self.keep_alive, str(keep_alive)]
+        return argv
+
+
+def _gunicorn(worker: str) -> Callable[[str, int, str, int], List[str]]:
+    def argv(python: str, port: int, app: str, workers: int) -> List[str]:
         extra = ["--threads", "4"] if worker == "gthread" else []
         return [
             python,
             "-m",
             "gunicorn",
-            *_gunicorn_flags(python),
+            *gunicorn_flags(python),
             "-w",
             str(workers),
             "-k",
@@ -61,50 +108,39 @@ def _gunicorn(worker: str, app: str, workers: int = 2) -> Callable[[str, int], L
     return argv
 
 
-SERVERS: Dict[str, Callable[[str, int], List[str]]] = {
-    "gunicorn-sync": _gunicorn("sync", "flask_app:app"),
-    "gunicorn-gthread": _gunicorn("gthread", "flask_app:app"),
-    "gunicorn-uvicorn-worker": _gunicorn("uvicorn_worker.UvicornWorker", "fastapi_app:app"),
-    "uvicorn": lambda py, port: [
-        py,
-        "-m",
-        "uvicorn",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
+def _uvicorn(python: str, port: int, app: str, workers: int) -> List[str]:
+    argv = [python, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port)]
+    return argv + (["--workers", str(workers)] if workers > 1 else []) + [app]
+
+
+SERVERS: Dict[str, Kind] = {
+    "gunicorn-sync": Kind(_gunicorn("sync"), "flask_app:app", "wsgi", 2, "--keep-alive"),
+    "gunicorn-gthread": Kind(_gunicorn("gthread"), "flask_app:app", "wsgi", 2, "--keep-alive"),
+    "gunicorn-uvicorn-worker": Kind(
+        _gunicorn("uvicorn_worker.UvicornWorker"), "fastapi_app:app", "asgi", 2, "--keep-alive"
+    ),
+    "uvicorn": Kind(_uvicorn, "fastapi_app:app", "asgi", 1, "--timeout-keep-alive"),
+    "uvicorn-workers": Kind(_uvicorn, "fastapi_app:app", "asgi", 2, "--timeout-keep-alive"),
+    "hypercorn": Kind(
+        lambda py, port, app, _w: [py, "-m", "hypercorn", "-b", "127.0.0.1:%d" % port, app],
         "fastapi_app:app",
-    ],
-    "uvicorn-workers": lambda py, port: [
-        py,
-        "-m",
-        "uvicorn",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "2",
-        "fastapi_app:app",
-    ],
-    "hypercorn": lambda py, port: [py, "-m", "hypercorn", "-b", "127.0.0.1:%d" % port, "fastapi_app:app"],
-    "waitress": lambda py, port: [py, "-m", "waitress", "--listen=127.0.0.1:%d" % port, "wsgi_plain:app"],
-    "django-runserver": lambda py, port: [
-        py,
+        "asgi",
+    ),
+    "waitress": Kind(
+        lambda py, port, app, _w: [py, "-m", "waitress", "--listen=127.0.0.1:%d" % port, app],
+        "wsgi_plain:app",
+        "wsgi",
+    ),
+    "django-runserver": Kind(
+        lambda py, port, app, _w: [py, app, "runserver", "127.0.0.1:%d" % port],
         str(APPS / "djangoapp" / "manage.py"),
-        "runserver",
-        "127.0.0.1:%d" % port,
-    ],
-    "grpc": lambda py, port: [py, str(APPS / "grpc_app.py"), str(port)],
+        "wsgi",
+    ),
+    "grpc": Kind(lambda py, port, app, _w: [py, app, str(port)], str(APPS / "grpc_app.py"), "grpc"),
 }
 
 # How many processes serve requests (each reports to the status server).
-SERVING_PROCESSES = {
-    "gunicorn-sync": 2,
-    "gunicorn-gthread": 2,
-    "gunicorn-uvicorn-worker": 2,
-    "uvicorn-workers": 2,
-}
+SERVING_PROCESSES = {name: kind.workers for name, kind in SERVERS.items() if kind.workers > 1}
 
 
 class Response:
@@ -134,7 +170,14 @@ def http_get(
 
 
 class RunningServer:
-    """A server subprocess; use as a context manager."""
+    """A server subprocess under the agent (or without it); use as a context manager.
+
+    ``kind`` names an entry of :data:`SERVERS`; ``app``, ``workers`` and ``keep_alive`` change
+    its command line, ``extra_args`` go after it (gunicorn and uvicorn accept options there)
+    and ``wrapper`` before it (e.g. ``unshare`` for a private mount). ``port``: a port chosen
+    beforehand (by :func:`free_port`) when the test needs it before the start; by default the
+    server binds port 0 and :attr:`port` is the port it got.
+    """
 
     def __init__(
         self,
@@ -147,16 +190,21 @@ class RunningServer:
         nofile: Optional[int] = None,
         extra_args: Sequence[str] = (),
         wrapper: Sequence[str] = (),
+        app: Optional[str] = None,
+        workers: Optional[int] = None,
+        keep_alive: Optional[int] = None,
+        port: Optional[int] = None,
     ) -> None:
-        """``extra_args`` go after the server's command line (gunicorn and uvicorn accept
-        options there); ``wrapper`` goes before it (e.g. ``unshare`` for a private mount)."""
         self.kind = kind
         self.nofile = nofile  # RLIMIT_NOFILE of the server process, to make fd exhaustion cheap to test
         self.extra_args = tuple(extra_args)
         self.wrapper = tuple(wrapper)
         self.python = python
         self.agent = agent
-        self.port = free_port()
+        self.app_name, self.workers, self.keep_alive = app, workers, keep_alive
+        self._port = port
+        # Not port 0: every process of the app must be told the same status port, it is how
+        # a worker finds its owner. free_port() hands out one no other test or process takes.
         self.status_port = free_port()
         extra = {
             "PILOTFISH_STATUS_PORT": str(self.status_port),
@@ -180,9 +228,19 @@ class RunningServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def start(self, timeout: float = 30) -> None:
+    def command(self) -> List[str]:
+        entry: Union[Kind, Callable[[str, int], List[str]]] = SERVERS[self.kind]
+        port = 0 if self._port is None else self._port
+        if isinstance(entry, Kind):
+            argv = entry(self.python, port, self.app_name, self.workers, self.keep_alive)
+        else:  # a test's own entry: (python, port) -> command line
+            argv = entry(self.python, port)
+        return [*self.wrapper, *argv, *self.extra_args]
+
+    def start(self, timeout: float = 30, wait: bool = True) -> None:
+        """Start the server; with ``wait``, return once it answers on its port."""
         self.proc = subprocess.Popen(
-            [*self.wrapper, *SERVERS[self.kind](self.python, self.port), *self.extra_args],
+            self.command(),
             cwd=str(APPS),
             env=self.env,
             stdout=self._log,
@@ -190,33 +248,61 @@ class RunningServer:
             start_new_session=True,
             preexec_fn=self._limit_files if self.nofile else None,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    "%s exited with %s:\n%s" % (self.kind, self.proc.returncode, self.output())
-                )
-            if self._answers():
-                return
-            time.sleep(0.1)
-        raise RuntimeError("%s did not answer within %ss:\n%s" % (self.kind, timeout, self.output()))
+        if wait:
+            eventually(self._answers, timeout, "%s answering on its port" % self.kind, context=self.output)
 
     def _limit_files(self) -> None:
         import resource
 
         resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
+    def _exited(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise GiveUp("%s exited with %s:\n%s" % (self.kind, self.proc.returncode, self.output()))
+
+    def _bound_port(self) -> Optional[int]:
+        """The app's port, once its processes listen on exactly one port besides the status port."""
+        if self._port is None and self.proc is not None:
+            ports = listening_ports(process_group(self.proc.pid) | {self.proc.pid}) - {self.status_port}
+            if len(ports) == 1:
+                self._port = ports.pop()
+        return self._port
+
+    @property
+    def port(self) -> int:
+        """The app's port; for a server that binds port 0, waits until it has bound it."""
+        if self._port is None:
+            if self.proc is None:
+                raise RuntimeError("%s binds port 0: its port is known once it has started" % self.kind)
+
+            def bound() -> Optional[int]:
+                self._exited()
+                return self._bound_port()
+
+            eventually(bound, 30, "%s listening on a port" % self.kind, context=self.output)
+        assert self._port is not None
+        return self._port
+
     def _answers(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                pass
-        except OSError:
+        self._exited()
+        port = self._bound_port()
+        if port is None:
             return False
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            pass
         if self.kind == "grpc":
             return True
+        return http_get(port, "/", timeout=2).status == 200
+
+    def app_listening(self) -> bool:
+        """Whether the app's port accepts connections now (False before it is bound)."""
+        port = self._bound_port()
+        if port is None:
+            return False
         try:
-            return http_get(self.port, "/", timeout=2).status == 200
-        except (OSError, http.client.HTTPException):
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return True
+        except OSError:
             return False
 
     def get(self, path: str, headers: Optional[Mapping[str, str]] = None, timeout: float = 10) -> Response:
@@ -231,35 +317,48 @@ class RunningServer:
         return self.status_get("/status").json()
 
     def wait_status(self, predicate: Callable[[dict], bool], timeout: float = 10) -> dict:
-        deadline = time.monotonic() + timeout
-        last: dict = {}
-        while time.monotonic() < deadline:
-            try:
-                last = self.status()
-                if predicate(last):
-                    return last
-            except (OSError, http.client.HTTPException, ValueError):
-                pass
-            time.sleep(0.05)
-        raise AssertionError("status never matched within %ss; last: %s\n%s" % (timeout, last, self.output()))
+        last: Dict[str, dict] = {}
+
+        def matches() -> Optional[dict]:
+            last["status"] = self.status()
+            return last["status"] if predicate(last["status"]) else None
+
+        return eventually(
+            matches,
+            timeout,
+            "status matching",
+            context=lambda: "last status: %s\n%s" % (last.get("status"), self.output()),
+        )
 
     def signal(self, signum: int = signal.SIGTERM) -> None:
         assert self.proc is not None
         self.proc.send_signal(signum)
 
     def stop(self, timeout: float = 30) -> int:
+        """SIGTERM as the kubelet sends it, SIGKILL past ``timeout``; then nothing of it is left."""
         if self.proc is None:
             return 0
         if self.proc.poll() is None:
             try:
-                os.killpg(
-                    self.proc.pid, signal.SIGTERM
-                ) if self.kind == "django-runserver" else self.proc.terminate()
+                if self.kind == "django-runserver":  # the autoreloader's child serves
+                    os.killpg(self.proc.pid, signal.SIGTERM)
+                else:
+                    self.proc.terminate()
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+                pass
+        self.kill()
         return int(self.proc.returncode)
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: the server and any worker it left behind."""
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.proc.wait()
 
     def output(self) -> str:
         self._log.seek(0)
