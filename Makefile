@@ -16,10 +16,10 @@ $(STAMP): requirements/dev.txt pyproject.toml
 	touch $(STAMP)
 
 agent-tree: $(STAMP)
-	$(BIN)/python hack/build_agent_tree.py
+	$(BIN)/python -m hack.build_agent_tree
 
 matrix: $(STAMP)
-	$(BIN)/python hack/matrix.py
+	$(BIN)/python -m hack.matrix
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -39,7 +39,7 @@ cluster-deps:
 	sh hack/cluster/requirements.sh
 
 demo: agent-tree cluster-deps
-	$(BIN)/python hack/demo.py
+	$(BIN)/python -m hack.demo
 
 # A local cluster in the foreground (docs/local-cluster.md): prints the `export KUBECONFIG=...`
 # line once the API server answers; Ctrl-C stops it and removes what it created.

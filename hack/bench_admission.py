@@ -20,7 +20,7 @@ The request bodies are AdmissionReviews of real pod templates (the Istio corpus 
 present, else built-in samples), sent round-robin. Each run is repeated ``--runs`` times;
 the report gives medians with min-max spread.
 
-Usage: ``.venv/bin/python hack/bench_admission.py [--runs 5] [--seconds 5] [--rate 500]``
+Usage: ``.venv/bin/python -m hack.bench_admission [--runs 5] [--seconds 5] [--rate 500]``
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ Side by side in one run: N = 100 and N = 1000 against fresh servers, so the
 ratio shows what the 10x fleet costs. Rounds are repeated; we report medians and
 the min–max spread over rounds.
 
-Usage: ``.venv/bin/python hack/bench_config_push.py [--agents 100 1000] [--rounds 7]``
+Usage: ``.venv/bin/python -m hack.bench_config_push [--agents 100 1000] [--rounds 7]``
 """
 
 from __future__ import annotations

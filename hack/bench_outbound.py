@@ -25,7 +25,7 @@ hide a sub-microsecond effect:
 - inbound: ``tag_from_environ`` / ``tag_from_asgi_headers`` on a typical
   untagged request, with and without lane rules.
 
-Usage: ``.venv/bin/python hack/bench_outbound.py [--rounds 15] [--number 20000]``
+Usage: ``.venv/bin/python -m hack.bench_outbound [--rounds 15] [--number 20000]``
 """
 
 from __future__ import annotations
@@ -37,10 +37,7 @@ import statistics
 import sys
 import timeit
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "agent"))
 
 from pilotfish import settings
 from pilotfish.integrations import aiohttp_client, grpc_client, http_client, httpx_client

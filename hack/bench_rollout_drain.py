@@ -29,7 +29,7 @@ The three ways to stop "old":
 Measured per run: preStop start -> old process exit (seconds), requests lost, total.
 Scenarios run interleaved (A B C A B C ...) so machine noise hits each alike.
 
-Reproduce: ``.venv/bin/python hack/bench_rollout_drain.py --repeat 5``
+Reproduce: ``.venv/bin/python -m hack.bench_rollout_drain --repeat 5``
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ noise on a shared machine and would hide a microsecond):
 - grpc: a call through a channel's multi-callable, the real one stubbed.
 - pick: ``core.choose`` alone (lane + weighted random among three instances).
 
-Usage: ``.venv/bin/python hack/bench_routing.py [--rounds 9] [--number 20000]``
+Usage: ``.venv/bin/python -m hack.bench_routing [--rounds 9] [--number 20000]``
 Budget: <= 5 us per routed call over ``alone``; <= 1 us for an unknown host.
 """
 
@@ -34,13 +34,9 @@ import argparse
 import asyncio
 import http.client
 import statistics
-import sys
 import time
 import timeit
-from pathlib import Path
 from typing import Any, Callable, Dict, List, Tuple
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "agent"))
 
 from pilotfish.integrations import (
     routing_aiohttp,

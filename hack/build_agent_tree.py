@@ -12,7 +12,7 @@ machine, with ``unchecked-hash`` invalidation: in a pod the tree is copied (new
 mtimes) onto a read-only mount, so timestamp-checked .pyc files would be ignored
 and every process would recompile the agent on each start.
 
-Usage: ``python hack/build_agent_tree.py [--out DIR] [--no-compile]``.
+Usage: ``python -m hack.build_agent_tree [--out DIR] [--no-compile]``.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""``make demo``: the user's story on the local cluster, step by step, with kubectl.
+"""``make demo`` (``python -m hack.demo``): the user's story on the local cluster, step by step, with kubectl.
 
 Starts the local cluster (hack/cluster), installs pilotfish with ``kubectl apply -k deploy/base``,
 deploys the sample shop (hack/demo/shop.yaml: frontend -> checkout -> inventory, with a gray
@@ -31,15 +31,14 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
 
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from .cluster import wait
+from .routing_warmup_curve import draw, expected_share
 
-from hack.routing_warmup_curve import draw, expected_share  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 STATE = ROOT / "build" / "demo"
 SHOP = ROOT / "hack" / "demo" / "shop.yaml"
@@ -49,6 +48,7 @@ TESTERS = {"x-user-group": "testers"}
 CURVE, MIN_PERCENT = 2.0, 10.0  # as in shop.yaml's inventory-warmup policy
 
 Obj = Dict[str, Any]
+T = TypeVar("T")
 
 
 def say(text: str = "") -> None:
@@ -400,15 +400,9 @@ def _quote(arg: str) -> str:
     return "'%s'" % arg if any(c in arg for c in ' {}"*') else arg
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise RuntimeError("timed out after %.0f s waiting for %s" % (timeout, what))
-        time.sleep(0.2)
+def wait_for(check: Callable[[], Optional[T]], timeout: float, what: str) -> T:
+    """:func:`hack.cluster.wait.wait_for` at the demo's pace (its checks run kubectl)."""
+    return wait.wait_for(check, timeout, what, interval=0.2)
 
 
 KUBECTL = shutil.which("kubectl") or "kubectl"
@@ -425,7 +419,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--warmup-seconds", type=float, default=60.0, help="warm-up duration T (default 60)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
-    from hack.cluster.network import missing_requirements
+    from .cluster.network import missing_requirements
 
     missing = missing_requirements()
     if shutil.which("kubectl") is None:
@@ -434,7 +428,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         say("demo: the local cluster cannot run here: " + "; ".join(missing))
         say("demo: `make cluster-deps` installs what it can (needs root)")
         return 2
-    from hack.cluster.cluster import Cluster
+    from .cluster.cluster import Cluster
 
     STATE.mkdir(parents=True, exist_ok=True)
     lock = open(STATE / "demo.lock", "w")  # noqa: SIM115 (held, with its lock, until the process exits)

@@ -5,7 +5,7 @@ Source: ``webhook/pilotfish_webhook/config/schema.py``. Outputs (committed):
 - ``deploy/base/crd-governancepolicy.yaml`` (the CRD's OpenAPI v3 schema)
 - ``docs/policies.md`` (field reference + the example file)
 
-Usage: ``python hack/render_policy_schema.py`` to write, ``--check`` to fail when
+Usage: ``python -m hack.render_policy_schema`` to write, ``--check`` to fail when
 the committed files differ from a fresh rendering (the test suite runs this).
 """
 
@@ -17,11 +17,9 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import yaml
+from pilotfish_webhook.config import schema
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "webhook"))
-
-from pilotfish_webhook.config import schema  # noqa: E402
 
 CRD_PATH = ROOT / "deploy" / "base" / "crd-governancepolicy.yaml"
 DOCS_PATH = ROOT / "docs" / "policies.md"
@@ -81,7 +79,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             path.write_text(text)
     if stale:
         for path in stale:
-            print("%s is stale: run python hack/render_policy_schema.py" % path.relative_to(ROOT))
+            print("%s is stale: run python -m hack.render_policy_schema" % path.relative_to(ROOT))
         return 1
     return 0
 

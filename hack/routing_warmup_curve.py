@@ -12,20 +12,17 @@ share ``w / (warm + w)``, ``w = max(min%, (t/T)^curve)`` at the middle of the te
 Writes the table to stdout and, with ``--png FILE``, a chart (standard library
 only: a small PNG writer and a 5x7 pixel font, no plotting package needed).
 
-Usage: ``.venv/bin/python hack/routing_warmup_curve.py --seconds 20 --png docs/routing-warmup.png``
+Usage: ``.venv/bin/python -m hack.routing_warmup_curve --seconds 20 --png docs/routing-warmup.png``
 """
 
 from __future__ import annotations
 
 import argparse
 import struct
-import sys
 import time
 import zlib
 from pathlib import Path
 from typing import Dict, List, Tuple
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "agent"))
 
 from pilotfish.routing import table as routing_table
 

@@ -1,4 +1,4 @@
-"""`make demo` (hack/demo.py) plays the whole story on the local cluster and cleans up after itself.
+"""`make demo` (`python -m hack.demo`) plays the whole story on the local cluster and cleans up after itself.
 
 Runs the demo short (``--seconds 1``, a 6 s warm-up) and checks every step ran with the numbers
 it prints coming from real requests, the plot is a valid PNG, and that the cluster it started
@@ -55,7 +55,7 @@ def test_the_demo_plays_every_step_and_leaves_nothing_running() -> None:
     if plot.exists():
         plot.unlink()
     done = subprocess.run(
-        [sys.executable, str(ROOT / "hack" / "demo.py"), "--seconds", "1", "--warmup-seconds", "6"],
+        [sys.executable, "-m", "hack.demo", "--seconds", "1", "--warmup-seconds", "6"],
         capture_output=True,
         text=True,
         timeout=420,

@@ -35,9 +35,10 @@ def _crd_spec_schema() -> Dict[str, Any]:
 
 def test_committed_crd_and_docs_are_the_rendering_of_the_schema() -> None:
     result = subprocess.run(
-        [sys.executable, str(ROOT / "hack" / "render_policy_schema.py"), "--check"],
+        [sys.executable, "-m", "hack.render_policy_schema", "--check"],
         capture_output=True,
         text=True,
+        cwd=str(ROOT),
     )
     assert result.returncode == 0, result.stdout + result.stderr
 

@@ -17,7 +17,6 @@ Usage: ``.venv/bin/python -m hack.bench_rollout --rollouts 10 --out docs/bench-r
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import statistics
@@ -29,6 +28,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from ..cluster.wait import wait_for
 from . import plots
 from .loadgen import OpenLoop, requests_sender
 from .stats import CAUSES, Record, per_second, share, summarize
@@ -146,16 +146,6 @@ class Bench:
         conditions = (pod.get("status") or {}).get("conditions") or []
         return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
-    def wait(self, what: str, predicate: Any, timeout: float = 180.0) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise RuntimeError("timed out waiting for " + what)
-            time.sleep(0.05)
-
     def rollout(self, ns: str) -> Dict[str, Any]:
         """One ``rollout restart``; times (wall clock) of start, each new pod Ready, all old pods gone."""
         old = {p["metadata"]["name"] for p in self.pods(ns, "provider")}
@@ -163,8 +153,9 @@ class Bench:
         self.kubectl("-n", ns, "rollout", "restart", "deployment/provider")
         ready_at: Dict[str, float] = {}
         all_ready = 0.0
-        deadline = time.monotonic() + 600
-        while True:
+
+        def finished() -> Optional[Dict[str, Any]]:
+            nonlocal all_ready
             now = time.time()
             current = self.pods(ns, "provider")
             for pod in current:
@@ -175,9 +166,9 @@ class Bench:
                 all_ready = now
             if all_ready and not old & {p["metadata"]["name"] for p in current}:
                 return {"start": start, "all_ready": all_ready, "done": now, "new_ready": ready_at}
-            if time.monotonic() > deadline:
-                raise RuntimeError("rollout in %s did not finish" % ns)
-            time.sleep(0.05)
+            return None
+
+        return wait_for(finished, 600, "the rollout in %s to finish" % ns)
 
     def consumer_records(self, ns: str) -> List[Record]:
         pod = [p for p in self.pods(ns, "consumer") if self.ready(p)][0]
@@ -192,13 +183,13 @@ class Bench:
             self.kubectl("apply", "-f", "-", input=json.dumps(item))
         for name in ("provider", "consumer"):
             self.kubectl("-n", ns, "rollout", "status", "deployment/" + name, "--timeout=300s")
-        service = self.wait("the Service", lambda: self.store.get("services", ns, "provider"))
+        service = wait_for(lambda: self.store.get("services", ns, "provider"), 180, "the Service")
         url = "http://%s/" % service["spec"]["clusterIP"]
-        self.wait("the Service from the host", lambda: _answers(url), timeout=60)
-        self.wait(
-            "the consumer's first answers",
+        wait_for(lambda: _answers(url), 60, "the Service from the host")
+        wait_for(
             lambda: any(r.outcome == "ok" for r in self.consumer_records(ns)),
             60,
+            "the consumer's first answers",
         )
         outside = OpenLoop(requests_sender(url, args.timeout), rate=args.rate, workers=args.workers)
         outside.start()
@@ -227,8 +218,7 @@ class Bench:
             before = {p["metadata"]["name"] for p in self.pods(ns, "provider")}
             scale_up["start"] = time.time()
             self.kubectl("-n", ns, "scale", "deployment/provider", "--replicas=%d" % (args.replicas + 1))
-            pod = self.wait(
-                "the extra pod Ready",
+            pod = wait_for(
                 lambda: next(
                     (
                         p
@@ -238,6 +228,7 @@ class Bench:
                     None,
                 ),
                 120,
+                "the extra pod Ready",
             )
             scale_up.update(pod=pod["metadata"]["name"], ready=time.time())
             time.sleep(args.warmup_seconds * 1.2)
@@ -256,7 +247,7 @@ class Bench:
         }
         print("== %s: removing" % setup, flush=True)
         self.kubectl("delete", "namespace", ns, "--wait=false")
-        self.wait("namespace %s gone" % ns, lambda: self.store.get("namespaces", None, ns) is None, 300)
+        wait_for(lambda: self.store.get("namespaces", None, ns) is None, 300, "namespace %s gone" % ns)
         return {"t0": t0, "t1": t1, "rollouts": rollouts, "sources": sources, "scale_up": scale_up}
 
 
@@ -442,9 +433,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(table(results))
         return 0
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    # Imported by name: for mypy, hack/ is a root of top-level modules (hack/cluster is "cluster").
-    Cluster = importlib.import_module("hack.cluster.cluster").Cluster
-    missing_requirements = importlib.import_module("hack.cluster.network").missing_requirements
+    from ..cluster.cluster import Cluster
+    from ..cluster.network import missing_requirements
 
     missing = missing_requirements()
     if missing:

@@ -11,7 +11,7 @@ import os
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from bench_rollout.loadgen import OpenLoop, requests_sender
+from .loadgen import OpenLoop, requests_sender  # the pod runs it as bench_rollout.consumer
 
 LOAD = OpenLoop(
     requests_sender(os.environ.get("TARGET_URL", "http://provider/"), float(os.environ.get("TIMEOUT", "5"))),

@@ -13,10 +13,8 @@ import threading
 import time
 from typing import Callable, List, Optional, Tuple
 
-try:  # imported as hack.bench_rollout.loadgen on the host, as bench_rollout.loadgen in the pod
-    from .stats import Record, classify_error, classify_status, due_indices, schedule
-except ImportError:  # pragma: no cover
-    from stats import Record, classify_error, classify_status, due_indices, schedule  # type: ignore
+# Imported as hack.bench_rollout.loadgen on the host, as bench_rollout.loadgen in the pod.
+from .stats import Record, classify_error, classify_status, due_indices, schedule
 
 Sender = Callable[[], Tuple[int, str]]  # returns (HTTP status, body); raises on a failed request
 

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import List, Sequence, Tuple
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from routing_warmup_curve import Canvas, expected_share
+from ..routing_warmup_curve import Canvas, expected_share
 
 GREY = (225, 225, 225)
 AXIS = (0, 0, 0)

@@ -11,9 +11,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "hack"))
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
-from routing_warmup_curve import measure
+from hack.routing_warmup_curve import measure  # noqa: E402
 
 
 def test_the_share_of_a_new_instance_follows_the_curve_in_real_time() -> None:
