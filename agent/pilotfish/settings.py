@@ -172,34 +172,76 @@ FIELDS: Tuple[Field, ...] = (
 FIELDS_BY_NAME: Dict[str, Field] = {field.name: field for field in FIELDS}
 
 
-class Settings:
-    """An immutable snapshot of every setting, plus where each value came from."""
+FIELD_NAMES: Tuple[str, ...] = tuple(field.name for field in FIELDS)
 
-    __slots__ = ("_values", "sources", "central_version", "central_extra")
+
+class Settings:
+    """An immutable snapshot of every setting, plus where each value came from.
+
+    The annotations below are the typed declaration of :data:`FIELDS`: one attribute per
+    field, in the same order, typed as its parser returns (tests/agent/test_settings.py fails
+    when the two drift apart). Each is a slot, so reading a setting is a plain attribute read.
+    """
+
+    enabled: bool
+    warmup_enabled: bool
+    warmup_seconds: float
+    warmup_curve: float
+    warmup_min_weight_percent: float
+    warmup_before_ready: bool
+    warmup_start: str
+    delay_register_seconds: float
+    readiness_enabled: bool
+    offline_enabled: bool
+    offline_quiet_seconds: float
+    offline_max_wait_seconds: float
+    tag_headers: Tuple[str, ...]
+    baggage_key: str
+    routing_enabled: bool
+    lane_mode: str
+    ignore_paths: Tuple[str, ...]
+    status_host: str
+    status_port: int
+    log_level: str
+    config_url: str
+    config_ca: str
+    token_file: str
+    app: str
+    tag: str
+    pod_name: str
+    pod_namespace: str
+    pod_ip: str
+    offline_token: str
+    app_probe: str
+    cache_dir: str
+    state_dir: str
+
+    sources: Dict[str, str]
+    central_version: str
+    central_extra: Dict[str, Any]
+
+    __slots__ = FIELD_NAMES + ("sources", "central_version", "central_extra")
 
     def __init__(
         self,
-        values: Dict[str, Any],
+        values: Mapping[str, Any],
         sources: Dict[str, str],
         central_version: str = "",
         central_extra: Optional[Dict[str, Any]] = None,
     ) -> None:
-        object.__setattr__(self, "_values", values)
-        object.__setattr__(self, "sources", sources)
-        object.__setattr__(self, "central_version", central_version)
-        object.__setattr__(self, "central_extra", central_extra or {})
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self._values[name]
-        except KeyError:
-            raise AttributeError(name) from None
+        """``values`` holds one value per field (what :func:`build` makes)."""
+        assign = object.__setattr__
+        for name in FIELD_NAMES:
+            assign(self, name, values[name])
+        assign(self, "sources", sources)
+        assign(self, "central_version", central_version)
+        assign(self, "central_extra", central_extra or {})
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("Settings are immutable; use settings.apply_central()")
 
     def as_dict(self) -> Dict[str, Any]:
-        return dict(self._values)
+        return {name: getattr(self, name) for name in FIELD_NAMES}
 
 
 def _parse(field: Field, raw: Any, origin: str) -> Tuple[bool, Any]:
@@ -275,11 +317,16 @@ _listeners: List[Listener] = []
 
 def load(environ: Optional[Mapping[str, str]] = None) -> Settings:
     """(Re)read the environment and rebuild the snapshot with no central config."""
-    global _current, _env_values
     with _lock:
-        _env_values = read_env(os.environ if environ is None else environ)
-        _current = build(_env_values, {})
-    return _current
+        return _reload(environ)
+
+
+def _reload(environ: Optional[Mapping[str, str]]) -> Settings:
+    """:func:`load`, for a caller that holds ``_lock``."""
+    global _current, _env_values
+    _env_values = read_env(os.environ if environ is None else environ)
+    snapshot = _current = build(_env_values, {})
+    return snapshot
 
 
 def current() -> Settings:
@@ -298,7 +345,8 @@ def apply_central(config: Mapping[str, Any], version: str) -> Settings:
     """
     global _current
     with _lock:
-        old = current()
+        # Not current(): on a first call it would load() and take the lock held here.
+        old = _current if _current is not None else _reload(None)
         new = build(_env_values, config, version, previous=old)
         _current = new
     _notify(old, new)

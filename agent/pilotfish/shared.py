@@ -247,7 +247,7 @@ class Segment:
         finally:
             self._unlock_table()
 
-    def read_slots(self) -> List[Tuple[int, Tuple, Dict[str, int]]]:
+    def read_slots(self) -> List[Tuple[int, Tuple[int, int, int, int, int, float], Dict[str, int]]]:
         """Every occupied slot: (index, counters tuple, {tag: requests}).
 
         The counters tuple is (pid, in_flight, requests, probes, ignored,

@@ -146,7 +146,8 @@ def status_document() -> Dict[str, Any]:
             document[name] = section
         else:
             document.update(section)
-    return redact.document(document)
+    redacted: Dict[str, Any] = redact.document(document)
+    return redacted
 
 
 _SECRET_FIELDS = ("offline_token",)
@@ -488,7 +489,8 @@ def bind(host: str, port: int) -> _Server:
     container, usually) has it, ``socket.gaierror`` when ``host`` does not resolve."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     server_class = type("StatusServer", (_Server,), {"address_family": family})
-    return server_class((host, port), StatusHandler)
+    server: _Server = server_class((host, port), StatusHandler)
+    return server
 
 
 def serve(server: _Server) -> None:

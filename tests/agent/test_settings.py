@@ -2,8 +2,64 @@
 
 from __future__ import annotations
 
+import threading
+import types
+import typing
+from typing import Any, List, Tuple
+
 import pytest
 from pilotfish import settings
+
+_BOOKKEEPING = ("sources", "central_version", "central_extra")
+
+
+def _has_type(value: Any, hint: Any) -> bool:
+    if typing.get_origin(hint) is tuple:
+        return isinstance(value, tuple) and all(isinstance(item, str) for item in value)
+    return type(value) is hint
+
+
+def test_the_typed_declaration_and_the_field_table_agree() -> None:
+    """``Settings``' annotations declare FIELDS: same names, same order, each typed as its parser returns."""
+    hints = typing.get_type_hints(settings.Settings)
+    declared = [name for name in hints if name not in _BOOKKEEPING]
+    assert declared == [field.name for field in settings.FIELDS]
+    assert tuple(declared) == settings.FIELD_NAMES
+    for field in settings.FIELDS:
+        hint = hints[field.name]
+        assert typing.get_type_hints(field.parse)["return"] == hint, field.name
+        assert _has_type(field.default, hint), field.name
+        assert field.parse(field.default) == field.default, field.name
+
+
+def test_a_setting_is_a_plain_slot_read_and_a_snapshot_cannot_change() -> None:
+    assert not hasattr(settings.Settings, "__getattr__")
+    for name in settings.FIELD_NAMES + _BOOKKEEPING:
+        assert isinstance(vars(settings.Settings)[name], types.MemberDescriptorType), name
+    current = settings.build({}, {})
+    assert current.as_dict() == {field.name: field.default for field in settings.FIELDS}
+    with pytest.raises(AttributeError):
+        current.warmup_seconds = 1.0
+    with pytest.raises(AttributeError):
+        _ = current.no_such_setting  # type: ignore[attr-defined]
+
+
+def test_central_config_before_any_load_reads_the_environment_without_deadlock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """apply_central() held the settings lock while current() took it again to load the env."""
+    monkeypatch.setattr(settings, "_current", None)
+    monkeypatch.setattr(settings, "_env_values", {})
+    monkeypatch.setenv("PILOTFISH_WARMUP_CURVE", "3")
+    results: List[settings.Settings] = []
+    worker = threading.Thread(
+        target=lambda: results.append(settings.apply_central({"warmup_seconds": 9}, "v1"))
+    )
+    worker.daemon = True
+    worker.start()
+    worker.join(10)
+    assert results, "apply_central() did not return"
+    assert (results[0].warmup_seconds, results[0].warmup_curve) == (9.0, 3.0)
 
 
 def test_defaults_match_the_user_contract() -> None:
@@ -37,7 +93,9 @@ def test_explicit_env_wins_over_central_config_which_wins_over_defaults() -> Non
         ("PILOTFISH_IGNORE_PATHS", "healthz"),
     ],
 )
-def test_a_bad_env_value_is_left_out_and_warned_about_once(name: str, raw: str, capsys) -> None:
+def test_a_bad_env_value_is_left_out_and_warned_about_once(
+    name: str, raw: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     for _ in range(3):
         assert settings.read_env({name: raw}) == {}
     err = capsys.readouterr().err
@@ -60,11 +118,13 @@ def test_unknown_central_keys_are_kept_for_the_parts_that_understand_them() -> N
     assert settings.build({}, {"lanes": lanes}).central_extra == {"lanes": lanes}
 
 
-def test_subscribers_hear_about_changes_and_a_failing_one_does_not_stop_the_others(capsys) -> None:
+def test_subscribers_hear_about_changes_and_a_failing_one_does_not_stop_the_others(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     settings.load({})
-    heard = []
+    heard: List[Tuple[float, float]] = []
 
-    def broken(old, new):
+    def broken(old: settings.Settings, new: settings.Settings) -> None:
         raise ValueError("listener bug")
 
     unsubscribe_broken = settings.subscribe(broken)

@@ -57,7 +57,7 @@ def _streaming(behavior: Callable[..., Any]) -> Callable[..., Any]:
 def make_interceptor() -> Any:
     import grpc
 
-    class PilotfishServerInterceptor(grpc.ServerInterceptor):
+    class PilotfishServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         """Wraps each method handler's behaviour; the handler itself is otherwise unchanged."""
 
         def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:

@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, FrozenSet, Optional, Tuple
 
 from .. import PACKAGE, log, settings, shared
 
@@ -25,7 +25,7 @@ PROBE_AGENT_BYTES = b"kube-probe/"
 OFFLINE_HEADER = "X-Pilotfish-Offline"
 CONSUMER_HEADER = "X-Pilotfish-Consumer"
 
-_ignore_exact: frozenset = frozenset()
+_ignore_exact: FrozenSet[str] = frozenset()
 _ignore_prefixes: Tuple[str, ...] = ()
 ignore_paths_set = False
 """Whether any ``ignore_paths`` are configured: wrappers skip the path check when not."""
@@ -75,7 +75,8 @@ def slot() -> Optional[shared.Slot]:
 def _optional(module: str, name: str) -> Optional[Callable[..., Any]]:
     try:
         imported = __import__(module, fromlist=[name])
-        return getattr(imported, name)
+        found: Callable[..., Any] = getattr(imported, name)
+        return found
     except Exception:
         return None
 

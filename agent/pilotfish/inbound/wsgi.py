@@ -9,14 +9,14 @@ keep their ``sendfile`` fast path.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from .. import log, shared
 from . import WRAPPED_MARK
 from . import request as rq
 
 StartResponse = Callable[..., Any]
-WSGIApp = Callable[[dict, StartResponse], Iterable[bytes]]
+WSGIApp = Callable[[Dict[str, Any], StartResponse], Iterable[bytes]]
 
 _OFFLINE = (rq.OFFLINE_HEADER, "1")
 
@@ -74,7 +74,7 @@ def _is_instance(result: Any, file_wrapper: Any) -> bool:
     return isinstance(file_wrapper, type) and isinstance(result, file_wrapper)
 
 
-def _finish_file(result: Any, slot: shared.Slot) -> Optional[Any]:
+def _finish_file(result: Any, slot: shared.Slot) -> Optional[Iterable[bytes]]:
     """Keep a ``wsgi.file_wrapper`` response as it is (sendfile) and hook its close()."""
     inner_close = getattr(result, "close", None)
     done: List[bool] = []
@@ -92,7 +92,8 @@ def _finish_file(result: Any, slot: shared.Slot) -> Optional[Any]:
         result.close = close
     except Exception:
         return None
-    return result
+    finished: Iterable[bytes] = result
+    return finished
 
 
 def wrap_wsgi(app: WSGIApp) -> WSGIApp:
@@ -105,7 +106,7 @@ def wrap_wsgi(app: WSGIApp) -> WSGIApp:
     offline_word = shared.OFFLINE_WORD
     TRAFFIC, PROBE = rq.TRAFFIC, rq.PROBE
 
-    def pilotfish_wsgi(environ: dict, start_response: StartResponse) -> Iterable[bytes]:
+    def pilotfish_wsgi(environ: Dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         slot = None
         try:
             kind = classify(environ.get("PATH_INFO") or "/", environ.get("HTTP_USER_AGENT"))

@@ -40,7 +40,7 @@ _resolving: contextvars.ContextVar[Optional[Tuple[str, int]]] = contextvars.Cont
 
 
 def _routed_key_class(base: Any) -> Any:
-    class RoutedConnectionKey(base):
+    class RoutedConnectionKey(base):  # type: ignore[misc]
         """A ConnectionKey plus the instance address (not a named field: messages keep the Service)."""
 
         __slots__ = ()

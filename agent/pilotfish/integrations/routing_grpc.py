@@ -52,7 +52,7 @@ def _split(target: str) -> Optional[Tuple[str, int]]:
 def _unavailable(message: str) -> Exception:
     grpc = _grpc
 
-    class LaneUnavailable(grpc.RpcError, grpc.Call):  # type: ignore[name-defined]
+    class LaneUnavailable(grpc.RpcError, grpc.Call):  # type: ignore[misc, name-defined]
         def code(self) -> Any:
             return grpc.StatusCode.UNAVAILABLE
 

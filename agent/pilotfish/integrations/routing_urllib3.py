@@ -61,7 +61,7 @@ def _connection_class(base: Any, instance: Any, port: int) -> Any:
     target = (instance.ip, instance.ports[port])
     connect_errors: Any = _connect_errors()
 
-    class RoutedConnection(base):
+    class RoutedConnection(base):  # type: ignore[misc]
         _pf_instance = instance
         _pf_target = target
 
@@ -98,7 +98,7 @@ def _connect_errors() -> Tuple[type, ...]:
 def _failing_class(base: Any, message: str) -> Any:
     error = _new_connection_error
 
-    class LaneUnavailable(base):
+    class LaneUnavailable(base):  # type: ignore[misc]
         def _new_conn(self) -> Any:
             raise error(self, message)
 
@@ -111,7 +111,8 @@ def _pools(manager: Any) -> Dict[Any, Any]:
     pools = manager.__dict__.get("_pf_pools")
     if pools is None:
         pools = manager.__dict__.setdefault("_pf_pools", {})
-    return pools
+    found: Dict[Any, Any] = pools
+    return found
 
 
 def _prune(manager: Any, pools: Dict[Any, Any]) -> None:

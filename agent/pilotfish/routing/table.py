@@ -111,7 +111,8 @@ class Instance:
             return 1.0
         if age <= 0:
             return self.floor
-        return max(self.floor, (age / self.seconds) ** self.curve)
+        weight: float = (age / self.seconds) ** self.curve
+        return max(self.floor, weight)
 
     def usable(self, now: float) -> bool:
         return self.ready and self.evicted_until <= now and self.ejected_until <= now

@@ -56,11 +56,11 @@ def current_tag() -> Optional[str]:
     return CURRENT_TAG.get()
 
 
-def set_tag(tag: Optional[str]) -> Token:
+def set_tag(tag: Optional[str]) -> Token[Optional[str]]:
     """Set the current tag; keep the token to :func:`reset_tag` afterwards."""
     return CURRENT_TAG.set(tag)
 
 
-def reset_tag(token: Token) -> None:
+def reset_tag(token: Token[Optional[str]]) -> None:
     """Undo a :func:`set_tag` (in the same context that set it)."""
     CURRENT_TAG.reset(token)

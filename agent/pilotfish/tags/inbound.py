@@ -60,16 +60,15 @@ class _State:
         self.wanted_bytes: FrozenSet[bytes] = frozenset(h.encode("latin-1") for h in wanted)
 
 
-def _build(snapshot: Any) -> _State:
-    extra = getattr(snapshot, "central_extra", None) or {}
-    headers = tuple(h for h in getattr(snapshot, "tag_headers", ("x-pilotfish-tag",)) if h)
-    return _State(headers, getattr(snapshot, "baggage_key", "") or "", compile_lanes(extra.get("lanes")))
+def _build(snapshot: settings.Settings) -> _State:
+    headers = tuple(h for h in snapshot.tag_headers if h)
+    return _State(headers, snapshot.baggage_key, compile_lanes(snapshot.central_extra.get("lanes")))
 
 
 _state = _build(settings.current())
 
 
-def _on_settings(old: Any, new: Any) -> None:
+def _on_settings(old: settings.Settings, new: settings.Settings) -> None:
     global _state
     if (
         old.tag_headers != new.tag_headers

@@ -56,7 +56,7 @@ from __future__ import annotations
 import random
 import re
 import zlib
-from typing import Any, Callable, FrozenSet, List, Optional, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple
 
 from .. import log
 from .context import valid_tag
@@ -105,7 +105,7 @@ class Condition:
 
             self.test = found_one if len(searches) == 1 else found_any
 
-    def describe(self) -> dict:
+    def describe(self) -> Dict[str, Any]:
         return {"source": self.source, "name": self.name, "op": self.op, "values": list(self.values)}
 
 
@@ -159,7 +159,7 @@ class Lane:
             zlib.crc32(("%s:%s" % (self.name, key)).encode("utf-8", "surrogatepass")) % 10000 < self.threshold
         )
 
-    def describe(self) -> dict:
+    def describe(self) -> Dict[str, Any]:
         """The lane as /status shows it: the server's shape, normalised."""
         return {
             "name": self.name,

@@ -27,16 +27,16 @@ BAGGAGE = baggage.HEADER
 class _Out:
     __slots__ = ("header", "baggage_key")
 
-    def __init__(self, snapshot: Any) -> None:
-        headers = tuple(getattr(snapshot, "tag_headers", ()) or ())
+    def __init__(self, snapshot: settings.Settings) -> None:
+        headers = snapshot.tag_headers
         self.header: str = headers[0] if headers else ""
-        self.baggage_key: str = getattr(snapshot, "baggage_key", "") or ""
+        self.baggage_key: str = snapshot.baggage_key
 
 
 _out = _Out(settings.current())
 
 
-def _on_settings(old: Any, new: Any) -> None:
+def _on_settings(old: settings.Settings, new: settings.Settings) -> None:
     global _out
     if old.tag_headers != new.tag_headers or old.baggage_key != new.baggage_key:
         _out = _Out(new)

@@ -57,7 +57,8 @@ def _bind_thread(thread: threading.Thread, tag: str) -> None:
 def _start(self: threading.Thread) -> None:
     tag = CURRENT_TAG.get()
     if tag is None:
-        return _original_start(self)  # type: ignore[misc]
+        _original_start(self)  # type: ignore[misc]
+        return
     bound = False
     try:
         if "run" not in self.__dict__:
@@ -66,7 +67,7 @@ def _start(self: threading.Thread) -> None:
     except Exception:
         log.exception_once("tags:thread", "could not carry the tag into a thread; it runs untagged")
     try:
-        return _original_start(self)  # type: ignore[misc]
+        _original_start(self)  # type: ignore[misc]
     except BaseException:
         if bound:
             self.__dict__.pop("run", None)
