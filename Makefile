@@ -24,6 +24,7 @@ matrix: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy --strict agent/pilotfish webhook/pilotfish_webhook
 	$(BIN)/mypy
 
 format: $(STAMP)

@@ -9,7 +9,7 @@ from typing import Any, List
 import pytest
 from pilotfish import lifecycle, offline, settings
 
-from tests.lifecycle.fakes import FakeProbe, FakeRegistrar
+from lifecycle.fakes import FakeProbe, FakeRegistrar
 
 
 class Traffic:

@@ -17,7 +17,7 @@ from typing import Any, Dict, Iterator, List
 import pytest
 from support.agent import AGENT_TREE
 
-from tests.lifecycle.test_servers_lifecycle import make
+from lifecycle.test_servers_lifecycle import make
 
 
 class ConfigStub:

@@ -20,7 +20,7 @@ import pytest
 from support.interpreters import matrix_versions, require_app_python
 from support.wait import eventually
 
-from tests.lifecycle.harness import Load, Reply, Server, Timeline, get
+from lifecycle.harness import Load, Reply, Server, Timeline, get
 
 KINDS = ["gunicorn-sync", "gunicorn-gthread", "uvicorn"]
 CURRENT = "%d.%d" % sys.version_info[:2]

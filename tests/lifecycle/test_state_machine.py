@@ -13,7 +13,7 @@ import pytest
 from pilotfish import lifecycle, settings, warmup
 from pilotfish.lifecycle import DELAYING, DRAINED, OFFLINE, READY, REGISTERED, STARTING
 
-from tests.lifecycle.fakes import FakeClock, FakeProbe, FakeRegistrar
+from lifecycle.fakes import FakeClock, FakeProbe, FakeRegistrar
 
 
 def make(

@@ -90,7 +90,7 @@ def pods_in(doc: Any, where: str) -> Iterator[Tuple[str, Dict[str, Any]]]:
 
 
 def corpus_pods() -> List[Tuple[str, Dict[str, Any]]]:
-    pods = []
+    pods: List[Tuple[str, Dict[str, Any]]] = []
     for path in corpus_files():
         for index, doc in enumerate(yaml.safe_load_all(path.read_text())):
             pods.extend(pods_in(doc, "%s#%d" % (path.name, index)))
