@@ -24,6 +24,7 @@ from pilotfish import config_client, settings
 from pilotfish.config_client import CallFailed, ConfigClient, Registration, Transport
 from pilotfish_webhook.tls import ensure_certs
 from support.config_server import ConfigServer, example_config_server
+from support.wait import eventually
 
 
 @pytest.fixture
@@ -178,7 +179,7 @@ def test_the_poll_loop_survives_garbage_warns_once_and_backs_off(
     fake.answer = (500, b"boom")
     loop = threading.Thread(target=client.run)
     loop.start()
-    time.sleep(1.0)
+    time.sleep(1.0)  # a window: the assertions below bound the rate of retries in it
     client.stopping.set()
     loop.join(5)
     assert not loop.is_alive()
@@ -194,7 +195,7 @@ def test_a_server_that_answers_instantly_without_change_is_not_hammered(
     fake.answer = (304, b"")
     loop = threading.Thread(target=client.run)
     loop.start()
-    time.sleep(1.5)
+    time.sleep(1.5)  # a window: at most 3 calls in it
     client.stopping.set()
     loop.join(5)
     assert len(fake.seen) <= 3
@@ -291,11 +292,9 @@ def test_an_instances_watch_sees_registrations(server: ConfigServer) -> None:
         poll_seconds=5,
     ).start()
     try:
-        time.sleep(0.5)
+        eventually(lambda: seen, 5, "the watch's first answer")
         Registration(transport, {"namespace": "demo", "pod": "shop-3", "app": "shop", "port": 1}).register()
-        deadline = time.monotonic() + 5
-        while ["shop-3"] not in seen and time.monotonic() < deadline:
-            time.sleep(0.05)
+        eventually(lambda: ["shop-3"] in seen, 5, "the registration in the watch", context=lambda: repr(seen))
         assert seen[0] == [] and ["shop-3"] in seen
     finally:
         watch.stop()
@@ -322,9 +321,7 @@ def test_a_worker_follows_the_owners_cache_file_and_only_this_apps(tmp_path: Pat
     loop = threading.Thread(target=follower.run)
     loop.start()
     try:
-        deadline = time.monotonic() + 2
-        while applied.calls[-1][1] != "v3" and time.monotonic() < deadline:
-            time.sleep(0.02)
+        eventually(lambda: applied.calls[-1][1] == "v3", 2, "v3 applied")
     finally:
         follower.stopping.set()
         loop.join(2)

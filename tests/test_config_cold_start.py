@@ -22,6 +22,7 @@ from support.config_server import ConfigServer, config_server
 from support.interpreters import require_interpreter
 from support.proxy import HeldProxy
 from support.scripts import APPS, AgentScript
+from support.wait import eventually
 
 SCRIPT = APPS / "wake" / "listen_twice.py"
 
@@ -118,10 +119,7 @@ def test_the_config_cache_goes_to_the_state_dir_when_the_root_is_read_only(
             assert status["config"]["warmup_seconds"] == 45
             cache = Path(status["config_service"]["cache"])
             assert cache.parent == state
-            deadline = time.monotonic() + 10
-            while not cache.exists() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert cache.exists()
+            eventually(cache.exists, 10, "the cache file")
             assert "pilotfish: warning" not in app.stderr()
     finally:
         shutil.rmtree(state, ignore_errors=True)
@@ -141,7 +139,7 @@ def test_registration_waits_for_the_policy_delay_when_the_config_arrives_after_t
         with AgentScript(python, SCRIPT, env=env) as app:
             app.line("listening")
             app.wait_status(lambda s: s["lifecycle"]["state"] == "delaying")
-            time.sleep(2.0)  # the service is busy: it answers 2 s after the app listened
+            time.sleep(2.0)  # the service is busy: it answers 2 s after the app listened (the scenario)
             slow.release()
             status = app.wait_status(lambda s: s["lifecycle"]["state"] in ("registered", "ready"))
             entered = {t["state"]: t["at_epoch"] for t in status["lifecycle"]["transitions"]}

@@ -18,6 +18,7 @@ from typing import Any, Dict, Iterator, List
 import httpx
 import pytest
 from support.config_server import ConfigServer, example_config_server
+from support.wait import eventually
 from test_policy_limits import alias_bomb
 
 
@@ -53,10 +54,7 @@ def test_an_alias_bomb_in_the_policy_file_is_refused_in_bounded_size_and_the_las
         replacement = tmp_path / "next.yaml"
         replacement.write_text(server.policies.read_text() + "---\n" + alias_bomb(name="bomb"))
         os.replace(replacement, server.policies)
-        deadline = time.monotonic() + 15
-        while not http.get("/v1/status").json()["source_error"]:
-            assert time.monotonic() < deadline, "the refused file was never reported"
-            time.sleep(0.1)
+        eventually(lambda: http.get("/v1/status").json()["source_error"], 15, "the refused file reported")
         status = http.get("/v1/status")
         assert len(status.content) < 8192
         message = status.json()["source_error"]["message"]
@@ -92,10 +90,7 @@ def test_a_file_rewritten_in_place_is_applied_only_once_complete(tmp_path: Path)
         watcher = threading.Thread(target=watch)
         watcher.start()
         try:
-            deadline = time.monotonic() + 15
-            while not seen:
-                assert time.monotonic() < deadline, "the first long-poll never answered"
-                time.sleep(0.05)
+            eventually(lambda: seen, 15, "the first long-poll's answer")
             with client(server) as http:
                 reloads = http.get("/v1/status").json()["source"]["reloads"]
             with open(server.policies, "w") as out:  # truncates: an empty file is valid YAML too

@@ -7,13 +7,13 @@ only for registering import hooks: no thread, no status port, no shared memory.
 from __future__ import annotations
 
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 from support.agent import run_python
 from support.interpreters import matrix_versions, require_interpreter
 from support.servers import free_port, http_get
+from support.wait import eventually
 
 DORMANT_PROBE = textwrap.dedent(
     """
@@ -113,14 +113,11 @@ def test_readiness_stays_503_until_every_start_up_step_has_added_its_gates(tmp_p
     proc = subprocess.Popen([python, str(script)], env=env, stdout=subprocess.PIPE, text=True)
     try:
         proc.stdout.readline()  # type: ignore[union-attr]  # bound; listen() comes next
-        during = None
-        for _ in range(100):
-            try:
-                during = http_get(status_port, "/readiness")
-                break
-            except OSError:
-                time.sleep(0.01)
-        assert during is not None and during.status == 503, during and during.json()
+        # within the wake's 2 s: the status port opens before the app's listen() returns
+        during = eventually(
+            lambda: http_get(status_port, "/readiness"), 1.0, "the status port", interval=0.01
+        )
+        assert during.status == 503, during.json()
         assert "still adding its readiness gates" in during.json()["failing"]["app-listening"]
         assert proc.stdout.readline() == "started\n"  # type: ignore[union-attr]
         after = http_get(status_port, "/readiness")

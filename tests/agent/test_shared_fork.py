@@ -18,12 +18,12 @@ import os
 import signal
 import struct
 import threading
-import time
 import uuid
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Optional, Tuple
 
 import pytest
 from pilotfish import shared
+from support.wait import eventually
 
 
 @pytest.fixture()
@@ -68,15 +68,17 @@ def _fork_and_claim(segment: shared.Segment, then: Callable[[], None]) -> int:
         finally:
             os._exit(4)
     then()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+
+    def reaped() -> Optional[Tuple[int, int]]:
         pid, status = os.waitpid(child, os.WNOHANG)
-        if pid:
-            return status
-        time.sleep(0.01)
-    os.kill(child, signal.SIGKILL)
-    os.waitpid(child, 0)
-    return -1
+        return (pid, status) if pid else None
+
+    try:
+        return eventually(reaped, 30, "the child's exit", interval=0.01)[1]
+    except AssertionError:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+        return -1
 
 
 def test_a_child_forked_while_the_owner_frees_a_slot_claims_its_own_at_once(

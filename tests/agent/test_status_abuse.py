@@ -28,6 +28,7 @@ import pytest
 from pilotfish import status_server
 from support.interpreters import require_app_python
 from support.servers import RunningServer, http_get
+from support.wait import eventually
 
 NOFILE = 256
 SLOW_CONNECTIONS = 400
@@ -215,11 +216,12 @@ def test_when_every_slot_is_busy_answering_a_newcomer_gets_a_503_at_once(
             sock = socket.create_connection(("127.0.0.1", server.server_port), timeout=10)
             sock.sendall(b"GET /readiness HTTP/1.1\r\nHost: status\r\n\r\n")
             busy.append(sock)
-        deadline = time.monotonic() + 10
-        while (
-            server.connections()["answering"] < status_server.MAX_CONNECTIONS and time.monotonic() < deadline
-        ):
-            time.sleep(0.01)
+        eventually(
+            lambda: server.connections()["answering"] >= status_server.MAX_CONNECTIONS,
+            10,
+            "every connection being answered",
+            interval=0.01,
+        )
         started = time.monotonic()
         assert exchange(server.server_port, b"GET /readiness HTTP/1.1\r\nHost: status\r\n\r\n").startswith(
             b"HTTP/1.1 503 "

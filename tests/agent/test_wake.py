@@ -25,6 +25,7 @@ from support.interpreters import matrix_versions, require_app_python, require_in
 from support.ports import listening_tcp_ports
 from support.scripts import APPS, AgentScript
 from support.servers import _gunicorn_flags, free_port, http_get
+from support.wait import eventually
 
 WAKE = APPS / "wake"
 
@@ -69,10 +70,12 @@ def test_a_wake_that_fails_closes_the_status_socket_and_is_not_tried_again() -> 
         app_ports = {int(port) for port in ports}
         for port in app_ports:
             assert _app_get(port).status == 200
-        deadline = time.monotonic() + 10
-        while listening_tcp_ports(int(pid)) != app_ports and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert listening_tcp_ports(int(pid)) == app_ports, "the status socket stayed open"
+        eventually(
+            lambda: listening_tcp_ports(int(pid)) == app_ports,
+            10,
+            "the status socket closed",
+            context=app.stderr,
+        )
         assert _flagged(min(app_ports))["fault_calls"] == 1, "the wake was tried again"
         log = app.stderr()
     assert log.count("pilotfish: warning:") == 1, log
@@ -138,7 +141,7 @@ def test_a_multiprocessing_helper_started_first_does_not_become_the_owner(helper
             except OSError:
                 readiness = None
             assert readiness is None or readiness.status == 503, "ready before the app listens"
-            time.sleep(0.1)
+            time.sleep(0.1)  # sampling: never ready all along, until the app listens
         _, pid, port = app.line("listening").split()
         status = app.wait_status(lambda s: s["ready"])
         assert status["runtime"]["pid"] == int(pid) and status["runtime"]["role"] == "owner"
@@ -155,9 +158,8 @@ def test_a_prefork_server_that_listens_after_forking_counts_every_worker() -> No
         workers = {int(pid) for pid in app.line("forked").split()[1:]}
         owner = app.wait_status(lambda s: s["ready"])["runtime"]["pid"]
         assert owner in workers
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and len(app.status()["workers"]) < 2:
-            time.sleep(0.05)  # the two siblings claim their slots when they wake
+        # the two siblings claim their slots when they wake
+        eventually(lambda: len(app.status()["workers"]) >= 2, 20, "two workers with slots")
         for _ in range(30):
             response = _app_get(port)
             assert response.status == 200
@@ -236,9 +238,9 @@ def test_a_status_host_that_does_not_resolve_is_named_not_reported_as_a_busy_por
     env = {"PILOTFISH_STATUS_HOST": "not-a-host"}
     with AgentScript(python, WAKE / "listen_twice.py", env=env, prefix=[unshare, "-n"]) as app:
         app.line("listening")
-        deadline = time.monotonic() + 20
-        while "pilotfish: warning" not in app.stderr() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        eventually(
+            lambda: "pilotfish: warning" in app.stderr(), 20, "the agent's warning", context=app.stderr
+        )
         log = app.stderr()
     assert "PILOTFISH_STATUS_HOST='not-a-host' is not a valid or resolvable address" in log, log
     assert "in use" not in log

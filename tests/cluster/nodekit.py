@@ -13,6 +13,7 @@ from types import SimpleNamespace
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import pytest
+from support.wait import eventually
 
 from hack.cluster.kubelet import Kubelet
 from hack.cluster.network import Network, missing_requirements
@@ -137,15 +138,17 @@ class Node:
     # -- waiting -------------------------------------------------------------------------------
     def wait_pod(self, name: str, predicate: Callable[[Obj], bool], namespace: str = "default",
                  timeout: float = 30.0, what: str = "condition") -> Obj:  # fmt: skip
-        deadline = time.monotonic() + timeout
-        pod: Optional[Obj] = None
-        while time.monotonic() < deadline:
-            pod = self.store.get("pods", namespace, name)
-            if pod is not None and predicate(pod):
-                return pod
-            time.sleep(0.02)
-        raise AssertionError(
-            "pod %s/%s: %s not reached in %gs; last: %s" % (namespace, name, what, timeout, pod)
+        last: Dict[str, Optional[Obj]] = {"pod": None}
+
+        def reached() -> Optional[Obj]:
+            last["pod"] = pod = self.store.get("pods", namespace, name)
+            return pod if pod is not None and predicate(pod) else None
+
+        return eventually(
+            reached,
+            timeout,
+            "pod %s/%s: %s" % (namespace, name, what),
+            context=lambda: "last: %s" % last["pod"],
         )
 
     def wait_ready(self, name: str, namespace: str = "default", timeout: float = 30.0) -> Obj:
@@ -154,11 +157,13 @@ class Node:
     def wait_gone(self, name: str, namespace: str = "default", timeout: float = 30.0) -> float:
         """Seconds until the pod left the store."""
         start = time.monotonic()
-        while time.monotonic() - start < timeout:
-            if self.store.get("pods", namespace, name) is None:
-                return time.monotonic() - start
-            time.sleep(0.01)
-        raise AssertionError("pod %s/%s still there after %gs" % (namespace, name, timeout))
+        eventually(
+            lambda: self.store.get("pods", namespace, name) is None,
+            timeout,
+            "pod %s/%s gone" % (namespace, name),
+            interval=0.01,  # the caller measures how long it took
+        )
+        return time.monotonic() - start
 
     def log(
         self, pod: str, container: str = "app", namespace: str = "default", previous: bool = False
@@ -168,14 +173,15 @@ class Node:
 
     def wait_log(self, pod: str, text: str, container: str = "app", namespace: str = "default",
                  timeout: float = 30.0) -> str:  # fmt: skip
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def logged() -> Optional[str]:
             out = self.log(pod, container, namespace)
-            if text in out:
-                return out
-            time.sleep(0.05)
-        raise AssertionError(
-            "%r not in the log of %s/%s: %r" % (text, pod, container, self.log(pod, container))
+            return out if text in out else None
+
+        return eventually(
+            logged,
+            timeout,
+            "%r in the log of %s/%s" % (text, pod, container),
+            context=lambda: repr(self.log(pod, container, namespace)),
         )
 
     def exec(self, pod: str, argv: List[str], namespace: str = "default", container: str = "app",

@@ -12,10 +12,11 @@ import subprocess
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Iterator, List
+from typing import Iterator, List, Optional
 
 import pytest
 from nodekit import Node, echo_container, http_get, pod_ip, require_node
+from support.wait import eventually
 
 from hack.cluster.network import Network, Ranges, _try_lock, cleanup_instance
 
@@ -75,9 +76,9 @@ def test_cluster_ip_spreads_new_connections_while_an_established_one_stays(node:
     ips = start_echo_pods(node, ["a", "b"])
     vip = node.service("web", 80)
     node.endpoints("web", ips)
-    deadline = time.monotonic() + 10
-    while node.network.applied_endpoints("default", "web").get(80) is None and time.monotonic() < deadline:
-        time.sleep(0.02)
+    eventually(
+        lambda: node.network.applied_endpoints("default", "web").get(80) is not None, 10, "rules applied"
+    )
 
     seen = names_of_new_connections(vip, 80, 40)
     assert set(seen) == {"a", "b"}, seen  # P(all 40 on one pod) = 2 * 0.5**40
@@ -93,9 +94,9 @@ def test_cluster_ip_spreads_new_connections_while_an_established_one_stays(node:
     # (no delay configured), the established connection keeps talking to it.
     other = "b" if first == "a" else "a"
     node.endpoints("web", [ips[["a", "b"].index(other)]])
-    deadline = time.monotonic() + 10
-    while len(node.network.applied_endpoints("default", "web")[80]) != 1 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    eventually(
+        lambda: len(node.network.applied_endpoints("default", "web")[80]) == 1, 10, "one endpoint applied"
+    )
     assert names_of_new_connections(vip, 80, 10) == Counter({other: 10})
     kept.request("GET", "/")
     assert kept.getresponse().read().decode().split()[0] == first
@@ -109,19 +110,16 @@ def test_endpoint_changes_reach_the_rules_after_the_propagation_delay(tmp_path: 
         ips = start_echo_pods(node, ["old", "new"])
         vip = node.service("web", 80)
         node.endpoints("web", ips[:1])
-        deadline = time.monotonic() + 10
-        while (
-            node.network.applied_endpoints("default", "web").get(80) is None and time.monotonic() < deadline
-        ):
-            time.sleep(0.02)
+        eventually(
+            lambda: node.network.applied_endpoints("default", "web").get(80) is not None, 10, "rules applied"
+        )
         assert names_of_new_connections(vip, 80, 3) == Counter({"old": 3})
 
         changed = time.monotonic()
         node.endpoints("web", ips)
-        while time.monotonic() - changed < 10:
-            if "new" in names_of_new_connections(vip, 80, 4):
-                break
-            time.sleep(0.02)
+        eventually(
+            lambda: "new" in names_of_new_connections(vip, 80, 4), 10, "connections reaching the new pod"
+        )
         took = time.monotonic() - changed
         assert delay <= took < delay + 2.0, took
     finally:
@@ -131,9 +129,9 @@ def test_endpoint_changes_reach_the_rules_after_the_propagation_delay(tmp_path: 
 def test_a_service_without_endpoints_refuses_connections(node: Node) -> None:
     vip = node.service("empty", 80)
     node.endpoints("empty", [])
-    deadline = time.monotonic() + 10
-    while node.network.applied_endpoints("default", "empty").get(80) is None and time.monotonic() < deadline:
-        time.sleep(0.02)
+    eventually(
+        lambda: node.network.applied_endpoints("default", "empty").get(80) is not None, 10, "rules applied"
+    )
     with pytest.raises(ConnectionRefusedError):
         http_get(vip, 80, timeout=3)
 
@@ -162,13 +160,13 @@ def test_pods_reach_services_by_every_name_form_and_short_names_only_in_their_na
     node.pod("other-ns", [echo_container()], "default")
     node.wait_ready("same-ns", "shop")
     node.wait_ready("other-ns")
-    deadline = time.monotonic() + 15
-    while True:
-        same = node.exec("same-ns", ["python3", "-c", CLIENT, *forms], "shop").stdout
-        other = node.exec("other-ns", ["python3", "-c", CLIENT, "web", "web.shop"]).stdout
-        if "-> server" in same or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
+
+    def answered() -> Optional[str]:
+        out: str = node.exec("same-ns", ["python3", "-c", CLIENT, *forms], "shop").stdout
+        return out if "-> server" in out else None
+
+    same = eventually(answered, 15, "the service answering in the same namespace", interval=0.1)
+    other = node.exec("other-ns", ["python3", "-c", CLIENT, "web", "web.shop"]).stdout
     for form in forms:
         assert "%s -> server" % form in same, same
     assert "web -> error" in other, other

@@ -7,13 +7,13 @@ import shutil
 import ssl
 import subprocess
 import sys
-import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, List, Optional
 
 from support.servers import free_port
+from support.wait import GiveUp, eventually
 
 BIN = Path(sys.executable).parent
 
@@ -37,7 +37,7 @@ class ConfigServer:
 def config_server(
     tmp: Path, policies: Optional[Path], extra: Optional[List[str]] = None, timeout: float = 20.0
 ) -> Iterator[ConfigServer]:
-    port = free_port()
+    port = free_port()  # not port 0: `serve --listen` refuses it, and the URL is needed before the start
     certs = tmp / "certs"
     log = tmp / ("server-%d.log" % port)
     args = [str(BIN / "pilotfish-webhook"), "serve", "--listen", "127.0.0.1:%d" % port]
@@ -49,20 +49,14 @@ def config_server(
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
     server = ConfigServer("https://127.0.0.1:%d" % port, certs / "ca.crt", policies, proc, log)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def healthy() -> bool:
             if proc.poll() is not None:
-                raise RuntimeError("config server exited: %s" % server.output())
-            try:
-                if server.ca.exists():
-                    health = server.url + "/healthz"
-                    urllib.request.urlopen(health, timeout=1, context=server.context()).read()
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("config server did not come up: %s" % server.output())
-            time.sleep(0.1)
+                raise GiveUp("config server exited: %s" % server.output())
+            urllib.request.urlopen(server.url + "/healthz", timeout=1, context=server.context()).read()
+            return True
+
+        eventually(healthy, timeout, "the config server's /healthz", interval=0.1, context=server.output)
         yield server
     finally:
         proc.terminate()

@@ -104,7 +104,7 @@ class _Handler(BaseHTTPRequestHandler):
                 line = json.dumps(event).encode() + b"\n"
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
                 self.wfile.flush()
-                time.sleep(0.05)
+                time.sleep(0.05)  # events arrive apart, as from a cluster: the behaviour of the fake
             if events is None:  # nothing more recorded: hold the watch open a while, like a quiet cluster
                 fake.closing.wait(2.0)
             self.wfile.write(b"0\r\n\r\n")

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,29 +31,22 @@ import pytest
 from support.agent import agent_env, clean_env
 from support.capture import CaptureServer, header
 from support.interpreters import matrix_versions, require_app_python
+from support.ports import free_port
 from support.servers import _gunicorn_flags, http_get
+from support.wait import GiveUp, eventually
 
 APPS = Path(__file__).resolve().parent / "apps"
 HOPS = ("/b-httpx-task", "/c-urllib-thread", "/c-aiohttp-task")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def wait_listening(port: int, process: subprocess.Popen, log: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def listening() -> bool:
         if process.poll() is not None:
-            raise AssertionError("service exited early:\n" + log.read_text())
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError("service did not listen on %d:\n%s" % (port, log.read_text()))
+            raise GiveUp("service exited early:\n" + log.read_text())
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+
+    eventually(listening, timeout, "a service listening on %d" % port, interval=0.1, context=log.read_text)
 
 
 class Chain:

@@ -13,9 +13,7 @@ by the entry tagging, docs/tags.md).
 
 from __future__ import annotations
 
-import http.client
 import subprocess
-import time
 import zlib
 from pathlib import Path
 from typing import Dict, Iterator, Optional
@@ -26,6 +24,7 @@ from support.capture import CaptureServer, header
 from support.config_server import config_server, free_port
 from support.interpreters import matrix_versions, require_app_python
 from support.servers import _gunicorn_flags, http_get
+from support.wait import GiveUp, eventually
 
 APPS = Path(__file__).resolve().parent / "apps"
 
@@ -82,21 +81,12 @@ class Shop:
         return self.log.read_text(errors="replace")
 
     def wait(self, predicate, what: str, timeout: float = 30):
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
+        def check():
             if self.proc.poll() is not None:
-                raise AssertionError("the app exited:\n" + self.output())
-            try:
-                last = predicate()
-                if last:
-                    return last
-            except (OSError, http.client.HTTPException, ValueError) as problem:
-                last = problem
-            time.sleep(0.1)
-        raise AssertionError(
-            "%s never happened within %ss (last: %r)\n%s" % (what, timeout, last, self.output())
-        )
+                raise GiveUp("the app exited:\n" + self.output())
+            return predicate()
+
+        return eventually(check, timeout, what, interval=0.1, context=self.output)
 
     def order(self, rid: str, headers: Optional[Dict[str, str]] = None) -> bytes:
         """GET /order on the app; the one request it made downstream, raw."""

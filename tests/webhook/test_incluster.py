@@ -28,6 +28,8 @@ from pilotfish_webhook.tls import make_ca, make_serving_cert, publish, rotation
 from pilotfish_webhook.tls import secret as shared_secret
 from pilotfish_webhook.tls.keeper import CertKeeper, service_hosts
 from pilotfish_webhook.tls.secret import Material
+from support.ports import free_port
+from support.wait import GiveUp, eventually
 
 RECORDED = Path(__file__).parent / "recorded"
 NAMESPACE = "pilotfish-system"
@@ -454,11 +456,9 @@ def test_serve_in_cluster_end_to_end_uses_the_shared_secret_and_patches_the_webh
 ) -> None:
     """``pilotfish-webhook serve --in-cluster`` as a subprocess, talking to the stand-in API
     server through a kubeconfig: it serves HTTPS with the Secret's chain and sets caBundle."""
-    import socket
     import ssl
     import subprocess
     import sys
-    import time
 
     import httpx
     import yaml
@@ -476,30 +476,29 @@ def test_serve_in_cluster_end_to_end_uses_the_shared_secret_and_patches_the_webh
             }
         )
     )
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # `serve --listen` refuses port 0
     exe = Path(sys.executable).parent / "pilotfish-webhook"
     args = [str(exe), "serve", "--listen", "127.0.0.1:%d" % port, "--certs-dir", str(tmp_path / "certs")]
     args += ["--in-cluster", "--kubeconfig", str(kubeconfig), "--namespace", NAMESPACE]
     proc = subprocess.Popen(args)
     try:
-        deadline = time.monotonic() + 30
-        while ("secrets", NAMESPACE, SECRET) not in apiserver.objects or not (
-            tmp_path / "certs" / "tls.crt"
-        ).exists():
-            assert proc.poll() is None, "server exited"
-            assert time.monotonic() < deadline, "no Secret created"
-            time.sleep(0.1)
+
+        def secret_created() -> bool:
+            if proc.poll() is not None:
+                raise GiveUp("server exited")
+            return ("secrets", NAMESPACE, SECRET) in apiserver.objects and (
+                tmp_path / "certs" / "tls.crt"
+            ).exists()
+
+        eventually(secret_created, 30, "the Secret created", interval=0.1)
         bundle = secret_data(apiserver)["ca-bundle.crt"]
         context = ssl.create_default_context(cadata=bundle.decode())
-        while True:
-            try:
-                answer = httpx.get("https://127.0.0.1:%d/healthz" % port, verify=context, timeout=2)
-                break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline, "server did not answer"
-                time.sleep(0.1)
+        answer = eventually(
+            lambda: httpx.get("https://127.0.0.1:%d/healthz" % port, verify=context, timeout=2),
+            30,
+            "the server answering",
+            interval=0.1,
+        )
         assert answer.status_code == 200
         assert ca_bundles(apiserver) == [bundle, bundle]
     finally:

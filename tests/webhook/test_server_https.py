@@ -12,7 +12,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, Tuple
 
@@ -20,6 +19,8 @@ import httpx
 import jsonpatch
 import pytest
 from support.pods import admission_review, validate_pod
+from support.ports import free_port
+from support.wait import GiveUp, eventually
 
 EXE = Path(sys.executable).parent / "pilotfish-webhook"
 
@@ -45,12 +46,6 @@ def trusting(certs: Path) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(certs / "ca.crt"))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tuple[str, Path]]:
     certs = tmp_path_factory.mktemp("certs")
@@ -61,19 +56,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tuple[str, Path
         stderr=subprocess.STDOUT,
     )
     url = "https://127.0.0.1:%d" % port
-    deadline = time.monotonic() + 30
     try:
-        while True:
+
+        def healthy() -> bool:
             if proc.poll() is not None:
-                raise AssertionError("server exited: %s" % proc.stdout.read().decode() if proc.stdout else "")
-            if (certs / "ca.crt").exists():
-                try:
-                    if httpx.get(url + "/healthz", verify=trusting(certs), timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-            assert time.monotonic() < deadline, "server did not answer /healthz within 30 s"
-            time.sleep(0.1)
+                raise GiveUp("server exited: %s" % proc.stdout.read().decode() if proc.stdout else "")
+            return httpx.get(url + "/healthz", verify=trusting(certs), timeout=2).status_code == 200
+
+        eventually(healthy, 30, "the server answering /healthz", interval=0.1)
         yield url, certs
     finally:
         proc.terminate()
@@ -166,15 +156,10 @@ def test_the_server_reuses_its_certificates_after_a_restart(server: Tuple[str, P
     port = free_port()
     proc = subprocess.Popen([str(EXE), "serve", "--listen", "127.0.0.1:%d" % port, "--certs-dir", str(certs)])
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                url = "https://127.0.0.1:%d/healthz" % port
-                if httpx.get(url, verify=trusting(certs), timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
+        url = "https://127.0.0.1:%d/healthz" % port
+        eventually(
+            lambda: httpx.get(url, verify=trusting(certs), timeout=2).status_code == 200, 30, "/healthz"
+        )
     finally:
         proc.terminate()
         proc.wait(10)
@@ -222,20 +207,10 @@ def test_an_externally_issued_certificate_is_used_as_is_and_followed_when_rotate
         return x509.load_der_x509_certificate(der).public_bytes(serialization.Encoding.PEM)
 
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                assert presented() == first
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "server did not come up"
-                time.sleep(0.1)
+        assert eventually(presented, 30, "the server presenting a certificate", interval=0.1) == first
         assert not (tmp_path / "ca.key").exists(), "the server must not mint its own CA here"
         second = issue(90)
-        deadline = time.monotonic() + 15
-        while presented() != second:
-            assert time.monotonic() < deadline, "the rotated certificate was not picked up"
-            time.sleep(0.2)
+        eventually(lambda: presented() == second, 15, "the rotated certificate picked up", interval=0.2)
     finally:
         proc.terminate()
         proc.wait(10)
