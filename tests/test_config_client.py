@@ -24,6 +24,7 @@ from pilotfish import config_client, settings
 from pilotfish.config_client import CallFailed, ConfigClient, Registration, Transport
 from pilotfish_webhook.tls import ensure_certs
 from support.config_server import ConfigServer, example_config_server
+from support.ports import free_port
 from support.wait import eventually
 
 
@@ -99,9 +100,7 @@ def test_a_cache_for_another_app_or_a_corrupt_cache_is_ignored(tmp_path: Path) -
 
 
 def _dead_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_port()  # reserved for this process and not listened on: connections are refused
 
 
 class FakeService(http.server.ThreadingHTTPServer):

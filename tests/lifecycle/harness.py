@@ -1,7 +1,8 @@
 """Run a real server under the agent and watch it from outside, recording a timeline.
 
-Only ``PYTHONPATH=build/agent-tree/bootstrap`` (plus tests/apps for the app module) is
-set, as the webhook would; the agent is configured through env vars only.
+The servers are those of :data:`support.servers.SERVERS`, started by its RunningServer
+(``PYTHONPATH=build/agent-tree/bootstrap`` plus tests/apps, as the webhook would), with
+the lifecycle apps of tests/apps; the agent is configured through env vars only.
 """
 
 from __future__ import annotations

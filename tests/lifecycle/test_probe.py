@@ -11,6 +11,7 @@ from typing import Dict, Iterator, List, Tuple
 
 import pytest
 from pilotfish import probe
+from support.ports import free_port
 
 
 class AppStub:
@@ -169,9 +170,7 @@ def test_http_probe_times_out_at_timeout_seconds(app: AppStub) -> None:
 
 
 def test_http_probe_to_a_closed_port_fails() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # reserved for this process and not listened on: connections are refused
     ok, reason = probe.check_once(spec_for(port))
     assert not ok and "refused" in reason.lower()
 

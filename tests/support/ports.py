@@ -7,7 +7,8 @@ be told the same number beforehand, and some tests configure a peer's address be
 peer starts. For those, :func:`free_port` hands out a port that nothing else will take:
 
 - below the kernel's ephemeral range (``/proc/sys/net/ipv4/ip_local_port_range``), so no
-  ``bind(0)`` and no outgoing connection of any process can be given it;
+  ``bind(0)`` and no outgoing connection of any process can be given it (and below the
+  NodePort range, 30000 on);
 - held with an exclusive lock on its byte of one shared file until this process exits, so
   two test processes (parallel workers, several checkouts) never hand out the same port;
 - checked free with a bind at hand-out time, for anything else that listens there.
@@ -30,6 +31,7 @@ _lock_file: Optional[IO[bytes]] = None  # one fd for all: closing it would drop 
 _handed_out: Set[int] = set()  # a process's own record locks never conflict with each other
 _guard = threading.Lock()
 _FLOOR = 20000  # below: well-known and registered services a developer may run
+_NODE_PORTS = 30000  # and from here on Kubernetes' NodePort range (a local cluster may bind those)
 
 
 def _ephemeral_start() -> int:
@@ -55,7 +57,7 @@ def free_port() -> int:
     with _guard:
         if _lock_file is None:
             _lock_file = open(_LOCKS, "ab")  # noqa: SIM115 - open until the process exits
-        top = _ephemeral_start()
+        top = min(_ephemeral_start(), _NODE_PORTS)
         start = random.randrange(_FLOOR, top)
         for port in [*range(start, top), *range(_FLOOR, start)]:
             if port in _handed_out:
