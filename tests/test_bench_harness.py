@@ -16,11 +16,7 @@ from typing import Iterator, List, Tuple
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from hack.bench import common, idle, loadgen, profile_share, rps, startup, wrapper, wrapper_parts  # noqa: E402
+from hack.bench import common, idle, loadgen, profile_share, rps, startup, wrapper, wrapper_parts
 
 
 def test_percentile_interpolates_like_numpy_default() -> None:

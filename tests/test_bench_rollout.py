@@ -10,21 +10,16 @@ from __future__ import annotations
 import argparse
 import http.server
 import socket
-import sys
 import threading
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from hack.bench_rollout import plots  # noqa: E402
-from hack.bench_rollout.__main__ import analyse, load_raw, parse, save_raw, table  # noqa: E402
-from hack.bench_rollout.loadgen import OpenLoop, requests_sender  # noqa: E402
-from hack.bench_rollout.stats import (  # noqa: E402
+from hack.bench_rollout import plots
+from hack.bench_rollout.__main__ import analyse, load_raw, parse, save_raw, table
+from hack.bench_rollout.loadgen import OpenLoop, requests_sender
+from hack.bench_rollout.stats import (
     Record,
     classify_error,
     due_indices,

@@ -22,7 +22,6 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _missing() -> list:
-    sys.path.insert(0, str(ROOT))
     from hack.cluster.network import missing_requirements
 
     missing = list(missing_requirements())

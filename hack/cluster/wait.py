@@ -1,11 +1,12 @@
 """Waiting on a condition: the one polling loop of hack/ (the demo, the benchmarks) and the tests.
 
 ``wait_for(check, timeout, what)`` calls ``check`` until it returns something true and returns
-that; past ``timeout`` seconds it raises ``failure`` (RuntimeError unless told: tests pass
-AssertionError) with a message naming ``what`` and the last value seen. An exception from
-``check`` ends the wait at once, unless its type is in ``retry``: then it counts as "not yet"
-and, if it is the last thing that happened, is reported and chained. :class:`GiveUp` always
-ends the wait at once, even when ``retry`` would catch it (a watched process exited, say).
+that; past ``timeout`` seconds it raises ``failure`` (RuntimeError unless told) with a message
+naming ``what`` and the last value seen. An exception from ``check`` ends the wait at once,
+unless its type is in ``retry``: then it counts as "not yet" and, if it is the last thing that
+happened, is reported and chained. :class:`GiveUp` always ends the wait at once, even when
+``retry`` would catch it (a watched process exited, say). The tests' ``eventually``
+(tests/support/wait.py) is this loop with ``retry=(Exception,)`` and ``failure=AssertionError``.
 """
 
 from __future__ import annotations
@@ -54,9 +55,9 @@ def wait_for(
         if time.monotonic() >= deadline:
             break
         time.sleep(interval)  # the poll interval, not a wait for something
-    message = "timed out after %g s waiting for %s; last %s: %r" % (
-        timeout,
+    message = "%s never held within %ss; last %s: %r" % (
         what,
+        timeout,
         "exception" if problem is not None else "value",
         last,
     )

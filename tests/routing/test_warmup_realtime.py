@@ -8,14 +8,7 @@ tenth is within 5 percentage points of ``w / (3 + w)``, ``w = max(10%, (t/T)^2)`
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from hack.routing_warmup_curve import measure  # noqa: E402
+from hack.routing_warmup_curve import measure
 
 
 def test_the_share_of_a_new_instance_follows_the_curve_in_real_time() -> None:

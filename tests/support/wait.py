@@ -7,19 +7,22 @@ like any other exception, and reported if it is the last thing that happened.
 
 Raise :class:`GiveUp` from a check (for example when the process being watched exited) to
 stop at once instead of waiting out the timeout.
+
+The loop is ``hack.cluster.wait.wait_for``, the one hack/ (the demo, the benchmarks) uses too.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Callable, Optional, TypeVar
+
+from hack.cluster import wait
 
 T = TypeVar("T")
 
 INTERVAL = 0.02  # between two checks; a check is cheap next to the process it watches
 
 
-class GiveUp(AssertionError):
+class GiveUp(wait.GiveUp, AssertionError):
     """Raised by a check when waiting longer cannot help; ``eventually`` lets it through."""
 
 
@@ -35,28 +38,12 @@ def eventually(
 
     ``context`` (e.g. a server's output) is called once, on failure, and appended to the message.
     """
-    deadline = time.monotonic() + timeout
-    last: object = None
-    problem: Optional[BaseException] = None
-    while True:
-        try:
-            last = check()
-            problem = None
-            if last:
-                return last  # type: ignore[return-value]
-        except GiveUp:
-            raise
-        except Exception as raised:  # retried; the last one is reported
-            last, problem = raised, raised
-        if time.monotonic() >= deadline:
-            break
-        time.sleep(interval)  # the poll interval, not a wait for something
-    message = "%s never held within %ss; last %s: %r" % (
-        what,
+    return wait.wait_for(
+        check,
         timeout,
-        "exception" if problem is not None else "value",
-        last,
+        what,
+        interval=interval,
+        retry=(Exception,),
+        failure=AssertionError,
+        context=context,
     )
-    if context is not None:
-        message += "\n" + context()
-    raise AssertionError(message) from problem
