@@ -103,7 +103,7 @@ def test_webhook_configuration_never_blocks_a_deploy_and_has_the_two_selections(
             "values": ["kube-system", "pilotfish-system"],
         }
     by_namespace, by_pod = hooks
-    assert {"key": c.INJECT_LABEL, "operator": "In", "values": ["enabled"]} in by_namespace[
+    assert {"key": c.INJECT_LABEL, "operator": "In", "values": [c.NAMESPACE_ENABLED]} in by_namespace[
         "namespaceSelector"
     ]["matchExpressions"]
     assert by_namespace["objectSelector"]["matchExpressions"] == [

@@ -22,13 +22,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Any, Awaitable, Callable, Dict, MutableMapping, Optional, Tuple, Type
+from typing import Dict, Optional, Tuple, Type
 
-Scope = MutableMapping[str, Any]
-Message = Dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+from pilotfish_webhook.asgi import ASGIApp, Message, Receive, Scope, Send
 
 DEFAULT_DEADLINE_SECONDS = 10.0
 # The config API's bodies (register, deregister) are a few hundred bytes.
@@ -130,7 +126,7 @@ class _HeaderDeadline(asyncio.Protocol):
     _header_timer: Optional[asyncio.TimerHandle] = None
     _header_bytes = False
 
-    def connection_made(self, transport: Any) -> None:
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self._arm_header_timer()
 

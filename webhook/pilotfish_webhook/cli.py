@@ -8,7 +8,7 @@ import gc
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
 
 import uvicorn
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
@@ -17,6 +17,7 @@ from pilotfish_webhook import bodies, kube
 from pilotfish_webhook.admission import options as admission_options
 from pilotfish_webhook.admission import router as admission_router
 from pilotfish_webhook.app import create_app
+from pilotfish_webhook.asgi import ASGIApp
 from pilotfish_webhook.config.sources import DEFAULT_SETTLE_SECONDS
 from pilotfish_webhook.tls.certs import CertPaths, ensure_certs
 from pilotfish_webhook.tls.keeper import CertKeeper, service_hosts
@@ -181,12 +182,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     admission = None if args.no_admission else admission_options.config_from_args(args)
     if admission is not None and in_cluster is not None:
         admission = dataclasses.replace(admission, namespace_seen=in_cluster.namespace_seen)
-    app: Any = create_app(admission=admission)
+    fastapi_app = create_app(admission=admission)
     service = config_service(args)
     if service is not None:
         from pilotfish_webhook.config.router import attach
 
-        attach(app, service)
+        attach(fastapi_app, service)
+    app: ASGIApp = fastapi_app
     if admission is not None:
         app = admission_router.with_fast_path(app, admission)
     app = bodies.with_body_limits(

@@ -40,7 +40,7 @@ class Outcome:
 
     patch: List[Dict[str, Any]] = field(default_factory=list)
     warnings: List[str] = field(default_factory=list)
-    mutation: Any = None
+    mutation: Optional[Mutation] = None
 
 
 def parse_request(doc: Any) -> Dict[str, Any]:

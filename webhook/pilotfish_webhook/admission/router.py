@@ -14,23 +14,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Awaitable, Callable, Dict, MutableMapping, Tuple
+from typing import Any, Tuple
 
 from fastapi import APIRouter
 
 from pilotfish_webhook.admission.jsonio import dumps, loads
 from pilotfish_webhook.admission.mutate import InjectionConfig
 from pilotfish_webhook.admission.review import BadReview, review
+from pilotfish_webhook.asgi import ASGIApp, Receive, Scope, Send
 
 # The API server's request limit is 3 MiB; an AdmissionReview of the largest pod it accepts
 # is below that plus envelope. Anything larger is not from a healthy API server.
 DEFAULT_MAX_BODY_BYTES = 3 * 1024 * 1024 + 64 * 1024
 # A pod of a few containers is a few KiB; larger reviews are handled in a worker thread.
 INLINE_BODY_BYTES = 64 * 1024
-
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Dict[str, Any]]]
-Send = Callable[[Dict[str, Any]], Awaitable[None]]
 
 
 class MutateEndpoint:
@@ -112,9 +109,6 @@ def admission_router(config: InjectionConfig, max_body_bytes: int = DEFAULT_MAX_
     endpoint: Any = MutateEndpoint(config, max_body_bytes)  # an ASGI app: Starlette calls it as is
     router.add_route("/mutate", endpoint, methods=["POST"], include_in_schema=False)
     return router
-
-
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 def with_fast_path(

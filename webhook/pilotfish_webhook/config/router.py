@@ -20,6 +20,7 @@ import json
 import logging
 import signal
 import time
+from types import FrameType
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -38,6 +39,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from pilotfish_webhook import kube
+from pilotfish_webhook.asgi import ASGIApp, Receive, Scope, Send
 from pilotfish_webhook.config.auth import AnonymousAuth, Authenticator, TokenReviewAuth, Unauthorized, bearer
 from pilotfish_webhook.config.registry import (
     Caller,
@@ -159,7 +161,9 @@ class ConfigService:
                 if not callable(previous):
                     continue
 
-                def handler(number: int, frame: Any, previous: Callable[..., Any] = previous) -> None:
+                def handler(
+                    number: int, frame: Optional[FrameType], previous: Callable[..., Any] = previous
+                ) -> None:
                     self.begin_shutdown()
                     previous(number, frame)
 
@@ -329,11 +333,11 @@ class LongPolls:
     on a busy node; here a wake-up is one dict lookup and two ``send`` calls.
     """
 
-    def __init__(self, app: Any, service: ConfigService) -> None:
+    def __init__(self, app: ASGIApp, service: ConfigService) -> None:
         self.app = app
         self.service = service
 
-    async def __call__(self, scope: Dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path")
         if scope["type"] != "http" or path not in ("/v1/config", "/v1/instances", "/v1/routing"):
             await self.app(scope, receive, send)
@@ -414,7 +418,7 @@ class LongPolls:
         return 200, json.dumps(body, separators=(",", ":")).encode()
 
 
-async def _send(send: Any, status: int, body: bytes) -> None:
+async def _send(send: Send, status: int, body: bytes) -> None:
     headers = [(b"content-type", b"application/json")] if body else []
     headers.append((b"content-length", b"%d" % len(body)))
     await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -432,7 +436,7 @@ def attach(app: FastAPI, service: ConfigService) -> None:
     previous = app.router.lifespan_context
 
     @contextlib.asynccontextmanager
-    async def lifespan(the_app: Any) -> AsyncIterator[Any]:
+    async def lifespan(the_app: FastAPI) -> AsyncIterator[Any]:
         async with previous(the_app) as state:
             await service.start()
             try:

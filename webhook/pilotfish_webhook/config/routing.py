@@ -20,6 +20,7 @@ import hashlib
 import json
 from typing import Any, Dict, Optional, Tuple
 
+from pilotfish_webhook.config.registry import Registry
 from pilotfish_webhook.config.store import Changes, PolicyStore
 
 # The agent's built-in defaults (agent/pilotfish/settings.py), for instances that report none.
@@ -35,7 +36,7 @@ _WARMUP_AGENT_KEYS = {
 class RoutingView:
     """The per-namespace routing answer, rebuilt only when the registry or the policies changed."""
 
-    def __init__(self, registry: Any, store: PolicyStore) -> None:
+    def __init__(self, registry: Registry, store: PolicyStore) -> None:
         self.registry = registry
         self.store = store
         self.changes = Changes()

@@ -199,7 +199,3 @@ def _key_of(obj: Any, default_namespace: str) -> str:
         name_label(meta.get("namespace"), default_namespace),
         name_label(meta.get("name"), "<unnamed>"),
     )
-
-
-def policy_keys(store: PolicyStore) -> List[str]:
-    return sorted(store.snapshot.policies)

@@ -24,7 +24,8 @@ from pilotfish_webhook.tls.certs import covers, make_ca, make_serving_cert, not_
 
 log = logging.getLogger("pilotfish_webhook.tls")
 
-SERVING_VALIDITY = dt.timedelta(days=90)
+# The shared serving certificate is short-lived and rotated (self-made ones last a year, certs.py).
+SHARED_SERVING_VALIDITY = dt.timedelta(days=90)
 RENEW_SERVING_BEFORE = dt.timedelta(days=30)
 RENEW_CA_BEFORE = dt.timedelta(days=365)
 CA_BUNDLE = "ca-bundle.crt"
@@ -67,7 +68,7 @@ class Material:
 def fresh(hosts: Sequence[str]) -> Material:
     """A new CA and a serving certificate for ``hosts``."""
     ca_cert, ca_key = make_ca()
-    cert, key = make_serving_cert(ca_cert, ca_key, hosts, SERVING_VALIDITY)
+    cert, key = make_serving_cert(ca_cert, ca_key, hosts, SHARED_SERVING_VALIDITY)
     return Material(ca_cert, ca_key, cert, key, ca_cert)
 
 
@@ -78,7 +79,7 @@ def renewed(old: Material, hosts: Sequence[str], now: dt.datetime) -> Optional[M
     if not (ca_due or cert_due):
         return None
     ca_cert, ca_key = make_ca() if ca_due else (old.ca_cert, old.ca_key)
-    cert, key = make_serving_cert(ca_cert, ca_key, hosts, SERVING_VALIDITY)
+    cert, key = make_serving_cert(ca_cert, ca_key, hosts, SHARED_SERVING_VALIDITY)
     # Keep every CA that is still valid in the bundle, newest first, so both chains verify
     # while replicas and the API server catch up.
     still_valid = [pem for pem in split_bundle(old.ca_bundle) if not_after(pem) > now and pem != ca_cert]
