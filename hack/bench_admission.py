@@ -41,6 +41,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
+from .cluster.wait import wait_for
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
@@ -94,7 +96,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(certs: Path, cpu: int, nice: int = 0) -> Tuple[subprocess.Popen, int]:
+def start_server(certs: Path, cpu: int, nice: int = 0) -> Tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     exe = Path(sys.executable).parent / "pilotfish-webhook"
 
@@ -109,22 +111,24 @@ def start_server(certs: Path, cpu: int, nice: int = 0) -> Tuple[subprocess.Popen
         preexec_fn=pin,
         stdout=subprocess.DEVNULL,
     )
-    context = ssl.create_default_context(cafile=None)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if (certs / "ca.crt").exists():
-            try:
-                context = ssl.create_default_context(cafile=str(certs / "ca.crt"))
-                conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=2)
-                conn.request("GET", "/healthz")
-                if conn.getresponse().status == 200:
-                    conn.close()
-                    return proc, port
-            except OSError:
-                pass
-        time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("server did not come up on port %d" % port)
+
+    def healthy() -> bool:
+        if not (certs / "ca.crt").exists():
+            return False
+        context = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+        conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=2)
+        conn.request("GET", "/healthz")
+        if conn.getresponse().status != 200:
+            return False
+        conn.close()
+        return True
+
+    try:
+        wait_for(healthy, 30, "the server's /healthz on port %d" % port, interval=0.1, retry=(OSError,))
+    except RuntimeError as problem:
+        proc.kill()
+        raise SystemExit(str(problem))
+    return proc, port
 
 
 def _client(

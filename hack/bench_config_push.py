@@ -40,6 +40,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from .cluster.wait import wait_for
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 APPS = 20
@@ -211,17 +213,9 @@ def one_fleet(agents: int, rounds: int, processes: int, server_args: Sequence[st
         ],
     )
     ca = str(tmp / "certs" / "ca.crt")
-    workers: List[subprocess.Popen] = []
+    workers: List[subprocess.Popen[str]] = []
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                version_for(url, ca)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        wait_for(lambda: version_for(url, ca), 30, "the config service", interval=0.2, retry=(OSError,))
         idle = rss_kib(server.pid)
         per = agents // processes
         for p in range(processes):
@@ -229,7 +223,8 @@ def one_fleet(agents: int, rounds: int, processes: int, server_args: Sequence[st
                 subprocess.Popen(
                     [
                         sys.executable,
-                        __file__,
+                        "-m",
+                        "hack.bench_config_push",
                         "--worker",
                         "--url",
                         url,
@@ -243,6 +238,7 @@ def one_fleet(agents: int, rounds: int, processes: int, server_args: Sequence[st
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     text=True,
+                    cwd=str(ROOT),  # `-m` finds the package from the repository root
                 )
             )
         for worker in workers:

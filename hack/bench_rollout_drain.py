@@ -49,6 +49,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from .cluster.wait import wait_for
+
 ROOT = Path(__file__).resolve().parent.parent
 APPS = ROOT / "tests" / "apps"
 BOOTSTRAP = ROOT / "build" / "agent-tree" / "bootstrap"
@@ -94,17 +96,14 @@ class Instance:
         )
 
     def wait_serving(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if _get(self.port, "/") == 200 and (
-                    not self.agent or _get(self.status_port, "/readiness") == 200
-                ):
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("instance did not come up:\n" + self.output())
+        def serving() -> bool:
+            return _get(self.port, "/") == 200 and (
+                not self.agent or _get(self.status_port, "/readiness") == 200
+            )
+
+        wait_for(
+            serving, timeout, "the instance serving", interval=0.1, retry=(OSError,), context=self.output
+        )
 
     def output(self) -> str:
         self.log.seek(0)

@@ -90,7 +90,9 @@ class Demo:
         return [p for p in json.loads(out)["items"] if not p["metadata"].get("deletionTimestamp")]
 
     def all_pods(self) -> List[Obj]:
-        return json.loads(self.kubectl("-n", "shop", "get", "pods", "-o", "json", show=False))["items"]
+        out = self.kubectl("-n", "shop", "get", "pods", "-o", "json", show=False)
+        pods: List[Obj] = json.loads(out)["items"]
+        return pods
 
     def settled(self, total: int) -> bool:
         """Exactly ``total`` pods in shop, none terminating, all ready."""

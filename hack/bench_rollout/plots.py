@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 from ..routing_warmup_curve import Canvas, expected_share
 
@@ -51,7 +51,7 @@ def timeline(
         for px in range(int(x(max(0.0, a))), int(x(min(seconds, b))) + 1):
             canvas.line(px, y0, px, y1 - 1, GREY)
     _frame(canvas, title)
-    failed: dict = {}
+    failed: Dict[float, int] = {}
     for _, _, rows in series:
         for t, _, bad in rows:
             failed[t] = failed.get(t, 0) + bad

@@ -114,7 +114,8 @@ class WebhookAdmission:
             )
         try:
             operations = json.loads(base64.b64decode(raw))
-            return jsonpatch.JsonPatch(operations).apply(copy.deepcopy(pod))
+            patched: Dict[str, Any] = jsonpatch.JsonPatch(operations).apply(copy.deepcopy(pod))
+            return patched
         except Exception as exc:
             message = 'Internal error occurred: webhook "%s" returned an unusable patch: %s' % (
                 hook.get("name"),

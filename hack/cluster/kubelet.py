@@ -373,7 +373,7 @@ class ContainerRunner:
         k = self.worker.kubelet
         if time.monotonic() - self.started_mono >= BACKOFF_RESET:
             self._backoff_n = 0
-        delay = min(k.backoff_base * (2**self._backoff_n), k.backoff_cap)
+        delay: float = min(k.backoff_base * (2**self._backoff_n), k.backoff_cap)
         self._backoff_n += 1
         return delay
 

@@ -10,6 +10,8 @@ Exit codes when the container cannot start: 127 command not found, 126 not execu
 128 anything else (the message goes to the container's log).
 """
 
+from __future__ import annotations  # annotations stay strings: no `typing` import at start-up
+
 import ctypes
 import json
 import os
@@ -26,13 +28,13 @@ MS_SLAVE = 1 << 19
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _check(result, what):
+def _check(result: int, what: str) -> None:
     if result != 0:
         err = ctypes.get_errno()
         raise OSError(err, "%s: %s" % (what, os.strerror(err)))
 
 
-def _mount(source, target, fstype, flags, label=None):
+def _mount(source: str | None, target: str, fstype: str | None, flags: int, label: str | None = None) -> None:
     _check(
         _libc.mount(
             source.encode() if source else None,
@@ -48,7 +50,7 @@ def _mount(source, target, fstype, flags, label=None):
 _ready_fd = -1
 
 
-def fail(message, code):
+def fail(message: str, code: int) -> None:
     """Say why in the container's log and to the kubelet (through the ready pipe), then exit."""
     sys.stderr.write("local cluster: %s\n" % message)
     if _ready_fd >= 0:
@@ -59,7 +61,7 @@ def fail(message, code):
     sys.exit(code)
 
 
-def main():
+def main() -> None:
     global _ready_fd
     with open(sys.argv[1]) as f:
         spec = json.load(f)

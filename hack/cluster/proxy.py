@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import threading
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from .network import Network, ServicePort
 
@@ -77,7 +77,7 @@ class ServiceProxy:
         self._slices: Dict[Tuple[str, str], Obj] = {}  # (namespace, slice name) -> slice
         self._programmed: Dict[Tuple[str, str], Tuple[str, List[ServicePort]]] = {}
         self._unsubscribe: List[Callable[[], None]] = []
-        self._warned: set = set()
+        self._warned: Set[str] = set()
 
     def start(self) -> None:
         self._unsubscribe.append(self.store.subscribe("services", self._on_service))

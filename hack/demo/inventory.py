@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 
-from flask import Flask, jsonify
+from flask import Flask, Response, jsonify
 
 app = Flask(__name__)
 
 
 @app.get("/stock")
-def stock():
+def stock() -> Response:
     return jsonify(chain=[os.environ.get("POD_NAME", "inventory")], items=7)

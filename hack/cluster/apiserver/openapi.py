@@ -16,7 +16,7 @@ import functools
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Set
 
 from .resources import Registry, Resource
 
@@ -69,7 +69,7 @@ def _first_type(value: Any) -> Any:
     return value
 
 
-def _refs(node: Any, found: set) -> None:
+def _refs(node: Any, found: Set[str]) -> None:
     if isinstance(node, dict):
         ref = node.get("$ref")
         if isinstance(ref, str) and ref.startswith("#/components/schemas/"):
@@ -89,7 +89,7 @@ def _closure(names: List[str]) -> Dict[str, Obj]:
         if name in seen or name not in defs:
             continue
         seen.add(name)
-        found: set = set()
+        found: Set[str] = set()
         _refs(defs[name], found)
         todo.extend(found - seen)
     return {name: defs[name] for name in sorted(seen)}

@@ -36,7 +36,8 @@ def merge_patch(original: Any, patch: Any) -> Any:
 
 def json_patch(original: Obj, operations: Any) -> Obj:
     try:
-        return jsonpatch.JsonPatch(operations).apply(copy.deepcopy(original))
+        patched: Obj = jsonpatch.JsonPatch(operations).apply(copy.deepcopy(original))
+        return patched
     except jsonpatch.JsonPatchTestFailed as exc:
         raise ApiError(
             422, "Invalid", "the server rejected our request due to an error in our request: %s" % exc

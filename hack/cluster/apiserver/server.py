@@ -466,7 +466,8 @@ class Verbs:
         if content_type == "application/json-patch+json":
             return patch.json_patch(current, body)
         if content_type == "application/merge-patch+json":
-            return patch.merge_patch(current, body)
+            merged: Obj = patch.merge_patch(current, body)
+            return merged
         if content_type == "application/strategic-merge-patch+json":
             if self.r.schema is not None:
                 raise ApiError(
@@ -629,7 +630,8 @@ class Verbs:
         body = self._json_body()
         if content_type == "application/json-patch+json":
             return patch.json_patch(scale, body)
-        return patch.merge_patch(scale, body)
+        merged: Obj = patch.merge_patch(scale, body)
+        return merged
 
     def pod_log(self) -> None:
         pod = self._current()

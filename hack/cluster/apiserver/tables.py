@@ -30,7 +30,7 @@ def age(obj: Obj) -> str:
 
 
 def _name(obj: Obj) -> str:
-    return (obj.get("metadata") or {}).get("name", "")
+    return str((obj.get("metadata") or {}).get("name", ""))
 
 
 def _status(obj: Obj) -> Obj:
@@ -54,7 +54,7 @@ def _pod_phase(pod: Obj) -> str:
     for s in status.get("initContainerStatuses") or []:
         state = s.get("state") or {}
         if "waiting" in state and state["waiting"].get("reason") not in (None, "PodInitializing"):
-            return "Init:" + state["waiting"]["reason"]
+            return "Init:" + str(state["waiting"]["reason"])
         if "running" in state:
             return "Init:%d/%d" % (
                 sum(
@@ -67,10 +67,10 @@ def _pod_phase(pod: Obj) -> str:
     for s in status.get("containerStatuses") or []:
         state = s.get("state") or {}
         if "waiting" in state and state["waiting"].get("reason"):
-            return state["waiting"]["reason"]
+            return str(state["waiting"]["reason"])
         if "terminated" in state and state["terminated"].get("reason") and status.get("phase") != "Running":
-            return state["terminated"]["reason"]
-    return status.get("phase", "Pending")
+            return str(state["terminated"]["reason"])
+    return str(status.get("phase", "Pending"))
 
 
 def _restarts(pod: Obj) -> int:

@@ -116,7 +116,8 @@ def owned_by(obj: Obj, uid: str) -> bool:
 
 
 def condition(obj: Obj, kind: str) -> Optional[Obj]:
-    for cond in (obj.get("status") or {}).get("conditions") or []:
+    conditions: List[Obj] = (obj.get("status") or {}).get("conditions") or []
+    for cond in conditions:
         if cond.get("type") == kind:
             return cond
     return None

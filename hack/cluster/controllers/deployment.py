@@ -225,43 +225,43 @@ class DeploymentController(Controller):
     def _rolling(self, deployment: Obj, new_rs: Obj, old: List[Obj]) -> None:
         desired = int((deployment.get("spec") or {}).get("replicas", 1))
         surge, max_unavailable = surge_and_unavailable(deployment)
-        spec_of = lambda rs: int((rs.get("spec") or {}).get("replicas", 0))  # noqa: E731
-        status_of = lambda rs, f: int((rs.get("status") or {}).get(f, 0))  # noqa: E731
         if not old:
             self._scale(deployment, new_rs, desired)
             return
         # Scale up the new ReplicaSet within replicas + maxSurge. An old set counts with the pods
         # it still has until its controller reported them gone (stricter than Kubernetes, which
         # counts specs only and so can briefly overshoot while old pods are being deleted).
-        total = spec_of(new_rs) + sum(max(spec_of(rs), status_of(rs, "replicas")) for rs in old)
+        total = _spec_replicas(new_rs) + sum(
+            max(_spec_replicas(rs), _status_field(rs, "replicas")) for rs in old
+        )
         room = desired + surge - total
-        if spec_of(new_rs) < desired and room > 0:
-            self._scale(deployment, new_rs, min(desired, spec_of(new_rs) + room))
-        elif spec_of(new_rs) > desired:
+        if _spec_replicas(new_rs) < desired and room > 0:
+            self._scale(deployment, new_rs, min(desired, _spec_replicas(new_rs) + room))
+        elif _spec_replicas(new_rs) > desired:
             self._scale(deployment, new_rs, desired)
         # scale down old ones while replicas - maxUnavailable stay available
-        all_pods = spec_of(new_rs) + sum(spec_of(rs) for rs in old)
+        all_pods = _spec_replicas(new_rs) + sum(_spec_replicas(rs) for rs in old)
         min_available = desired - max_unavailable
-        new_unavailable = spec_of(new_rs) - status_of(new_rs, "availableReplicas")
+        new_unavailable = _spec_replicas(new_rs) - _status_field(new_rs, "availableReplicas")
         budget = all_pods - min_available - new_unavailable
         for rs in sorted(old, key=_revision):  # first the unhealthy replicas of old sets
-            unhealthy = spec_of(rs) - status_of(rs, "availableReplicas")
+            unhealthy = _spec_replicas(rs) - _status_field(rs, "availableReplicas")
             if budget <= 0 or unhealthy <= 0:
                 continue
             cut = min(unhealthy, budget)
-            self._scale(deployment, rs, spec_of(rs) - cut)
+            self._scale(deployment, rs, _spec_replicas(rs) - cut)
             budget -= cut
         # An old set's status may still count pods it is deleting: never more than its spec.
-        available = min(status_of(new_rs, "availableReplicas"), spec_of(new_rs)) + sum(
-            min(status_of(rs, "availableReplicas"), spec_of(rs)) for rs in old
+        available = min(_status_field(new_rs, "availableReplicas"), _spec_replicas(new_rs)) + sum(
+            min(_status_field(rs, "availableReplicas"), _spec_replicas(rs)) for rs in old
         )
         budget = min(budget, available - min_available)
         for rs in sorted(old, key=_revision):
             if budget <= 0:
                 break
-            cut = min(spec_of(rs), budget)
+            cut = min(_spec_replicas(rs), budget)
             if cut > 0:
-                self._scale(deployment, rs, spec_of(rs) - cut)
+                self._scale(deployment, rs, _spec_replicas(rs) - cut)
                 budget -= cut
 
     def _cleanup(self, deployment: Obj, old: List[Obj]) -> None:
@@ -293,7 +293,9 @@ class DeploymentController(Controller):
                 'ReplicaSet "%s" has successfully progressed.' % name,
                 stamp,
             )
-        old = next((c for c in previous.get("conditions") or [] if c.get("type") == "Progressing"), None)
+        old: Optional[Obj] = next(
+            (c for c in previous.get("conditions") or [] if c.get("type") == "Progressing"), None
+        )
         watched = ("replicas", "updatedReplicas", "readyReplicas", "availableReplicas")
         counts = {k: int((new_rs.get("status") or {}).get(k, 0)) for k in watched}
         key = (deployment["metadata"].get("generation"), name, tuple(sorted(counts.items())))
@@ -331,12 +333,11 @@ class DeploymentController(Controller):
 
     def _status(self, deployment: Obj, new_rs: Obj, old: List[Obj]) -> None:
         every = [new_rs, *old]
-        count = lambda f, sets: sum(int((rs.get("status") or {}).get(f, 0)) for rs in sets)  # noqa: E731
         desired = int((deployment.get("spec") or {}).get("replicas", 1))
         _, max_unavailable = surge_and_unavailable(deployment)
-        replicas = count("replicas", every)
-        updated = count("replicas", [new_rs])
-        available = count("availableReplicas", every)
+        replicas = _status_total("replicas", every)
+        updated = _status_total("replicas", [new_rs])
+        available = _status_total("availableReplicas", every)
         previous = deployment.get("status") or {}
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         complete = updated == desired and replicas == desired and available >= desired
@@ -359,7 +360,7 @@ class DeploymentController(Controller):
             "observedGeneration": deployment["metadata"].get("generation", 1),
             "replicas": replicas,
             "updatedReplicas": updated,
-            "readyReplicas": count("readyReplicas", every),
+            "readyReplicas": _status_total("readyReplicas", every),
             "availableReplicas": available,
             "conditions": conditions,
         }
@@ -396,3 +397,15 @@ def _condition(previous: Obj, kind: str, value: str, reason: str, message: str, 
         if old and old.get("status") == value
         else stamp,
     }
+
+
+def _spec_replicas(rs: Obj) -> int:
+    return int((rs.get("spec") or {}).get("replicas", 0))
+
+
+def _status_field(rs: Obj, field: str) -> int:
+    return int((rs.get("status") or {}).get(field, 0))
+
+
+def _status_total(field: str, sets: List[Obj]) -> int:
+    return sum(_status_field(rs, field) for rs in sets)
