@@ -250,7 +250,7 @@ def main() -> None:
     routing_urllib3.patch()
     routing_httpx.patch()
     routing_aiohttp.patch()
-    core._started = True  # no long-poll: the table below is the registry's answer
+    core.started = True  # no long-poll: the table below is the registry's answer
     core.install_table(TABLE)
     print("routing: added cost per call (us), median of %d rounds x %d calls" % (args.rounds, args.number))
     print(

@@ -20,8 +20,12 @@ from typing import Any, Dict, Iterator, List, Tuple
 
 import httpx
 import pytest
-from pilotfish import config_client, settings
-from pilotfish.config_client import CallFailed, ConfigClient, Registration, Transport
+from pilotfish import owner, settings
+from pilotfish.central import follower as follower_module
+from pilotfish.central import registration, transport
+from pilotfish.central.config import ConfigClient
+from pilotfish.central.registration import Registration
+from pilotfish.central.transport import CallFailed, Transport
 from pilotfish_webhook.tls import ensure_certs
 from support.config_server import ConfigServer, example_config_server
 from support.ports import free_port
@@ -54,7 +58,7 @@ def make_client(url: str, tmp_path: Path, ca: str = "", token_file: str = "", **
 def test_the_client_applies_the_merged_config_and_caches_it(server: ConfigServer, tmp_path: Path) -> None:
     client = make_client(server.url, tmp_path, str(server.ca), poll_seconds=0.2)
     assert client.poll_once() == "changed"
-    config, version = client._apply.calls[-1]  # type: ignore[attr-defined]
+    config, version = client.apply.calls[-1]  # type: ignore[attr-defined]
     assert config["warmup_seconds"] == 60 and version == client.version
     assert client.poll_once() == "unchanged"  # 304 after the hold time
     cached = json.loads((tmp_path / "cache.json").read_text())
@@ -83,7 +87,7 @@ def test_a_restart_while_the_service_is_down_starts_from_the_cached_config(
     make_client(server.url, tmp_path, str(server.ca)).poll_once()
     restarted = make_client("https://127.0.0.1:%d" % _dead_port(), tmp_path, str(server.ca))
     assert restarted.load_cache()
-    config, version = restarted._apply.calls[-1]  # type: ignore[attr-defined]
+    config, version = restarted.apply.calls[-1]  # type: ignore[attr-defined]
     assert config["lane_mode"] == "strict" and restarted.source == "cache"
     with pytest.raises(CallFailed):
         restarted.poll_once()
@@ -166,14 +170,14 @@ def test_garbage_from_the_service_is_ignored_and_the_last_good_config_stays(
     fake.answer = (200, garbage)
     with pytest.raises(CallFailed):
         client.poll_once()
-    assert client.version == "v1" and len(client._apply.calls) == 1  # type: ignore[attr-defined]
+    assert client.version == "v1" and len(client.apply.calls) == 1  # type: ignore[attr-defined]
 
 
 def test_the_poll_loop_survives_garbage_warns_once_and_backs_off(
     fake: FakeService, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(config_client, "BACKOFF_BASE", 0.05)
-    monkeypatch.setattr(config_client, "BACKOFF_CAP", 0.2)
+    monkeypatch.setattr(transport, "BACKOFF_BASE", 0.05)
+    monkeypatch.setattr(transport, "BACKOFF_CAP", 0.2)
     client = make_client(fake.url, tmp_path)
     fake.answer = (500, b"boom")
     loop = threading.Thread(target=client.run)
@@ -229,7 +233,7 @@ def test_a_service_whose_certificate_does_not_chain_to_the_ca_is_refused(
 def test_a_service_that_accepts_but_never_answers_times_out(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(config_client, "NETWORK_SLACK", 0.5)
+    monkeypatch.setattr(transport, "NETWORK_SLACK", 0.5)
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
@@ -274,35 +278,15 @@ def test_registration_against_a_dead_service_returns_false_and_never_raises() ->
 
 def test_module_helpers_do_nothing_without_a_config_url() -> None:
     settings.load({})
-    assert config_client.start() is False
-    assert config_client.register(8000) is False
-    assert config_client.deregister() is False
-    assert config_client.watch_instances("shop") is None
-
-
-def test_an_instances_watch_sees_registrations(server: ConfigServer) -> None:
-    transport = Transport(server.url, str(server.ca))
-    seen: List[List[str]] = []
-    watch = config_client.InstanceWatch(
-        transport,
-        "shop",
-        "demo",
-        lambda items, version: seen.append([i["pod"] for i in items]),
-        poll_seconds=5,
-    ).start()
-    try:
-        eventually(lambda: seen, 5, "the watch's first answer")
-        Registration(transport, {"namespace": "demo", "pod": "shop-3", "app": "shop", "port": 1}).register()
-        eventually(lambda: ["shop-3"] in seen, 5, "the registration in the watch", context=lambda: repr(seen))
-        assert seen[0] == [] and ["shop-3"] in seen
-    finally:
-        watch.stop()
+    assert owner.start_central_config() is False
+    assert owner.registry().register(8000) is False
+    assert owner.registry().deregister() is False
 
 
 def test_a_worker_follows_the_owners_cache_file_and_only_this_apps(tmp_path: Path) -> None:
     cache = tmp_path / "cache.json"
     applied = Applied()
-    follower = config_client.CacheFollower(str(cache), "shop", "demo", applied, interval=0.05)
+    follower = follower_module.CacheFollower(str(cache), "shop", "demo", applied, interval=0.05)
     assert not follower.check()  # no cache yet
 
     def write(version: str, app: str = "shop", seconds: int = 60) -> None:
@@ -345,7 +329,7 @@ def test_the_registered_identity_is_this_pod_and_the_port_the_app_listens_on(
         }
     )
     try:
-        assert config_client._identity(settings.current()) == {
+        assert registration.identity(settings.current(), runtime.app_port()) == {
             "namespace": "demo",
             "pod": "shop-1",
             "app": "shop",
@@ -358,11 +342,31 @@ def test_the_registered_identity_is_this_pod_and_the_port_the_app_listens_on(
         settings.load({})
 
 
+def test_the_app_port_is_the_first_tcp_port_and_none_while_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pilotfish import runtime
+
+    addresses: List[Tuple[str, Any]] = []
+    monkeypatch.setattr(runtime, "app_addresses", lambda: list(addresses))
+    assert runtime.app_port() is None  # the app does not listen yet
+    addresses.append(("AF_UNIX", "/tmp/x.sock"))
+    assert runtime.app_port() is None  # a Unix socket has no port
+    addresses.append(("AF_INET6", ("::", 8443, 0, 0)))
+    addresses.append(("AF_INET", ("0.0.0.0", 8123)))
+    assert runtime.app_port() == 8443
+    addresses[:] = [("grpc", ("[::]", 50051))]
+    assert runtime.app_port() == 50051  # gRPC's C core listens on TCP without Python's listen()
+    settings.load({"PILOTFISH_APP": "shop"})
+    try:
+        assert registration.identity(settings.current(), None)["port"] == 0  # "unknown" on the wire
+    finally:
+        settings.load({})
+
+
 _FORK_SCRIPT = r"""
 import json, os, threading, time
-from _pilotfish_agent import config_client  # the agent as sitecustomize loaded it
+from _pilotfish_agent.central import transport  # the agent as sitecustomize loaded it
 
-config_client.FORK_WAIT = 0.6
+transport.FORK_WAIT = 0.6
 out = {}
 
 
@@ -370,13 +374,13 @@ def fork_and_time():
     started = time.monotonic()
     pid = os.fork()
     if pid == 0:  # the child: its TLS lock must be free whatever the parent's poller was doing
-        os._exit(0 if config_client._tls_lock.acquire(timeout=0.2) else 3)
+        os._exit(0 if transport.tls_lock.acquire(timeout=0.2) else 3)
     took = time.monotonic() - started
     return took, os.waitpid(pid, 0)[1]
 
 
 def hold(seconds):
-    with config_client._tls_lock:
+    with transport.tls_lock:
         holding.set()
         time.sleep(seconds)
 
@@ -389,7 +393,7 @@ holding.clear()
 threading.Thread(target=hold, args=(3.0,), daemon=True).start()
 holding.wait()
 out["stuck"] = fork_and_time()
-out["free_after"] = config_client._tls_lock.acquire(timeout=5)
+out["free_after"] = transport.tls_lock.acquire(timeout=5)
 print(json.dumps(out))
 """
 

@@ -11,7 +11,7 @@ and monotonic time.
   agent on the app's own ``listen()`` (never from a timer) — and
   ``delay_register_seconds`` runs.
 - ``registered``: registered with the config service (or no service is
-  configured, or it did not answer within :data:`REGISTER_WAIT_SECONDS`: fail
+  configured, or it did not answer within :data:`pilotfish.central.registration.REGISTER_WAIT_SECONDS`: fail
   open, the config client keeps retrying). The warm-up clock starts here
   (or, with ``warmup_start=first-request``, at the first consumer-marked
   request, but never before this point).
@@ -19,6 +19,10 @@ and monotonic time.
   ``registered``, ``warmed-up`` and ``online``; the runtime adds
   ``app-listening``). Falls back to ``registered`` if a gate fails again.
 - ``offline``/``drained``: driven by :mod:`pilotfish.offline`.
+
+This module is the state machine alone: it imports neither the runtime nor the config
+client nor the offline code. :mod:`pilotfish.owner` builds it with its collaborators (the
+registrar, the app probe, the readiness check) and plugs it into the status server.
 
 Everything runs in the owner process, on one daemon thread; nothing here is on
 a request path. The thread ticks every :data:`TICK_SECONDS` while a clock moves
@@ -30,12 +34,12 @@ uvicorn's own main-loop tick). The app's ``listen()`` wakes the thread at once.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 
-from . import log, warmup
+from . import log, settings, warmup
+from .probe import AppProbe
 
 STARTING, DELAYING, REGISTERED, READY, OFFLINE, DRAINED = (
     "starting",
@@ -51,8 +55,6 @@ IDLE_TICK_SECONDS = 1.0
 """Tick period in ``starting``, ``ready``, ``offline`` and ``drained``. ``/readiness``
 evaluates the gates live, so this only bounds how late ``/status`` records a
 ``ready`` → ``registered`` fall-back (and sees a worker's warm-up marker)."""
-REGISTER_WAIT_SECONDS = 10.0
-"""How long readiness waits for the config service before failing open."""
 CONFIG_WAIT_SECONDS = 5.0
 """How long, from the app's listen(), the registration delay waits for the first answer of the
 config service. The policy's ``delay_register_seconds`` is judged only after it (or after this
@@ -62,77 +64,28 @@ rollout does not make a cold start register at once with the local default of 0 
 Gate = Tuple[bool, str]
 
 
-class Registrar:
-    """Registration with the config service, through :mod:`pilotfish.config_client` when present.
+class Registrar(Protocol):
+    """Registration with the config service (:class:`pilotfish.central.registration.Registrar`).
 
-    A no-op (``"local"``) when ``PILOTFISH_CONFIG_URL`` is unset or this build has
-    no config client. A call that does not answer within ``wait`` seconds is
-    reported as ``"fail-open"`` and left to finish (and retry) in the background.
+    Outcomes: ``register`` -> ``"registered" | "local" | "fail-open"``; ``deregister`` ->
+    ``"deregistered" | "local" | "failed" | "timed-out"``. Its optional ``detail`` attribute
+    says why, for ``/status``.
     """
 
-    def __init__(self, settings_fn: Callable[[], Any], wait: float = REGISTER_WAIT_SECONDS) -> None:
-        self._settings = settings_fn
-        self.wait = wait
-        self.detail = ""
+    def register(self, port: Optional[int]) -> str: ...
 
-    def _client(self) -> Any:
-        if not self._settings().config_url:
-            self.detail = "no config service configured (PILOTFISH_CONFIG_URL unset)"
-            return None
-        try:
-            from . import config_client
-        except ImportError:
-            self.detail = "this agent build has no config client"
-            return None
-        return config_client
-
-    def _bounded(self, call: Callable[[], Any], what: str) -> Tuple[bool, bool]:
-        """(finished, result) of ``call()`` run on a helper thread for at most ``self.wait`` s."""
-        outcome: List[Any] = []
-
-        def run() -> None:
-            try:
-                outcome.append(bool(call()))
-            except Exception:
-                log.exception_once("lifecycle-" + what, "%s with the config service failed" % what)
-                outcome.append(False)
-
-        thread = threading.Thread(target=run, name="pilotfish-" + what, daemon=True)
-        thread.start()
-        thread.join(self.wait)
-        return (True, outcome[0]) if outcome else (False, False)
-
-    def register(self, port: Optional[int]) -> str:
-        client = self._client()
-        if client is None:
-            return "local"
-        finished, ok = self._bounded(lambda: client.register(port), "registration")
-        if ok:
-            self.detail = "registered with %s" % self._settings().config_url
-            return "registered"
-        self.detail = (
-            "config service did not answer within %gs" % self.wait
-            if not finished
-            else "config service refused or failed the registration"
-        ) + "; failing open (the config client keeps retrying)"
-        return "fail-open"
-
-    def deregister(self) -> str:
-        client = self._client()
-        if client is None:
-            return "local"
-        finished, ok = self._bounded(client.deregister, "deregistration")
-        return "deregistered" if ok else ("failed" if finished else "timed-out")
+    def deregister(self) -> str: ...
 
 
 class Lifecycle:
-    """The state machine. Dependencies come in as callables so it runs without the runtime in tests."""
+    """The state machine. Dependencies come in as callables so it runs without the runtime in tests;
+    :func:`pilotfish.owner.start_lifecycle` wires the real ones."""
 
     def __init__(
         self,
-        settings_fn: Callable[[], Any],
-        registrar: Any,
-        probe: Any,
+        settings_fn: Callable[[], settings.Settings],
+        registrar: Registrar,
+        probe: AppProbe,
         readiness: Optional[Callable[[], bool]] = None,
         port_fn: Callable[[], Optional[int]] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
@@ -140,7 +93,7 @@ class Lifecycle:
         config_pending: Callable[[], bool] = lambda: False,
         config_wait: float = CONFIG_WAIT_SECONDS,
     ) -> None:
-        self._settings = settings_fn
+        self.settings_fn = settings_fn
         self._config_pending = config_pending
         self.config_wait = config_wait
         self.config_settled: Optional[str] = None  # "answered" or "timed out": the delay may be judged
@@ -163,7 +116,7 @@ class Lifecycle:
         self.marker_path: Optional[str] = None
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self.thread: Optional[threading.Thread] = None
         self.register_thread: Optional[threading.Thread] = None
         self._record(STARTING, "agent loaded")
 
@@ -188,7 +141,7 @@ class Lifecycle:
                 return
             self.listening_at = self._clock() if at is None else at
             if self._settle_config():
-                delay = self._settings().delay_register_seconds
+                delay = self.settings_fn().delay_register_seconds
                 self._record(DELAYING, "app listening; registering in %gs" % delay)
             else:
                 self._record(
@@ -247,7 +200,7 @@ class Lifecycle:
 
     def _delay_elapsed(self) -> bool:
         return self.listening_at is not None and (
-            self._clock() - self.listening_at >= self._settings().delay_register_seconds
+            self._clock() - self.listening_at >= self.settings_fn().delay_register_seconds
         )
 
     def _register(self) -> None:
@@ -266,7 +219,7 @@ class Lifecycle:
             self.registration = outcome
             if self.state == DELAYING:
                 self._record(REGISTERED, "registration: %s" % outcome)
-                self.warmup.registered(self._settings().warmup_start)
+                self.warmup.registered(self.settings_fn().warmup_start)
             elif self.state in (OFFLINE, DRAINED) and outcome == "registered":
                 deregister = True  # went offline while we were registering
         if deregister:
@@ -276,11 +229,11 @@ class Lifecycle:
         if self.warmup.started_at is None and self.marker_path:
             at = warmup.read_marker(self.marker_path)
             if at is not None:
-                self.warmup.marked_request(self._settings().warmup_start, at)
+                self.warmup.marked_request(self.settings_fn().warmup_start, at)
 
     def on_marked_request(self, at: float) -> None:
         """A consumer-marked request in the owner process itself (single-process servers)."""
-        self.warmup.marked_request(self._settings().warmup_start, at)
+        self.warmup.marked_request(self.settings_fn().warmup_start, at)
 
     def go_offline(self, reason: str) -> bool:
         """Enter ``offline`` (once). True if this call did it."""
@@ -324,13 +277,15 @@ class Lifecycle:
                 return False, "waiting for the central config before the registration delay (at most %gs)" % (
                     self.config_wait
                 )
-            remaining = self._settings().delay_register_seconds - (self._clock() - (self.listening_at or 0.0))
+            remaining = self.settings_fn().delay_register_seconds - (
+                self._clock() - (self.listening_at or 0.0)
+            )
             return False, "registration delay: %.1fs left" % max(0.0, remaining)
         detail = getattr(self.registrar, "detail", "")
         return True, "registration: %s%s" % (registration, " (%s)" % detail if detail else "")
 
     def gate_warmup(self) -> Gate:
-        current = self._settings()
+        current = self.settings_fn()
         if not current.warmup_before_ready:
             return True, "warm-up is not required before ready"
         if self.warmup.complete(current):
@@ -348,7 +303,7 @@ class Lifecycle:
         with self._lock:
             state, reason = self.state, self.offline_reason
         if state in (OFFLINE, DRAINED):
-            return False, "offline since %s (%s)" % (_iso(self.entered(OFFLINE)), reason)
+            return False, "offline since %s (%s)" % (warmup.iso_time(self.entered(OFFLINE)), reason)
         return True, "online"
 
     def gates(self) -> List[Tuple[str, Callable[[], Gate]]]:
@@ -376,12 +331,12 @@ class Lifecycle:
     # -- reporting ------------------------------------------------------------------------
 
     def describe(self) -> Dict[str, Any]:
-        current = self._settings()
+        current = self.settings_fn()
         with self._lock:
             transitions = [
                 {
                     "state": t["state"],
-                    "at": _iso(t["at"]),
+                    "at": warmup.iso_time(t["at"]),
                     "at_epoch": round(t["at"], 3),
                     "why": t["why"],
                 }
@@ -389,7 +344,7 @@ class Lifecycle:
             ]
             section: Dict[str, Any] = {
                 "state": self.state,
-                "since": _iso(self.transitions[-1]["at"]),
+                "since": warmup.iso_time(self.transitions[-1]["at"]),
                 "transitions": transitions,
                 "delay_register_seconds": current.delay_register_seconds,
                 "central_config_before_delay": self._describe_config_wait(),
@@ -409,7 +364,7 @@ class Lifecycle:
         return "%s after %.1fs" % (self.config_settled, self.config_settled_after)
 
     def metrics(self) -> List[str]:
-        current = self._settings()
+        current = self.settings_fn()
         with self._lock:
             state = self.state
             entered = {t["state"]: t["at"] for t in self.transitions}
@@ -452,129 +407,10 @@ class Lifecycle:
                 log.exception_once("lifecycle-tick", "the lifecycle thread hit an error; it keeps going")
 
     def start_thread(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="pilotfish-lifecycle", daemon=True)
-            self._thread.start()
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._loop, name="pilotfish-lifecycle", daemon=True)
+            self.thread.start()
 
     def stop_thread(self) -> None:
         self._stop.set()
         self._wake.set()
-
-
-def _iso(epoch: Optional[float]) -> Optional[str]:
-    return warmup._iso(epoch)
-
-
-# -- wiring into the runtime (owner process) ---------------------------------------------
-
-_lifecycle: Optional[Lifecycle] = None
-_drainer: Any = None
-_loaded_at_wall = time.time()
-
-
-def _process_started_wall() -> float:
-    """When this process started (Linux /proc), else when the agent module loaded."""
-    try:
-        with open("/proc/self/stat", "rb") as handle:
-            start_ticks = int(handle.read().rsplit(b")", 1)[1].split()[19])
-        with open("/proc/stat", "rb") as handle:
-            boot = next(int(line.split()[1]) for line in handle if line.startswith(b"btime "))
-        started = boot + start_ticks / float(os.sysconf("SC_CLK_TCK"))
-        return started if started <= time.time() else _loaded_at_wall
-    except Exception:
-        return _loaded_at_wall
-
-
-def current() -> Optional[Lifecycle]:
-    return _lifecycle
-
-
-def drainer() -> Any:
-    return _drainer
-
-
-def _app_port() -> Optional[int]:
-    from . import runtime
-
-    for _family, address in runtime.app_addresses():
-        if isinstance(address, tuple) and len(address) >= 2 and isinstance(address[1], int):
-            return int(address[1])
-    return None
-
-
-def _central_config_pending() -> bool:
-    """True while a config client runs and has not had its first answer yet."""
-    from . import settings
-
-    if not settings.current().config_url:
-        return False
-    try:
-        from . import config_client
-    except ImportError:
-        return False
-    return config_client.first_answer_pending()
-
-
-def start() -> Optional[Lifecycle]:
-    """Owner process, right after the app listens: build the lifecycle and plug it in. Never raises."""
-    global _lifecycle, _drainer
-    if _lifecycle is not None:
-        return _lifecycle
-    try:
-        from . import offline, probe, runtime, settings, shared, stats, status_server
-
-        current = settings.current()
-        runner = probe.from_settings(current.app_probe, current.pod_ip or "127.0.0.1")
-        lifecycle = Lifecycle(
-            settings.current,
-            Registrar(settings.current),
-            runner,
-            readiness=lambda: status_server.evaluate_gates()[0],
-            port_fn=_app_port,
-            config_pending=_central_config_pending,
-        )
-        # "starting" began when this process started, not now.
-        started_wall = _process_started_wall()
-        lifecycle.transitions[0]["at"] = started_wall
-        lifecycle.transitions[0]["monotonic"] = time.monotonic() - (time.time() - started_wall)
-        since = runtime.listening_since()
-        lifecycle.app_listening(since)
-        marker = warmup.marker_path()
-        warmup.remove_marker(marker)
-        lifecycle.marker_path = marker
-        warmup.set_owner_sink(lifecycle.on_marked_request, marker)
-        for name, check in lifecycle.gates():
-            if current.readiness_enabled or name == "online":
-                status_server.add_gate(name, check)
-        status_server.add_status_section("lifecycle", lifecycle.describe)
-        status_server.add_metrics(lifecycle.metrics)
-        drain = offline.Drainer(lifecycle, stats.totals, shared.set_offline, settings.current)
-        status_server.set_offline_handler(drain.handle)
-        for server in offline._pending_grpc:
-            drain.add_grpc_server(server)
-        del offline._pending_grpc[:]
-        if current.offline_enabled:
-            # Signal handlers belong to the main thread, and the wake runs on the agent's own.
-            runtime.on_listener_thread(lambda: offline.install_sigterm(drain))
-        _lifecycle, _drainer = lifecycle, drain
-        runner.start()
-        lifecycle.start_thread()
-        _cleanup_at_exit(marker)
-        return lifecycle
-    except Exception:
-        log.exception_once(
-            "lifecycle-start", "lifecycle did not start; readiness gates are the runtime's only"
-        )
-        return None
-
-
-def _cleanup_at_exit(marker: Optional[str]) -> None:
-    import atexit
-
-    pid = os.getpid()
-
-    def cleanup() -> None:
-        if os.getpid() == pid:
-            warmup.remove_marker(marker)
-
-    atexit.register(cleanup)

@@ -35,11 +35,37 @@ import os
 import signal
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 
-from . import log
+from . import log, settings
 
 POLL_SECONDS = 0.05
+
+
+class Lifecycle(Protocol):
+    """What a drain records (:class:`pilotfish.lifecycle.Lifecycle`)."""
+
+    def go_offline(self, reason: str) -> bool: ...
+
+    def deregister(self) -> str: ...
+
+    def drained(self, reason: str, detail: Dict[str, Any]) -> None: ...
+
+
+class Traffic(Protocol):
+    """This container's request counts (:class:`pilotfish.stats.Totals`)."""
+
+    @property
+    def in_flight(self) -> int: ...
+
+    @property
+    def requests_total(self) -> int: ...
+
+
+class GrpcServer(Protocol):
+    """A started ``grpc.Server``: ``stop(grace)`` returns an event to wait on."""
+
+    def stop(self, grace: Optional[float]) -> Any: ...
 
 
 class Drainer:
@@ -47,25 +73,25 @@ class Drainer:
 
     def __init__(
         self,
-        lifecycle: Any,
-        totals_fn: Callable[[], Any],
+        lifecycle: Lifecycle,
+        totals_fn: Callable[[], Traffic],
         set_offline_fn: Callable[[bool], None],
-        settings_fn: Callable[[], Any],
+        settings_fn: Callable[[], settings.Settings],
         clock: Callable[[], float] = time.monotonic,
         poll: float = POLL_SECONDS,
     ) -> None:
         self.lifecycle = lifecycle
-        self._totals = totals_fn
-        self._set_offline = set_offline_fn
-        self._settings = settings_fn
-        self._clock = clock
-        self._poll = poll
+        self.totals_fn = totals_fn
+        self.set_offline_fn = set_offline_fn
+        self.settings_fn = settings_fn
+        self.clock = clock
+        self.poll = poll
         self._lock = threading.Lock()
         self.started_at: Optional[float] = None
         self.trigger = ""
         self.done = threading.Event()
         self.result: Dict[str, Any] = {}
-        self.grpc_servers: List[Any] = []
+        self.grpc_servers: List[GrpcServer] = []
 
     @property
     def started(self) -> bool:
@@ -76,10 +102,10 @@ class Drainer:
         with self._lock:
             if self.started_at is not None:
                 return False
-            self.started_at = self._clock()
+            self.started_at = self.clock()
             self.trigger = trigger
         try:
-            self._set_offline(True)
+            self.set_offline_fn(True)
         except Exception:
             log.exception_once("offline-flag", "could not set the offline flag; responses keep keep-alive")
         try:
@@ -98,17 +124,17 @@ class Drainer:
             log.exception_once("offline-deregister", "deregistration failed")
 
     def _drain(self) -> None:
-        started = self.started_at or self._clock()
+        started = self.started_at or self.clock()
         reason, totals = "max-wait", None
         try:
-            first = self._totals()
+            first = self.totals_fn()
             requests_before = seen = int(getattr(first, "requests_total", 0))
             last = started  # requests still arrive after offline starts: endpoints lag
             while True:
-                current = self._settings()
+                current = self.settings_fn()
                 quiet, max_wait = current.offline_quiet_seconds, current.offline_max_wait_seconds
-                totals = self._totals()
-                now = self._clock()
+                totals = self.totals_fn()
+                now = self.clock()
                 # The hot path keeps no time stamps: a request arrived if the count moved
                 # since the last poll, at most one poll interval before ``now``.
                 count = int(getattr(totals, "requests_total", 0))
@@ -119,18 +145,18 @@ class Drainer:
                     break
                 if now - started >= max_wait:
                     break
-                time.sleep(self._poll)
+                time.sleep(self.poll)
             if self.trigger != "SIGTERM":
                 # After /offline (the preStop), stop(grace) sends gRPC clients a GOAWAY so
                 # that they reconnect elsewhere before kubelet's SIGTERM. After a SIGTERM,
                 # the signal is handed on next and does what it does without the agent
                 # (a stop here would let a plain script return and exit 0 instead).
-                self._stop_grpc(max(1.0, max_wait - (self._clock() - started)))
+                self._stop_grpc(max(1.0, max_wait - (self.clock() - started)))
             self.result = {
                 "drained": True,
                 "reason": reason,
                 "trigger": self.trigger,
-                "seconds": round(self._clock() - started, 3),
+                "seconds": round(self.clock() - started, 3),
                 "in_flight_left": int(getattr(totals, "in_flight", 0)),
                 "requests_during_offline": int(getattr(totals, "requests_total", 0)) - requests_before,
             }
@@ -139,7 +165,7 @@ class Drainer:
             self.result = {"drained": True, "reason": "error", "trigger": self.trigger}
         try:
             self.lifecycle.drained(
-                "in-flight 0 and quiet for %gs" % self._settings().offline_quiet_seconds
+                "in-flight 0 and quiet for %gs" % self.settings_fn().offline_quiet_seconds
                 if reason == "quiet"
                 else "offline_max_wait_seconds reached",
                 self.result,
@@ -149,7 +175,7 @@ class Drainer:
         self.done.set()
         log.info("offline: drained (%s)" % self.result)
 
-    def add_grpc_server(self, server: Any) -> None:
+    def add_grpc_server(self, server: GrpcServer) -> None:
         """A started gRPC server: stopped with ``stop(grace)`` once a /offline drain is quiet."""
         if server not in self.grpc_servers:
             self.grpc_servers.append(server)
@@ -161,18 +187,18 @@ class Drainer:
                 events.append(server.stop(grace))
             except Exception:
                 log.exception_once("offline-grpc-stop", "could not stop a gRPC server gracefully")
-        deadline = self._clock() + grace
+        deadline = self.clock() + grace
         for event in events:
             wait = getattr(event, "wait", None)
             if wait is not None:
-                wait(max(0.0, deadline - self._clock()))
+                wait(max(0.0, deadline - self.clock()))
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         return self.done.wait(timeout)
 
     def handle(self, wait: bool) -> Tuple[int, Dict[str, Any]]:
         """What ``/offline`` does once the caller is authorised (the preStop hook)."""
-        current = self._settings()
+        current = self.settings_fn()
         if not current.offline_enabled:
             return 200, {
                 "offline": False,
@@ -228,7 +254,7 @@ class SigtermRelay:
             _warn_asyncio()
             return False
         self.app_handler = signal.SIG_DFL if current is None else current
-        self._original_signal(signal.SIGTERM, self._on_sigterm)
+        self._original_signal(signal.SIGTERM, self.on_sigterm)
         self.intercepting = True
         signal.signal = self._signal  # type: ignore[assignment]
         signal.getsignal = self._getsignal  # type: ignore[assignment]
@@ -253,7 +279,8 @@ class SigtermRelay:
         return self._original_getsignal(signum)
 
     # The handler.
-    def _on_sigterm(self, signum: int, frame: Any) -> None:
+    def on_sigterm(self, signum: int, frame: Any) -> None:
+        """The SIGTERM handler (ours, in the owner): start the drain, hand the signal on after it."""
         try:
             if self._hand_on_requested or self.drainer.done.is_set():
                 self._hand_on(signum, frame)
@@ -269,7 +296,7 @@ class SigtermRelay:
             self._hand_on(signum, frame)
 
     def _after_drain(self) -> None:
-        current = self.drainer._settings()
+        current = self.drainer.settings_fn()
         self.drainer.wait(current.offline_max_wait_seconds + 5.0)
         self._hand_on_requested = True
         try:
@@ -341,18 +368,36 @@ def install_sigterm(drainer: Drainer) -> Optional[SigtermRelay]:
     return None
 
 
-def add_grpc_server(server: Any) -> None:
+# -- gRPC servers, which may start before the owner's drainer exists -------------------------
+
+_drainer: Optional[Drainer] = None
+_grpc_servers_before_drainer: List[GrpcServer] = []
+_grpc_lock = threading.Lock()
+
+
+def drainer() -> Optional[Drainer]:
+    """The owner's drainer, once :func:`use_drainer` was called (None before, and in workers)."""
+    return _drainer
+
+
+def use_drainer(drain: Drainer) -> None:
+    """The owner's start-up: ``drain`` is this process's graceful offline; gRPC servers that
+    started before it are handed to it."""
+    global _drainer
+    with _grpc_lock:
+        _drainer = drain
+        for server in _grpc_servers_before_drainer:
+            drain.add_grpc_server(server)
+        del _grpc_servers_before_drainer[:]
+
+
+def add_grpc_server(server: GrpcServer) -> None:
     """For the gRPC integration: call with every started ``grpc.Server`` (owner process). Never raises."""
     try:
-        from . import lifecycle
-
-        drainer = lifecycle.drainer()
-        if drainer is not None:
-            drainer.add_grpc_server(server)
-        else:
-            _pending_grpc.append(server)
+        with _grpc_lock:
+            if _drainer is not None:
+                _drainer.add_grpc_server(server)
+            else:
+                _grpc_servers_before_drainer.append(server)
     except Exception:
         log.exception_once("offline-grpc-add", "could not register a gRPC server for graceful offline")
-
-
-_pending_grpc: List[Any] = []

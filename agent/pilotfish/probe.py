@@ -29,12 +29,22 @@ import json
 import socket
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple, Union
 
 from . import log
 
 USER_AGENT = "kube-probe/pilotfish"
 HTTP, TCP = "httpGet", "tcpSocket"
+
+
+class AppProbe(Protocol):
+    """What the lifecycle needs of an app probe: :class:`ProbeRunner`, or :class:`NoProbe`."""
+
+    def gate(self) -> Tuple[bool, str]: ...
+
+    def check_now(self) -> None: ...
+
+    def describe(self) -> Dict[str, Any]: ...
 
 
 class ProbeError(ValueError):
@@ -366,7 +376,7 @@ class NoProbe:
         return {"probe": None, "note": self.reason}
 
 
-def from_settings(raw: str, default_host: str) -> Any:
+def from_settings(raw: str, default_host: str) -> Union[ProbeRunner, NoProbe]:
     """A running probe for ``PILOTFISH_APP_PROBE``, or a :class:`NoProbe` that says why not.
 
     A probe we cannot parse fails open (the ``app-listening`` gate still holds

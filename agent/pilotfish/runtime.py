@@ -15,7 +15,8 @@ when a gRPC server starts, whose C core listens without Python seeing it):
   from the moment of the fork. Workers only count their requests in their slot;
 - otherwise the process that manages to bind the status port becomes the
   **owner**: it creates the per-container shared memory, serves ``:55199``, and
-  runs the ``on_wake`` callbacks (lifecycle, config client, registration).
+  runs the ``on_wake`` callbacks: :func:`pilotfish.owner.start` (central config, lifecycle,
+  registration, graceful offline) and those of the feature packages.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from . import PACKAGE, importhooks, log
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, List, Optional, Tuple
+    from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 DORMANT, OWNER, WORKER, STANDALONE = "dormant", "owner", "worker", "standalone"
 FAILED = "failed"  # the wake raised: what it opened is closed, and it is not tried again
@@ -42,7 +43,7 @@ _woken_callbacks_ran = False
 _started = False  # every wake callback has returned: the readiness gates are all in place
 _app_addresses: List[Tuple[str, Any]] = []
 _listening_since: Optional[float] = None
-_ignored_fds: set = set()
+_ignored_fds: Set[int] = set()
 
 # Integrations: (module that triggers the patch, integration module in pilotfish.integrations).
 SERVER_INTEGRATIONS = (
@@ -64,6 +65,20 @@ def app_addresses() -> List[Tuple[str, Any]]:
     return list(_app_addresses)
 
 
+def app_port() -> Optional[int]:
+    """The app's TCP port: the first ``AF_INET``/``AF_INET6`` (or gRPC TCP) address it listens on.
+
+    None while unknown (the app does not listen yet, or only on Unix sockets). What consumers
+    connect to, and what the instance registers with.
+    """
+    for family, address in app_addresses():
+        if family in _TCP_FAMILIES and isinstance(address, tuple) and len(address) >= 2:
+            port = address[1]
+            if isinstance(port, int) and port > 0 and not str(address[0]).startswith("unix"):
+                return port
+    return None
+
+
 def listening_since() -> Optional[float]:
     """``time.monotonic()`` of the app's first ``listen()`` in this container's owner."""
     return _listening_since
@@ -77,18 +92,17 @@ def install(bootstrap_dir: str = "") -> None:
         importhooks.when_imported(trigger, _integration_hook(name))
     _install_optional(PACKAGE + ".tags.install")
     _install_optional(PACKAGE + ".routing.install")
-    on_wake(_start_central_config)  # first: central config may set the lifecycle's delay and warm-up
-    on_wake(_start_lifecycle)
+    on_wake(_start_owner)
     if hasattr(os, "register_at_fork"):
         os.register_at_fork(after_in_child=_after_fork_in_child)
         os.register_at_fork(before=_wake_before_fork, after_in_child=_wake_after_fork_in_child)
 
 
-def _start_lifecycle() -> None:
-    """Owner only, once the app listens: lifecycle, readiness gates, graceful offline (docs/lifecycle.md)."""
-    from . import lifecycle
+def _start_owner() -> None:
+    """Owner only, once the app listens: central config, lifecycle, registration, graceful offline."""
+    from . import owner
 
-    lifecycle.start()
+    owner.start(app_port, _listening_since, on_listener_thread)
 
 
 def _install_optional(module: str) -> None:
@@ -102,20 +116,13 @@ def _install_optional(module: str) -> None:
         log.exception_once("install:" + module, "could not start %s" % module)
 
 
-def _start_central_config() -> None:
-    """Owner only, after wake-up: live config from PILOTFISH_CONFIG_URL (a no-op without it)."""
-    from . import config_client
-
-    config_client.start()
-
-
 def _follow_central_config() -> None:
     """Workers: apply what the owner's config client caches (no connection of their own)."""
     try:
         if os.environ.get("PILOTFISH_CONFIG_URL"):
-            from . import config_client
+            from .central import follower
 
-            config_client.follow()
+            follower.follow()
     except Exception:
         log.exception_once("config-follow", "central config is not followed in this worker")
 
@@ -143,6 +150,7 @@ WAKE_WAIT_SECONDS = 5.0
 """How long a synchronous ``listen()`` (or a fork) waits for the wake to finish."""
 
 _INET_FAMILIES = ("AF_INET", "AF_INET6")
+_TCP_FAMILIES = _INET_FAMILIES + ("grpc",)  # gRPC's C core listens on TCP without Python's listen()
 _wake_claim = _thread.allocate_lock()  # taken, never released, by the one wake of this process
 _wake_done = _thread.allocate_lock()  # held while the wake runs
 _wake_thread = 0  # ident of the wake thread: its own listen() (the status port) is not the app's
@@ -630,7 +638,7 @@ def _after_fork_in_child() -> None:
         log.exception_once("after-fork", "could not set up the agent in a forked worker")
 
 
-def describe() -> dict:
+def describe() -> Dict[str, Any]:
     """For ``/status``: this process's view of the runtime."""
     return {
         "role": _role,

@@ -44,7 +44,7 @@ def weight(
         return floor
     if elapsed >= seconds:
         return 1.0
-    return max(floor, (elapsed / seconds) ** curve)
+    return max(floor, float((elapsed / seconds) ** curve))
 
 
 class WarmupClock:
@@ -121,7 +121,7 @@ class WarmupClock:
             "start": current.warmup_start,
             "started": self.started_at is not None,
             "started_by": self.started_by or None,
-            "started_at": _iso(self.started_wall),
+            "started_at": iso_time(self.started_wall),
             "elapsed_seconds": None if elapsed is None else round(elapsed, 3),
             "seconds": current.warmup_seconds,
             "curve": current.warmup_curve,
@@ -131,7 +131,8 @@ class WarmupClock:
         }
 
 
-def _iso(epoch: Optional[float]) -> Optional[str]:
+def iso_time(epoch: Optional[float]) -> Optional[str]:
+    """``2026-01-02T03:04:05.678Z`` for an epoch time; None for None."""
     if epoch is None:
         return None
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + ".%03dZ" % int((epoch % 1) * 1000)
@@ -195,6 +196,12 @@ def on_marked_request() -> None:
         pass
     except Exception:
         log.exception_once("warmup-marker", "could not report a consumer-marked request to the warm-up clock")
+
+
+def forget_marked_request() -> None:
+    """This process may report a marked request again (tests; the clock itself never restarts)."""
+    global _marked_pid
+    _marked_pid = 0
 
 
 def read_marker(path: Optional[str]) -> Optional[float]:

@@ -69,7 +69,7 @@ if mode == "fork":
     pid = os.fork()
     if pid == 0:
         signal.signal(signal.SIGTERM, lambda s, f: (say("CHILD-HANDLER"), os._exit(7)))
-        say("CHILD-GETSIGNAL-OWN %s" % (signal.getsignal(signal.SIGTERM) is not relay._on_sigterm))
+        say("CHILD-GETSIGNAL-OWN %s" % (signal.getsignal(signal.SIGTERM) is not relay.on_sigterm))
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(5)
         os._exit(1)

@@ -169,7 +169,7 @@ def test_a_broken_traffic_view_still_ends_in_drained() -> None:
     def broken() -> Any:
         raise RuntimeError("shared memory gone")
 
-    drainer._totals = broken
+    drainer.totals_fn = broken
     drainer.start("/offline")
     assert drainer.wait(3)
     assert drainer.result["reason"] == "error" and machine.state == lifecycle.DRAINED

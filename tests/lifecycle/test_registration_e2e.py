@@ -3,7 +3,7 @@
 The config service is a loopback stand-in that records the agent's ``/v1/register`` and
 ``/v1/deregister`` calls (the real service is tested on its own in tests/test_config_server.py); it
 can also hang, to show readiness failing open after the bounded wait. Needs
-``pilotfish.config_client`` in the agent build; skips, saying so, without it.
+``pilotfish.central`` in the agent build; skips, saying so, without it.
 """
 
 from __future__ import annotations
@@ -61,8 +61,8 @@ class ConfigStub:
 
 @pytest.fixture(autouse=True)
 def _needs_config_client() -> None:
-    if not (AGENT_TREE / "lib" / "pilotfish" / "config_client.py").exists():
-        pytest.skip("pilotfish.config_client is not in this agent build")
+    if not (AGENT_TREE / "lib" / "pilotfish" / "central" / "registration.py").exists():
+        pytest.skip("pilotfish.central.registration is not in this agent build")
 
 
 @pytest.fixture

@@ -10,7 +10,8 @@ import time
 from typing import Any, Optional, Tuple
 
 import pytest
-from pilotfish import lifecycle, settings, warmup
+from pilotfish import lifecycle, owner, settings, warmup
+from pilotfish.central.registration import Registrar
 from pilotfish.lifecycle import DELAYING, DRAINED, OFFLINE, READY, REGISTERED, STARTING
 from support.wait import eventually
 
@@ -162,31 +163,26 @@ def test_an_unreachable_config_service_fails_open() -> None:
 
 
 def test_registrar_without_a_config_url_is_a_local_no_op() -> None:
-    registrar = lifecycle.Registrar(lambda: settings.build({}, {}))
+    registrar = Registrar(lambda: settings.build({}, {}), owner.registry())
     assert registrar.register(8080) == "local"
     assert "PILOTFISH_CONFIG_URL unset" in registrar.detail
     assert registrar.deregister() == "local"
 
 
-def test_registrar_gives_up_waiting_after_its_bound_and_fails_open(monkeypatch: pytest.MonkeyPatch) -> None:
-    import sys
+def test_registrar_gives_up_waiting_after_its_bound_and_fails_open() -> None:
     import types
 
-    import pilotfish
-
     gate = threading.Event()
-    fake = types.ModuleType("pilotfish.config_client")
-    fake.register = lambda port=None: gate.wait(5)  # type: ignore[attr-defined]
-    fake.deregister = lambda: True  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "pilotfish.config_client", fake)
-    monkeypatch.setattr(pilotfish, "config_client", fake, raising=False)  # if already imported
-    registrar = lifecycle.Registrar(
-        lambda: settings.build({"config_url": "https://config.invalid"}, {}), wait=0.3
+    fake = types.SimpleNamespace()
+    fake.register = lambda port=None: gate.wait(5)
+    fake.deregister = lambda: True
+    registrar = Registrar(
+        lambda: settings.build({"config_url": "https://config.invalid"}, {}), fake, wait=0.3
     )
     assert registrar.register(8080) == "fail-open"
     assert "did not answer within 0.3s" in registrar.detail
     gate.set()
-    fake.register = lambda port=None: True  # type: ignore[attr-defined]
+    fake.register = lambda port=None: True
     assert registrar.register(8080) == "registered"
     assert registrar.deregister() == "deregistered"
 
@@ -197,7 +193,7 @@ def test_warm_up_starts_at_registration_not_at_listening() -> None:
     clock.now += 10
     settle(machine)
     clock.now += 30
-    current = machine._settings()
+    current = machine.settings_fn()
     assert machine.warmup.elapsed() == pytest.approx(30)
     assert machine.warmup.weight(current) == pytest.approx(0.5)
     assert machine.describe()["warmup"]["weight"] == pytest.approx(0.5)
@@ -326,5 +322,5 @@ def test_an_idle_ready_pod_is_not_woken_ten_times_a_second(monkeypatch: pytest.M
         assert machine.ticks - before <= 1, "a ready pod's thread should sleep an idle period"
     finally:
         machine.stop_thread()
-        machine._thread.join(2)
-    assert not machine._thread.is_alive(), "stop_thread ends an idle wait at once"
+        machine.thread.join(2)
+    assert not machine.thread.is_alive(), "stop_thread ends an idle wait at once"

@@ -131,12 +131,12 @@ def test_a_marked_request_in_a_worker_process_reaches_the_owner_through_the_mark
         assert len(heard) == 1
     finally:
         warmup.set_owner_sink(None, None)
-        warmup._marked_pid = 0
+        warmup.forget_marked_request()
 
 
 def test_on_marked_request_never_raises_without_a_place_to_report() -> None:
     warmup.set_owner_sink(None, None)
-    warmup._marked_pid = 0
+    warmup.forget_marked_request()
     warmup.on_marked_request()
     warmup.on_marked_request()
-    warmup._marked_pid = 0
+    warmup.forget_marked_request()

@@ -124,7 +124,7 @@ def _putrequest(self: Any, method: str, url: str, *args: Any, **kwargs: Any) -> 
                     and instance.evicted_until == NEVER
                     and instance.ejected_until == NEVER
                 )
-                and not self._pf_service.fits(instance, self.port, CURRENT_TAG.get(), core._strict)
+                and not self._pf_service.fits(instance, self.port, CURRENT_TAG.get(), core.strict_lanes)
             ):
                 self.close()  # the next send() reconnects through the pick
         elif self._tunnel_host is None and not type(self).__module__.startswith("urllib3"):

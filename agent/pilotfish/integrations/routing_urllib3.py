@@ -117,7 +117,7 @@ def _pools(manager: Any) -> Dict[Any, Any]:
 
 def _prune(manager: Any, pools: Dict[Any, Any]) -> None:
     """Close the pools of instances that are no longer in the table."""
-    table = core._table
+    table = core.current_table
     version = table.version if table is not None else ""
     if manager.__dict__.get("_pf_version") == version:
         return

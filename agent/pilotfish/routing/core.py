@@ -31,6 +31,10 @@ from ..tags.context import CURRENT_TAG
 from . import table as table_module
 from .table import Instance, NoInstanceInLane, Service, Table
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ..central.transport import Transport
+
 __all__ = ["NoInstanceInLane", "find", "choose", "connect_failed", "offline_seen"]
 
 POLL_SECONDS = 30.0
@@ -46,12 +50,15 @@ it by a stale table, or the ordinary way (kube-proxy: any lane)."""
 CONSUMER_HEADER = "X-Pilotfish-Consumer"
 OFFLINE_HEADER = "x-pilotfish-offline"
 
-_hosts: Dict[str, Service] = {}
+routed_hosts: Dict[str, Service] = {}
 """Every host spelling of every routed Service -> Service. Replaced whole, never mutated."""
-_table: Optional[Table] = None
-_strict = False
+current_table: Optional[Table] = None
+"""The registry answer in force in this process (None: none yet)."""
+strict_lanes = False
+"""``lane_mode=strict``: a request whose lane has no instance fails instead of falling back."""
 _enabled = True
-_started = False
+started = False
+"""This process's long-poll was started (or is not wanted): :func:`find` no longer checks."""
 _poll_started = False
 _start_lock = threading.Lock()
 _poller: Optional[Poller] = None
@@ -67,9 +74,9 @@ consumer_line = b"X-Pilotfish-Consumer: 1"
 
 def find(host: str) -> Optional[Service]:
     """The Service ``host`` reaches, or None: the ordinary path."""
-    if not _started:
+    if not started:
         _ensure_started(wait=FIRST_ANSWER_WAIT)
-    return _hosts.get(host)
+    return routed_hosts.get(host)
 
 
 def choose(service: Service, port: int, exclude: Optional[Instance] = None) -> Optional[Instance]:
@@ -77,7 +84,7 @@ def choose(service: Service, port: int, exclude: Optional[Instance] = None) -> O
     tag = CURRENT_TAG.get()
     now = time.monotonic()
     try:
-        instance, outcome = service.pick(port, tag, _strict, exclude, now)
+        instance, outcome = service.pick(port, tag, strict_lanes, exclude, now)
     except NoInstanceInLane:
         service.count(tag or "", "", "strict-error")
         raise
@@ -115,7 +122,7 @@ def _current(instance: Instance) -> List[Instance]:
     """``instance`` and the same pod in the current table (a newer answer may have replaced it
     while the request was in flight: what was learnt must reach the object picks now read)."""
     found = [instance]
-    built = _table
+    built = current_table
     for service in built.services if built is not None else ():
         for candidate in service.instances:
             if candidate.key == instance.key and candidate is not instance:
@@ -141,26 +148,26 @@ def is_offline_marker(value: Any) -> bool:
 
 def install_table(answer: Dict[str, Any], received_mono: Optional[float] = None) -> Table:
     """Make a registry answer the current table (also used by tests with a fake clock)."""
-    global _table
+    global current_table
     current = settings.current()
     built = table_module.build(
         answer,
         current.pod_namespace or "default",
         time.monotonic() if received_mono is None else received_mono,
-        _table,
+        current_table,
     )
-    _table = built
+    current_table = built
     _publish()
     return built
 
 
 def _publish() -> None:
-    global _hosts
-    built = _table
+    global routed_hosts
+    built = current_table
     if built is None or not _enabled:
-        _hosts = {}
+        routed_hosts = {}
         return
-    _hosts = {host: service for host, service in built.hosts.items() if service.enabled}
+    routed_hosts = {host: service for host, service in built.hosts.items() if service.enabled}
 
 
 def _on_settings(old: settings.Settings, new: settings.Settings) -> None:
@@ -168,8 +175,8 @@ def _on_settings(old: settings.Settings, new: settings.Settings) -> None:
 
 
 def _apply_settings(current: settings.Settings) -> None:
-    global _strict, _enabled, consumer_value, consumer_bytes, consumer_line
-    _strict = current.lane_mode == "strict"
+    global strict_lanes, _enabled, consumer_value, consumer_bytes, consumer_line
+    strict_lanes = current.lane_mode == "strict"
     consumer_value = current.app or "1"
     consumer_bytes = consumer_value.encode("latin-1", "replace")
     consumer_line = b"X-Pilotfish-Consumer: " + consumer_bytes
@@ -184,8 +191,8 @@ settings.subscribe(_on_settings)
 
 def reset(answer: Optional[Dict[str, Any]] = None) -> None:
     """Forget the table (tests); with ``answer``, install that one."""
-    global _table, _hosts
-    _table, _hosts = None, {}
+    global current_table, routed_hosts
+    current_table, routed_hosts = None, {}
     if answer is not None:
         install_table(answer)
 
@@ -196,7 +203,7 @@ def reset(answer: Optional[Dict[str, Any]] = None) -> None:
 class Poller:
     """Long-poll ``GET /v1/routing`` for the caller's namespace; each new answer becomes the table."""
 
-    def __init__(self, transport: Any, namespace: str, poll_seconds: float = POLL_SECONDS) -> None:
+    def __init__(self, transport: Transport, namespace: str, poll_seconds: float = POLL_SECONDS) -> None:
         self.transport = transport
         self.namespace = namespace
         self.poll_seconds = poll_seconds
@@ -207,20 +214,23 @@ class Poller:
         self.stopping = threading.Event()
 
     def poll_once(self) -> bool:
-        from .. import config_client
+        # Imported here, not at the top: this module loads with the app's first HTTP client
+        # import, in processes that may never serve (and never need ssl).
+        from ..central import transport
+        from ..central.transport import CallFailed
 
         query = {"namespace": self.namespace, "version": self.version, "timeout": "%g" % self.poll_seconds}
         status, data = self.transport.request(
-            "GET", "/v1/routing", query, timeout=self.poll_seconds + config_client.NETWORK_SLACK
+            "GET", "/v1/routing", query, timeout=self.poll_seconds + transport.NETWORK_SLACK
         )
         if status == 304:
             return False
         if status != 200:
-            raise config_client.CallFailed("HTTP %d %s" % (status, data[:200].decode("utf-8", "replace")))
+            raise CallFailed("HTTP %d %s" % (status, data[:200].decode("utf-8", "replace")))
         received = time.monotonic()
         answer = json.loads(data.decode("utf-8"))
         if not (isinstance(answer, dict) and isinstance(answer.get("services"), list)):
-            raise config_client.CallFailed("unexpected answer %r" % data[:80])
+            raise CallFailed("unexpected answer %r" % data[:80])
         if answer.get("version") == self.version:
             return False
         install_table(answer, received)
@@ -230,15 +240,15 @@ class Poller:
         return True
 
     def run(self) -> None:
-        from .. import config_client
+        from ..central import transport
 
         while not self.stopping.is_set():
             started = time.monotonic()
             try:
                 changed = self.poll_once()
                 self.failures, self.last_error, self.last_ok = 0, "", time.time()
-                if not changed and time.monotonic() - started < config_client.MIN_POLL_SPACING:
-                    self.stopping.wait(config_client.MIN_POLL_SPACING)
+                if not changed and time.monotonic() - started < transport.MIN_POLL_SPACING:
+                    self.stopping.wait(transport.MIN_POLL_SPACING)
             except Exception as problem:
                 _first_answer.set()  # nobody waits for an answer that is not coming
                 self.failures += 1
@@ -248,7 +258,7 @@ class Poller:
                     "warning",
                     "routing table unavailable (%s); keeping the last one and retrying" % self.last_error,
                 )
-                self.stopping.wait(config_client._backoff(self.failures - 1))
+                self.stopping.wait(transport.backoff(self.failures - 1))
 
 
 def _ensure_started(wait: float = 0.0) -> None:
@@ -257,7 +267,7 @@ def _ensure_started(wait: float = 0.0) -> None:
     With ``wait``, wait that long (once) for this process's first answer; never in the
     agent's own threads: the poll's own connection to the config service passes here too.
     """
-    global _started, _poll_started
+    global started, _poll_started
     from .. import runtime
 
     if runtime.role() in (runtime.DORMANT, runtime.FAILED):  # FAILED: the app runs without us
@@ -265,25 +275,21 @@ def _ensure_started(wait: float = 0.0) -> None:
     with _start_lock:
         if not _poll_started:
             _poll_started = True
-            _start_poller(runtime)
+            _start_poller(runtime.role() == runtime.OWNER)
     if wait and _poller is not None and not threading.current_thread().name.startswith("pilotfish-"):
         _first_answer.wait(wait)  # a table inherited or cached may be stale: wait for ours
-    _started = True
+    started = True
 
 
 def cache_path(current: settings.Settings) -> str:
     """Next to the config cache (``PILOTFISH_CACHE_DIR``, else ``PILOTFISH_STATE_DIR``, else the
     temp dir); ``OSError`` when there is no writable place (a read-only root without /tmp)."""
-    from .. import config_client
+    from ..central import cache
 
-    directory = config_client.cache_directory(current)
-    if directory is None:
+    path = cache.path(current, "routing")
+    if path is None:
         raise FileNotFoundError("no writable directory for the routing cache")
-    name = "pilotfish-routing-%s-%s.json" % (
-        config_client._safe_name(current.pod_namespace or "default"),
-        config_client._safe_name(current.app or "_"),
-    )
-    return os.path.join(directory, name)
+    return path
 
 
 def save_cache(answer: Dict[str, Any]) -> None:
@@ -313,28 +319,28 @@ def load_cache() -> bool:
     return True
 
 
-def _start_poller(runtime: Any) -> None:
+def _start_poller(owner: bool) -> None:
     global _poller
-    if _table is None or runtime.role() != runtime.OWNER:  # the owner's last answer beats an inherited one
+    if current_table is None or not owner:  # the owner's last answer beats an inherited one
         try:
             load_cache()
         except Exception:
             log.exception_once("routing-cache-read", "cached routing table ignored")
-    if runtime.role() != runtime.OWNER:
+    if not owner:
         try:
             from . import report
 
-            report.start_writer()
+            report.start_writer(snapshot)
         except Exception:
             log.exception_once("routing-report-start", "workers' routing counts are not reported")
     try:
-        from .. import config_client
+        from ..central import transport
 
         current = settings.current()
-        transport = config_client._transport(current)
-        if transport is None:
+        found = transport.from_settings(current)
+        if found is None:
             return  # no config service: nothing is routed, every call takes the ordinary path
-        poller = Poller(transport, current.pod_namespace or "default")
+        poller = Poller(found, current.pod_namespace or "default")
         threading.Thread(target=poller.run, name="pilotfish-routing", daemon=True).start()
         _poller = poller
     except Exception:
@@ -355,15 +361,15 @@ def start() -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _started, _poll_started, _start_lock, _poller, _first_answer
-    _started, _poll_started, _start_lock, _poller = (
+    global started, _poll_started, _start_lock, _poller, _first_answer
+    started, _poll_started, _start_lock, _poller = (
         False,
         False,
         threading.Lock(),
         None,
     )  # no poll thread here
     _first_answer = threading.Event()
-    for service in _table.services if _table is not None else ():
+    for service in current_table.services if current_table is not None else ():
         service.reset_counts()  # this process counts its own requests (the parent reports its)
 
 
@@ -376,7 +382,7 @@ if hasattr(os, "register_at_fork"):
 
 def snapshot() -> Dict[str, Any]:
     """This process's routing view: each Service followed, its instances and the requests sent."""
-    built = _table
+    built = current_table
     now = time.monotonic()
     services: Dict[str, Any] = {}
     for service in built.services if built is not None else ():
@@ -417,7 +423,7 @@ def snapshot() -> Dict[str, Any]:
     poller = _poller
     return {
         "enabled": _enabled,
-        "lane_mode": "strict" if _strict else "permissive",
+        "lane_mode": "strict" if strict_lanes else "permissive",
         "namespace": built.namespace if built is not None else settings.current().pod_namespace or "default",
         "version": built.version if built is not None else "",
         "registry": {

@@ -15,7 +15,7 @@ import glob
 import json
 import os
 import threading
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 from .. import log, shared
 
@@ -30,24 +30,25 @@ def _prefix() -> Optional[str]:
     return segment.path + SUFFIX if segment is not None else None
 
 
-def start_writer() -> None:
-    """In a worker process: write this process's routing view while it changes (idempotent)."""
+def start_writer(snapshot: Callable[[], Dict[str, Any]]) -> None:
+    """In a worker process: write ``snapshot()`` (this process's routing view,
+    :func:`pilotfish.routing.core.snapshot`) while it changes (idempotent)."""
     global _writer_pid
     if _writer_pid == os.getpid():
         return
     _writer_pid = os.getpid()
-    threading.Thread(target=_write_loop, name="pilotfish-routing-report", daemon=True).start()
+    threading.Thread(
+        target=_write_loop, args=(snapshot,), name="pilotfish-routing-report", daemon=True
+    ).start()
 
 
-def _write_loop() -> None:
-    from . import core
-
+def _write_loop(snapshot: Callable[[], Dict[str, Any]]) -> None:
     last = ""
     while True:
         try:
             prefix = _prefix()
             if prefix is not None:
-                view = core.snapshot()
+                view = snapshot()
                 text = json.dumps(view, sort_keys=True)
                 if text != last:
                     path = "%s.%d.json" % (prefix, os.getpid())

@@ -247,7 +247,7 @@ def wake_and_wait_for_routing():
     want = SCENARIO.get("wait_for_instances", 1)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        service = core._hosts.get(host)
+        service = core.routed_hosts.get(host)
         if service is not None and len(service.instances) >= want:
             return sock
         time.sleep(0.05)
