@@ -4,7 +4,7 @@
 One ``pilotfish-webhook serve --policies FILE`` process (HTTPS, loopback) and N
 simulated agents: asyncio (uvloop) streams, one keep-alive TLS connection each,
 spread over two client processes. Every agent long-polls ``/v1/config`` exactly like
-``pilotfish.config_client`` (version in, 200 with the new version or 304). The
+``pilotfish.central.config`` (version in, 200 with the new version or 304). The
 agents belong to 20 apps in one namespace; each round edits the namespace-scope
 policy in the file, so every agent's effective config changes.
 
@@ -100,7 +100,7 @@ async def run_agents(url: str, ca: str, first: int, count: int, out: Any, comman
 
     Plain asyncio streams speaking HTTP/1.1, not a client library: the fleet shares the
     two cores with the server, so every microsecond the simulation spends is one the
-    server does not get. Each request is what ``pilotfish.config_client`` sends.
+    server does not get. Each request is what ``pilotfish.central.config`` sends.
     """
     from urllib.parse import urlsplit
 

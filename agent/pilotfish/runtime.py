@@ -32,6 +32,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
+    from .settings import Settings
+
 DORMANT, OWNER, WORKER, STANDALONE = "dormant", "owner", "worker", "standalone"
 FAILED = "failed"  # the wake raised: what it opened is closed, and it is not tried again
 
@@ -339,12 +341,12 @@ def _run_listener_steps() -> None:
         _call(step)
 
 
-def _follow_log_level(old: Any, new: Any) -> None:
+def _follow_log_level(old: Settings, new: Settings) -> None:
     if old.log_level != new.log_level:
         log.set_level(new.log_level)
 
 
-def _become_owner(current: Any) -> str:
+def _become_owner(current: Settings) -> str:
     """Owner if this process binds the status port; else a worker of the owner that did
     (found through its pointer file), else standalone. Whatever fails closes what it opened."""
     from . import shared, stats, status_server
@@ -393,7 +395,7 @@ def _port_taken(problem: OSError) -> bool:
     return getattr(problem, "errno", None) == errno.EADDRINUSE
 
 
-def _bind_problem(current: Any, problem: OSError) -> str:
+def _bind_problem(current: Settings, problem: OSError) -> str:
     """Why there is no status server, in the words of the setting that caused it."""
     import errno
     import socket

@@ -25,6 +25,10 @@ from typing import Any, Callable, Dict, Optional
 
 from . import log, shared
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .settings import Settings
+
 REGISTRATION = "registration"
 FIRST_REQUEST = "first-request"
 MARKER_SUFFIX = shared.MARKER_SUFFIX
@@ -99,7 +103,7 @@ class WarmupClock:
         started = self.started_at
         return None if started is None else max(0.0, self._clock() - started)
 
-    def weight(self, current: Any) -> float:
+    def weight(self, current: Settings) -> float:
         return weight(
             self.elapsed(),
             current.warmup_seconds,
@@ -108,13 +112,13 @@ class WarmupClock:
             current.warmup_enabled,
         )
 
-    def complete(self, current: Any) -> bool:
+    def complete(self, current: Settings) -> bool:
         if not current.warmup_enabled or current.warmup_seconds <= 0:
             return True
         elapsed = self.elapsed()
         return elapsed is not None and elapsed >= current.warmup_seconds
 
-    def describe(self, current: Any) -> Dict[str, Any]:
+    def describe(self, current: Settings) -> Dict[str, Any]:
         elapsed = self.elapsed()
         return {
             "enabled": bool(current.warmup_enabled),
