@@ -401,7 +401,7 @@ print(json.dumps(out))
 def test_a_fork_waits_for_tls_set_up_in_progress_but_never_longer_than_fork_wait() -> None:
     """Why: a gunicorn worker forked while the owner's poller held OpenSSL's locks hung on its
     first SSLContext (``import requests``), every time on Python 3.8. The poller's CA load and
-    handshake run under ``_tls_lock``; a fork waits for it, at most FORK_WAIT seconds."""
+    handshake run under ``transport.tls_lock``; a fork waits for it, at most FORK_WAIT seconds."""
     import sys
 
     from support.agent import run_python

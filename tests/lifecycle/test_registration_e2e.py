@@ -60,7 +60,7 @@ class ConfigStub:
 
 
 @pytest.fixture(autouse=True)
-def _needs_config_client() -> None:
+def _needs_central_registration() -> None:
     if not (AGENT_TREE / "lib" / "pilotfish" / "central" / "registration.py").exists():
         pytest.skip("pilotfish.central.registration is not in this agent build")
 
