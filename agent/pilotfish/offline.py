@@ -375,11 +375,6 @@ _grpc_servers_before_drainer: List[GrpcServer] = []
 _grpc_lock = threading.Lock()
 
 
-def drainer() -> Optional[Drainer]:
-    """The owner's drainer, once :func:`use_drainer` was called (None before, and in workers)."""
-    return _drainer
-
-
 def use_drainer(drain: Drainer) -> None:
     """The owner's start-up: ``drain`` is this process's graceful offline; gRPC servers that
     started before it are handed to it."""

@@ -111,11 +111,6 @@ def central_config_status() -> Dict[str, Any]:
 # -- lifecycle, registration, graceful offline ----------------------------------------
 
 
-def current() -> Optional[lifecycle.Lifecycle]:
-    """The owner's lifecycle (None before start-up, and in any other process)."""
-    return _lifecycle
-
-
 def registry(app_port: Callable[[], Optional[int]] = lambda: None) -> registration.LazyRegistration:
     """This process's registration with the config service (created once, on first use)."""
     global _registration

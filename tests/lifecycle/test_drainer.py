@@ -153,6 +153,25 @@ def test_grpc_servers_stop_accepting_only_after_the_quiet_period() -> None:
     assert server.stopped_with[0] == pytest.approx(10 - 0.4, abs=0.3)
 
 
+def test_grpc_servers_that_start_before_the_owners_drainer_are_handed_to_it() -> None:
+    """The gRPC integration reports a server at ``start()``, which may come before the owner's
+    start-up has built its drainer: the server waits in ``offline`` until ``use_drainer``."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("pilotfish.offline")
+    assert spec is not None and spec.loader is not None
+    fresh = importlib.util.module_from_spec(spec)  # this module's state, not the one other tests left
+    spec.loader.exec_module(fresh)
+    early, late = FakeGrpcServer(), FakeGrpcServer()
+    fresh.add_grpc_server(early)
+    drainer, _, _, _, _ = make()
+    assert drainer.grpc_servers == []
+    fresh.use_drainer(drainer)
+    fresh.add_grpc_server(late)
+    fresh.add_grpc_server(late)
+    assert drainer.grpc_servers == [early, late]
+
+
 def test_after_a_sigterm_drain_grpc_servers_are_left_to_the_signal() -> None:
     """The handed-on SIGTERM does what it does without the agent; a stop first would change it."""
     drainer, _, _, _, _ = make(quiet=0.2, max_wait=10)
