@@ -122,9 +122,14 @@ class Lifecycle:
 
     # -- transitions ----------------------------------------------------------------------
 
-    def _record(self, state: str, why: str) -> None:
+    def _record(self, state: str, why: str, since: Optional[float] = None) -> None:
+        """Enter ``state`` now, or at ``since`` (a clock time in the past: when it really began)."""
         self.state = state
-        self.transitions.append({"state": state, "at": self._wall(), "monotonic": self._clock(), "why": why})
+        now = self._clock()
+        began = now if since is None else min(since, now)
+        self.transitions.append(
+            {"state": state, "at": self._wall() - (now - began), "monotonic": began, "why": why}
+        )
         log.info("lifecycle: %s (%s)" % (state, why))
 
     def entered(self, state: str) -> Optional[float]:
@@ -135,19 +140,22 @@ class Lifecycle:
         return None
 
     def app_listening(self, at: Optional[float] = None) -> None:
-        """The app opened its listening socket (the runtime woke us): the delay starts now."""
+        """The app opened its listening socket (the runtime woke us): the delay starts now, or at
+        ``at`` (the clock time of the app's ``listen()``, which the wake learns a moment later);
+        ``delaying`` is recorded as entered then, so /status shows the delay the machine applies."""
         with self._lock:
             if self.state != STARTING:
                 return
             self.listening_at = self._clock() if at is None else at
             if self._settle_config():
                 delay = self.settings_fn().delay_register_seconds
-                self._record(DELAYING, "app listening; registering in %gs" % delay)
+                self._record(DELAYING, "app listening; registering in %gs" % delay, self.listening_at)
             else:
                 self._record(
                     DELAYING,
                     "app listening; the registration delay waits for the central config (at most %gs)"
                     % self.config_wait,
+                    self.listening_at,
                 )
         self._wake.set()  # the thread may be in an idle tick: the delay starts now
 

@@ -60,6 +60,23 @@ def test_it_starts_in_starting_and_waits_for_the_app_to_listen() -> None:
     assert machine.gate_registered() == (False, "the app does not listen yet")
 
 
+def test_delaying_is_recorded_when_the_app_listened_not_when_the_wake_told_the_lifecycle() -> None:
+    """The wake reaches the lifecycle a moment (tens of ms on a busy node) after the app's listen():
+    /status must show the delay the machine applies, counted from the listen()."""
+    registrar = FakeRegistrar()
+    machine, clock = make(delay=2.0, registrar=registrar)
+    listened = clock.now
+    clock.now += 0.3  # the wake's own start-up
+    machine.app_listening(listened)
+    delaying = machine.transitions[-1]
+    assert delaying["state"] == DELAYING and delaying["monotonic"] == listened
+    assert delaying["at"] == pytest.approx(1_700_000_000.0 + listened)
+    clock.now = listened + 2.0
+    settle(machine)
+    assert registrar.calls == [("register", 8080)]
+    assert machine.entered(REGISTERED) - machine.entered(DELAYING) == pytest.approx(2.0)
+
+
 def test_registration_waits_for_the_delay_after_listening() -> None:
     registrar = FakeRegistrar()
     machine, clock = make(delay=5.0, registrar=registrar)
