@@ -320,7 +320,9 @@ def summarize(result: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m hack.bench_config_push", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--agents", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--processes", type=int, default=2)

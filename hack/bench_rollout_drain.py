@@ -262,7 +262,9 @@ def spread(values: List[float], fmt: str) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m hack.bench_rollout_drain", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--scenarios", default="pilotfish,sleep,none", help="any of " + ",".join(SCENARIOS))
     parser.add_argument("--clients", type=int, default=8, help="keep-alive client threads")

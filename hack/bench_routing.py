@@ -242,7 +242,7 @@ def time_one(call: Callable[[], None], number: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m hack.bench_routing", description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--number", type=int, default=20000)
     args = parser.parse_args()

@@ -88,7 +88,9 @@ def compile_tree(out: Path) -> None:
 
 
 def main(argv: List[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m hack.build_agent_tree", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "agent-tree")
     parser.add_argument("--no-compile", action="store_true", help="skip ahead-of-time byte-code")
     args = parser.parse_args(argv)

@@ -411,7 +411,9 @@ KUBECTL = shutil.which("kubectl") or "kubectl"
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description="pilotfish demo on the local cluster")
+    parser = argparse.ArgumentParser(
+        prog="python -m hack.demo", description="pilotfish demo on the local cluster"
+    )
     parser.add_argument(
         "--seconds", type=float, default=0, help="after the story, stop after N s (0 = Ctrl-C)"
     )

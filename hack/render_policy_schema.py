@@ -66,7 +66,9 @@ def outputs() -> Dict[Path, str]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m hack.render_policy_schema", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--check", action="store_true", help="fail if the committed files are stale")
     args = parser.parse_args(argv)
     stale = []

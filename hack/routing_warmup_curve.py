@@ -238,7 +238,9 @@ def draw(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m hack.routing_warmup_curve", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--seconds", type=float, default=20.0, help="warm-up duration T")
     parser.add_argument("--warm", type=int, default=3)
     parser.add_argument("--curve", type=float, default=2.0)

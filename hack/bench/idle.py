@@ -195,7 +195,7 @@ def run(
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m hack.bench.idle", description=__doc__.splitlines()[0])
     parser.add_argument("--python", help="interpreter that runs the servers (default: the bench venv's)")
     parser.add_argument("--apps", default=",".join(APPS), help="comma-separated, from: %s" % ", ".join(APPS))
     parser.add_argument("--configs", default=",".join(CONFIGS), help="bare first; pilotfish, pilotfish@DIR")

@@ -24,7 +24,9 @@ from .rps import SERVER_CPU, free_port, http_get, run_pyload, run_wrk
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m hack.bench.insitu_asgi", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--python")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=4.0)

@@ -188,7 +188,9 @@ def _parse_extra(items: List[str]) -> List[Tuple[str, Dict[str, str]]]:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m hack.bench.instructions",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--app", choices=sorted(APPS), action="append")
     parser.add_argument("--requests", type=int, default=2000)

@@ -128,7 +128,7 @@ async def run(url: str, duration: float, connections: int, warmup: float) -> Loa
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m hack.bench.loadgen", description=__doc__.splitlines()[0])
     parser.add_argument("--url", required=True)
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=0.0)

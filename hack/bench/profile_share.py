@@ -188,7 +188,9 @@ def diff_table(bare: Share, agent: Share, top: int = 15) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m hack.bench.profile_share", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--python", help="interpreter (default: .venvs/bench/bin/python)")
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=0.0)

@@ -568,7 +568,7 @@ def budget_lines(results: List[RunResult], budget: float = 0.97) -> List[str]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m hack.bench.rps", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--python", help="interpreter that runs the servers (default: .venvs/bench/bin/python)"
     )

@@ -253,7 +253,7 @@ def write_doc(block: str) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m hack.bench.run_all", description=__doc__.splitlines()[0])
     parser.add_argument("--python", help="interpreter of the bench venv")
     parser.add_argument("--quick", action="store_true", help="few repetitions: a smoke run, not for the docs")
     parser.add_argument(

@@ -286,7 +286,7 @@ def importtime_table(entries: Sequence[ImportEntry], top: int) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m hack.bench.startup", description=__doc__.splitlines()[0])
     parser.add_argument("--python", help="interpreter to measure (default: .venvs/bench/bin/python)")
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--runs-per-block", type=int, default=3)

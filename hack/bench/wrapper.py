@@ -203,7 +203,7 @@ def wrapper_table(results: List[Dict[str, Any]]) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m hack.bench.wrapper", description=__doc__.splitlines()[0])
     parser.add_argument("--python", help="interpreter (default: .venvs/bench/bin/python)")
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--calls", type=int, default=2000)

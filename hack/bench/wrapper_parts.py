@@ -135,7 +135,9 @@ def measure(python: str, number: int) -> List[Tuple[str, Optional[float]]]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m hack.bench.wrapper_parts", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--python", help="interpreter (default: .venvs/bench/bin/python)")
     parser.add_argument("--number", type=int, default=100000, help="calls per timing")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

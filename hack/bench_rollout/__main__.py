@@ -364,7 +364,7 @@ def table(results: List[Dict[str, Any]]) -> str:
 
 
 def parse(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m hack.bench_rollout", description=__doc__.split("\n")[0])
     p.add_argument("--setups", default=",".join(SETUPS), help="comma-separated, in this order (%(default)s)")
     p.add_argument("--rollouts", type=int, default=3, help="rolling updates per setup (%(default)s)")
     p.add_argument(
