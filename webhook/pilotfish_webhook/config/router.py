@@ -191,7 +191,11 @@ class ConfigService:
     def status(self) -> Dict[str, Any]:
         source: Dict[str, Any] = {"mode": self.mode}
         if self.file_source is not None:
-            source.update(path=str(self.file_source.path), reloads=self.file_source.reloads)
+            source.update(
+                path=str(self.file_source.path),
+                reloads=self.file_source.reloads,
+                watch=self.file_source.watch,
+            )
         return {
             "source": source,
             **self.store.status(),

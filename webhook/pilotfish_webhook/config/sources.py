@@ -1,11 +1,14 @@
 """Where policies come from: a watched YAML file, or GovernancePolicy objects in the cluster.
 
-The file source polls (stdlib only, no inotify): ``stat`` every ``interval``
-seconds and re-read when mtime, size or inode changed, plus a full re-read and
-hash comparison every second so an edit that keeps size and mtime (coarse
-filesystem clocks) is still seen. A new content is applied once it has stayed
-unchanged for ``settle`` seconds (0.1 by default), so a file rewritten in place
-is never applied half-written. A change therefore lands well within 1 s.
+The file source follows the file with inotify where the kernel offers it (Linux, through
+ctypes): a new content is applied as soon as it is known whole (the writer closed it, a file
+was renamed over it, a ConfigMap volume swapped its ``..data`` symlink), within milliseconds;
+a file still being written in place is never applied. Elsewhere it polls (stdlib only):
+``stat`` every ``interval`` seconds and re-read when mtime, size or inode changed, plus a
+full re-read and hash comparison every second so an edit that keeps size and mtime (coarse
+filesystem clocks) is still seen; a new content is then applied once it has stayed
+unchanged for ``settle`` seconds (0.1 by default), so a file rewritten in place is never
+applied half-written. A change therefore lands well within 1 s either way.
 
 The cluster source lists, then watches, with the kubernetes client in a daemon
 thread, and re-lists when the watch expires (HTTP 410) or the connection drops.
@@ -14,13 +17,16 @@ thread, and re-lists when the watch expires (HTTP 410) or the connection drops.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import hashlib
 import logging
 import os
+import struct
+import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set, Tuple
 
 import yaml
 
@@ -113,13 +119,20 @@ def _check_expansion(root: yaml.Node, where: str) -> None:
 class FileSource:
     """Watch ``path`` and feed its documents to ``store``.
 
-    A new content is applied only once it has stayed the same (size, mtime, inode and
-    hash) for ``settle`` seconds: a file rewritten in place (not renamed over) passes
-    through intermediate states, and half a policy file is often valid YAML that would
-    drop the other half's policies for every agent. While a change settles, the file is
-    re-checked every ``settle / 4`` seconds, so a change lands about ``settle`` after the
-    last write. :meth:`poll` is the whole decision and may be driven by a timer (as here)
-    or by a change notification.
+    With inotify (Linux), a new content is applied as soon as it is known to be whole: the
+    writer closed the file (``IN_CLOSE_WRITE``), another file was renamed over it
+    (``IN_MOVED_TO``: ``mv``, ``os.replace``), or, in a Kubernetes ConfigMap volume, the
+    ``..data`` symlink was swapped to a new directory. A file modified in place and not yet
+    closed is never applied: half a policy file is often valid YAML that would drop the
+    other half's policies for every agent. The file's directory (and that of the file a
+    symlink points at) is watched, so replacements and ConfigMap updates are seen; a
+    directory deleted and recreated is watched again once it is back.
+
+    Without inotify, and as a safety net beside it (every ``rehash_every`` seconds, for a
+    change that brings no event), the file is polled: ``stat`` every ``interval`` and a
+    re-read and hash comparison every ``rehash_every``, and a new content is applied only
+    once it has stayed the same (size, mtime, inode and hash) for ``settle`` seconds,
+    re-checked every ``settle / 4``. :meth:`poll` is the whole decision.
     """
 
     def __init__(
@@ -130,6 +143,7 @@ class FileSource:
         rehash_every: float = 1.0,
         on_services: Optional[Callable[[List[Any]], None]] = None,
         settle: float = DEFAULT_SETTLE_SECONDS,
+        use_inotify: bool = True,
     ):
         self.path = path
         self.store = store
@@ -137,19 +151,31 @@ class FileSource:
         self.interval = interval
         self.rehash_every = rehash_every
         self.settle = settle
+        self.use_inotify = use_inotify
+        self.watch = "none"  # how run() follows the file: "inotify" or "poll"
         self._signature: Optional[Tuple[int, int, int]] = None
         self._digest: Optional[str] = None
         self._pending: Optional[Tuple[str, Tuple[int, int, int], float]] = None  # digest, signature, since
         self._last_read = 0.0
         self.reloads = 0
+        # inotify state, changed on the event loop only
+        self._writing = False  # modified in place, not closed yet
+        self._complete = False  # an event said the content on disk is whole
+        self._dirty = True  # something happened that no event explains: poll
+        self._watches: Dict[str, int] = {}  # directory -> watch descriptor
+        self._names: Dict[int, Set[str]] = {}  # watch descriptor -> names that matter in it
 
     @property
     def settling(self) -> bool:
         """A new content was seen and is waiting to prove stable."""
         return self._pending is not None
 
-    def poll(self) -> bool:
-        """Check once; True when the store was fed a new state."""
+    def poll(self, complete: bool = False) -> bool:
+        """Check once; True when the store was fed a new state.
+
+        ``complete``: the content on disk is known to be whole (an inotify event said so),
+        so it is applied at once instead of settling.
+        """
         try:
             st = os.stat(self.path)
         except OSError as problem:
@@ -159,7 +185,8 @@ class FileSource:
         signature = (st.st_mtime_ns, st.st_size, st.st_ino)
         now = time.monotonic()
         if (
-            self._pending is None
+            not complete
+            and self._pending is None
             and signature == self._signature
             and now - self._last_read < self.rehash_every
         ):
@@ -174,13 +201,17 @@ class FileSource:
         if digest == self._digest:
             self._pending = None
             return False
-        pending = self._pending
-        if pending is None or pending[0] != digest or pending[1] != signature:
-            self._pending = (digest, signature, now)  # first sight of this content: let it settle
-            if self.settle > 0:
-                return False
-        elif now - pending[2] < self.settle:
+        if self._writing:  # being written in place: its close will say when it is whole
+            self._pending = None
             return False
+        if not complete:
+            pending = self._pending
+            if pending is None or pending[0] != digest or pending[1] != signature:
+                self._pending = (digest, signature, now)  # first sight of this content: let it settle
+                if self.settle > 0:
+                    return False
+            elif now - pending[2] < self.settle:
+                return False
         self._pending = None
         self._digest = digest
         try:
@@ -209,14 +240,209 @@ class FileSource:
             self.poll()
 
     async def run(self) -> None:
+        """Follow the file until cancelled: inotify where available, else polling."""
+        notify = Inotify.create() if self.use_inotify else None
+        if notify is None:
+            self.watch = "poll"
+            await self._poll_forever()
+            return
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+
+        def readable() -> None:
+            self._on_events(notify, notify.read())
+            wake.set()
+
+        try:
+            loop.add_reader(notify.fd, readable)
+        except NotImplementedError:  # an event loop without add_reader
+            notify.close()
+            self.watch = "poll"
+            await self._poll_forever()
+            return
+        self.watch = "inotify"
+        try:
+            while True:
+                watched = self._update_watches(notify)
+                complete, self._complete = self._complete, False
+                self._dirty = False
+                try:
+                    # Reading, parsing and validating run in a worker thread: a large or hostile
+                    # file never stalls the event loop (long-polls, admission, /healthz).
+                    await asyncio.to_thread(self.poll, complete)
+                except Exception:  # never let the watcher die: the next event or tick tries again
+                    log.exception("policy file watcher failed; retrying")
+                wake.clear()
+                if self._complete or self._dirty:
+                    continue
+                if self.settling:
+                    timeout = max(0.005, self.settle / 4)
+                else:
+                    timeout = self.rehash_every if watched else self.interval
+                timer = loop.call_later(timeout, wake.set)
+                try:
+                    await wake.wait()
+                finally:
+                    timer.cancel()
+        finally:
+            loop.remove_reader(notify.fd)
+            notify.close()
+
+    async def _poll_forever(self) -> None:
         while True:
             try:
-                # Reading, parsing and validating run in a worker thread: a large or hostile
-                # file never stalls the event loop (long-polls, admission, /healthz).
                 await asyncio.to_thread(self.poll)
             except Exception:  # never let the watcher die: the next tick tries again
                 log.exception("policy file watcher failed; retrying")
             await asyncio.sleep(min(self.interval, self.settle / 4) if self.settling else self.interval)
+
+    def _wanted(self) -> Dict[str, Set[str]]:
+        """Directories to watch and the names in each that matter."""
+        path = os.path.abspath(self.path)
+        directory, name = os.path.split(path)
+        wanted = {directory: {name, CONFIGMAP_DATA}}
+        real_directory, real_name = os.path.split(os.path.realpath(path))
+        if real_directory != directory:  # a symlink: its target may be edited where it lives
+            wanted.setdefault(real_directory, set()).add(real_name)
+        return wanted
+
+    def _update_watches(self, notify: Inotify) -> bool:
+        """Watch what :meth:`_wanted` says, drop the rest; False while a directory is missing."""
+        wanted = self._wanted()
+        for directory in [d for d in self._watches if d not in wanted]:
+            wd = self._watches.pop(directory)
+            self._names.pop(wd, None)
+            notify.remove_watch(wd)
+        complete = True
+        for directory, names in wanted.items():
+            wd = self._watches.get(directory, -1)
+            if wd < 0:
+                try:
+                    wd = notify.add_watch(directory, WATCH_MASK)
+                except OSError:
+                    complete = False  # not there (yet): polled until it is
+                    continue
+                self._watches[directory] = wd
+                self._dirty = True  # what it holds now came without an event
+            self._names[wd] = names
+        return complete
+
+    def _on_events(self, notify: Inotify, events: List[Tuple[int, int, str]]) -> None:
+        for wd, mask, name in events:
+            if mask & IN_Q_OVERFLOW:
+                self._dirty = True
+            elif mask & (IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF):
+                for directory, known in list(self._watches.items()):
+                    if known == wd:
+                        del self._watches[directory]
+                if self._names.pop(wd, None) is not None and mask & IN_MOVE_SELF:
+                    notify.remove_watch(wd)  # it follows the moved directory, not the path
+                self._dirty = True
+            elif name not in self._names.get(wd, ()):
+                continue
+            elif mask & (IN_CLOSE_WRITE | IN_MOVED_TO):
+                self._writing, self._complete = False, True
+            elif mask & IN_CREATE:
+                directory = next((d for d, known in self._watches.items() if known == wd), "")
+                if os.path.islink(os.path.join(directory, name)):  # a symlink appears whole
+                    self._writing, self._complete = False, True
+                else:  # a new file: being written until it is closed
+                    self._writing = True
+            elif mask & IN_MODIFY:
+                self._writing = True
+            elif mask & (IN_DELETE | IN_MOVED_FROM):
+                self._writing, self._dirty = False, True
+
+
+class Inotify:
+    """Linux inotify through ctypes (the webhook needs no extra library for it).
+
+    :meth:`create` returns None where inotify is unavailable (another OS, a libc without
+    it, the per-user instance limit reached): callers then poll.
+    """
+
+    def __init__(self, fd: int, libc: Any) -> None:
+        self.fd = fd
+        self._libc = libc
+
+    @classmethod
+    def create(cls) -> Optional[Inotify]:
+        if not sys.platform.startswith("linux"):
+            return None
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            init = libc.inotify_init1
+            init.argtypes, init.restype = [ctypes.c_int], ctypes.c_int
+            add = libc.inotify_add_watch
+            add.argtypes, add.restype = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32], ctypes.c_int
+            remove = libc.inotify_rm_watch
+            remove.argtypes, remove.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+        except (OSError, AttributeError):
+            return None
+        fd = init(os.O_NONBLOCK | os.O_CLOEXEC)
+        if fd < 0:
+            log.warning(
+                "inotify unavailable (%s): the policy file is polled", os.strerror(ctypes.get_errno())
+            )
+            return None
+        return cls(fd, libc)
+
+    def add_watch(self, directory: str, mask: int) -> int:
+        """The watch descriptor for ``directory``; raises OSError (e.g. ENOENT once it is gone)."""
+        wd = int(self._libc.inotify_add_watch(self.fd, os.fsencode(directory), mask))
+        if wd < 0:
+            number = ctypes.get_errno()
+            raise OSError(number, os.strerror(number), directory)
+        return wd
+
+    def remove_watch(self, wd: int) -> None:
+        self._libc.inotify_rm_watch(self.fd, wd)  # EINVAL when the kernel dropped it already: fine
+
+    def read(self) -> List[Tuple[int, int, str]]:
+        """Pending events as (watch descriptor, mask, name); empty when none is pending."""
+        events: List[Tuple[int, int, str]] = []
+        while True:
+            try:
+                data = os.read(self.fd, 65536)
+            except (BlockingIOError, InterruptedError):
+                return events
+            offset = 0
+            while offset + _EVENT.size <= len(data):
+                wd, mask, _cookie, length = _EVENT.unpack_from(data, offset)
+                offset += _EVENT.size
+                name = os.fsdecode(data[offset : offset + length].rstrip(b"\0"))
+                offset += length
+                events.append((wd, mask, name))
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+_EVENT = struct.Struct("iIII")
+IN_MODIFY = 0x2
+IN_CLOSE_WRITE = 0x8
+IN_MOVED_FROM = 0x40
+IN_MOVED_TO = 0x80
+IN_CREATE = 0x100
+IN_DELETE = 0x200
+IN_DELETE_SELF = 0x400
+IN_MOVE_SELF = 0x800
+IN_Q_OVERFLOW = 0x4000
+IN_IGNORED = 0x8000
+IN_ONLYDIR = 0x1000000
+WATCH_MASK = (
+    IN_MODIFY
+    | IN_CLOSE_WRITE
+    | IN_MOVED_FROM
+    | IN_MOVED_TO
+    | IN_CREATE
+    | IN_DELETE
+    | IN_DELETE_SELF
+    | IN_MOVE_SELF
+    | IN_ONLYDIR
+)
+# A ConfigMap volume publishes a new content by pointing this symlink at a new directory.
+CONFIGMAP_DATA = "..data"
 
 
 MAX_MESSAGE_CHARS = 500
