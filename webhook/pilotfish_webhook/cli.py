@@ -196,6 +196,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         deadline=args.read_timeout_seconds,
         max_bytes_by_path={"/mutate": admission_router.DEFAULT_MAX_BODY_BYTES},
     )
+    if service is not None:  # the config long-polls skip every layer: 1,000 answers per change
+        from pilotfish_webhook.config.router import in_front
+
+        app = in_front(app, service)
     config = uvicorn.Config(
         app,
         host=host,

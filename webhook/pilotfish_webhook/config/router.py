@@ -215,33 +215,31 @@ async def long_poll(
     """Wait until ``current()``'s version differs from ``version``; None on timeout or shutdown."""
     deadline = time.monotonic() + timeout
     while True:
-        event = changes.event()  # take the event before reading: no lost wake-up
+        generation = changes.generation  # taken before reading: no lost wake-up
         found = current()
         if found[0] != version:
             return found
         remaining = deadline - time.monotonic()
         if remaining <= 0 or closing():
             return None
-        if not await _wait(event, remaining):
+        if not await changes.wait(generation, remaining):
             return None
 
 
-async def _wait(event: asyncio.Event, seconds: float) -> bool:
-    """``event.wait()`` with a timeout, without a helper task per waiter where Python allows.
+def _query(raw: bytes) -> Dict[str, str]:
+    """The query string's parameters, last one wins, blank ones dropped (as ``parse_qs``).
 
-    ``asyncio.wait_for`` wraps the wait in a new Task on Python < 3.12; with a
-    thousand parked polls that doubles the task switches on every wake-up.
+    An agent's query has nothing to unquote: split it directly, ``parse_qs`` otherwise.
     """
-    timeout = getattr(asyncio, "timeout", None)
-    try:
-        if timeout is not None:
-            async with timeout(seconds):
-                await event.wait()
-        else:
-            await asyncio.wait_for(event.wait(), seconds)
-    except asyncio.TimeoutError:
-        return False
-    return True
+    text = raw.decode("latin-1")
+    if "%" in text or "+" in text:
+        return {k: v[-1] for k, v in parse_qs(text).items()}
+    query: Dict[str, str] = {}
+    for part in text.split("&"):
+        name, _, value = part.partition("=")
+        if value:
+            query[name] = value
+    return query
 
 
 def _timeout(raw: Optional[str]) -> float:
@@ -335,6 +333,8 @@ class LongPolls:
     each then re-polls. With 1,000 agents the per-request cost of the framework
     (Request/Response objects, routing, exception layers) *is* the push latency
     on a busy node; here a wake-up is one dict lookup and two ``send`` calls.
+    :func:`attach` adds it as the FastAPI app's middleware; the server also puts it
+    in front of every other layer (:func:`in_front`), where it answers first.
     """
 
     def __init__(self, app: ASGIApp, service: ConfigService) -> None:
@@ -349,7 +349,7 @@ class LongPolls:
         if scope.get("method") != "GET":
             await _send(send, 405, json.dumps({"error": "use GET"}).encode())
             return
-        query = {k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode("latin-1")).items()}
+        query = _query(scope.get("query_string", b""))
         token = ""
         for name, value in scope.get("headers") or ():
             if name == b"authorization":
@@ -427,6 +427,16 @@ async def _send(send: Send, status: int, body: bytes) -> None:
     headers.append((b"content-length", b"%d" % len(body)))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def in_front(app: Any, service: ConfigService) -> LongPolls:
+    """``app`` (the whole ASGI stack) with the long-polls answered before any of its layers.
+
+    A long-poll has no body, so the body gate, the admission fast path and the framework's
+    middleware have nothing to do for it but cost: a tenth of a millisecond per answer,
+    a thousand answers per policy change.
+    """
+    return LongPolls(app, service)
 
 
 def attach(app: FastAPI, service: ConfigService) -> None:

@@ -31,14 +31,16 @@ log = logging.getLogger("pilotfish_webhook.config")
 class Changes:
     """A generation counter that async waiters can sleep on; :meth:`notify` is thread-safe.
 
-    One ``asyncio.Event`` per generation: notifying sets it and installs a fresh
-    one, so a waiter that took the event *before* reading the state can never
-    miss a change that happens after it read.
+    A waiter reads :attr:`generation` *before* reading the state it watches, then calls
+    :meth:`wait` with it: a change announced in between (even from another thread, whose
+    wake-up is still on its way to the loop) returns at once, so no change is ever missed.
+    A change wakes every waiter from one callback (each waiter is a bare future, with a
+    loop timer for its timeout): with a thousand parked long-polls that is the push.
     """
 
     def __init__(self) -> None:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self._event: Optional[asyncio.Event] = None
+        self._waiters: Dict[asyncio.Future[bool], None] = {}
         self.generation = 0
         self._followers: List[Changes] = []
 
@@ -48,13 +50,22 @@ class Changes:
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._event = asyncio.Event()
 
-    def event(self) -> asyncio.Event:
-        if self._event is None:
-            self.bind(asyncio.get_running_loop())
-        assert self._event is not None
-        return self._event
+    async def wait(self, generation: int, seconds: float) -> bool:
+        """Until a change after ``generation``: True, or False when ``seconds`` passed first."""
+        if self.generation != generation:
+            return True
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        waiter: asyncio.Future[bool] = loop.create_future()
+        self._waiters[waiter] = None
+        timer = loop.call_later(seconds, _expire, waiter)
+        try:
+            return await waiter
+        finally:
+            timer.cancel()
+            self._waiters.pop(waiter, None)
 
     def notify(self) -> None:
         self.generation += 1
@@ -73,9 +84,15 @@ class Changes:
             loop.call_soon_threadsafe(self._fire)
 
     def _fire(self) -> None:
-        old, self._event = self._event, asyncio.Event()
-        if old is not None:
-            old.set()
+        waiters, self._waiters = self._waiters, {}
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(True)
+
+
+def _expire(waiter: asyncio.Future[bool]) -> None:
+    if not waiter.done():
+        waiter.set_result(False)
 
 
 class PolicyStore:
