@@ -182,3 +182,32 @@ def test_the_agent_has_no_import_cycle() -> None:
         for component in tangles(graph)
     ]
     assert not problems, "\n".join(problems)
+
+
+def _reachable(graph: Dict[str, Dict[str, int]], start: str) -> Set[str]:
+    seen: Set[str] = set()
+    todo = [start]
+    while todo:
+        for nxt in graph[todo.pop()]:
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+def test_the_owner_start_up_is_wired_downwards() -> None:
+    """runtime -> owner -> {lifecycle, central, offline}: the lower modules reach none above them."""
+    graph = import_graph()
+    central = {name for name in graph if name.startswith(PACKAGE + ".central")}
+    above_the_lifecycle = {PACKAGE + ".runtime", PACKAGE + ".owner", PACKAGE + ".offline"} | central
+    assert not _reachable(graph, PACKAGE + ".lifecycle") & above_the_lifecycle
+    for name in central:
+        reached = _reachable(graph, name)
+        assert not reached & {PACKAGE + m for m in (".runtime", ".owner", ".lifecycle", ".offline")}, name
+    assert not _reachable(graph, PACKAGE + ".offline") & (
+        {PACKAGE + ".runtime", PACKAGE + ".owner"} | central
+    )
+    assert PACKAGE + ".owner" in graph[PACKAGE + ".runtime"]
+    assert {PACKAGE + ".lifecycle", PACKAGE + ".offline", PACKAGE + ".central.config"} <= set(
+        graph[PACKAGE + ".owner"]
+    )
