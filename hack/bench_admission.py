@@ -44,6 +44,8 @@ from typing import Any, Dict, List, Tuple
 from .cluster.wait import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
+# The tests' helpers, imported as the tests import them (tests/ is on pytest's pythonpath and mypy's
+# mypy_path): `support.<module>`, never a second copy as `tests.support.<module>`.
 sys.path.insert(0, str(ROOT / "tests"))
 
 BUDGET_RPS = 500.0

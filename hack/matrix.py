@@ -21,6 +21,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# The tests' helpers, imported as the tests import them (tests/ is on pytest's pythonpath and mypy's
+# mypy_path): `support.<module>`, never a second copy as `tests.support.<module>`.
 sys.path.insert(0, str(ROOT / "tests"))
 
 from support.interpreters import DEFAULT_MATRIX, find_interpreter, matrix_versions  # noqa: E402
