@@ -74,7 +74,7 @@ def test_a_waiting_poll_gets_the_new_version_within_a_second_of_the_file_changin
 
     waiter = threading.Thread(target=poll)
     waiter.start()
-    time.sleep(0.5)
+    time.sleep(0.5)  # nothing outside shows the poll parked: time to park (unparked passes too)
     assert server.policies is not None
     written = time.monotonic()
     server.policies.write_text(server.policies.read_text().replace("seconds: 60", "seconds: 45"))
@@ -132,7 +132,7 @@ def test_registration_wakes_an_instances_long_poll_and_keeps_its_registration_ti
     result: Dict[str, Any] = {}
     waiter = threading.Thread(target=lambda: result.update(r=instances(http, empty["version"], timeout=10)))
     waiter.start()
-    time.sleep(0.3)
+    time.sleep(0.3)  # nothing outside shows the poll parked: time to park (unparked passes too)
     first = register(http, "shop-1")
     waiter.join(10)
     listed = result["r"].json()["instances"]
@@ -177,7 +177,7 @@ def test_sigterm_answers_parked_polls_at_once_so_shutdown_is_not_held(
     result: Dict[str, Any] = {}
     waiter = threading.Thread(target=lambda: result.update(r=get_config(http, version, timeout=50)))
     waiter.start()
-    time.sleep(0.5)
+    time.sleep(0.5)  # nothing outside shows the poll parked: give it time to be
     started = time.monotonic()
     server.proc.terminate()
     waiter.join(10)

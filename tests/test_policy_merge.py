@@ -180,7 +180,7 @@ def test_the_file_source_sees_a_same_size_edit_that_keeps_the_mtime(tmp_path: Pa
     stat = path.stat()
     _write(path, DOC % "62")
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same size, same mtime
-    time.sleep(0.25)
+    time.sleep(0.25)  # past rehash_every: the behaviour under test
     assert source.poll()
     assert store.snapshot.effective("shop", "x").config["warmup_seconds"] == 62
 

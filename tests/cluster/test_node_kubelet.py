@@ -16,6 +16,7 @@ from typing import Any, Dict, Iterator, List
 import pytest
 from nodekit import ECHO, POD_NAME_ENV, Node, echo_container, http_get, is_ready, pod_ip, status_of
 from support.ports import free_port
+from support.wait import eventually
 
 from hack.cluster.images import REPO_ROOT, ImageMap
 from hack.cluster.kubelet import DEFAULT_IMAGES
@@ -411,10 +412,13 @@ def test_grpc_and_tcp_readiness_probes(node: Node, tmp_path: Path) -> None:
         volumes=[{"name": "ctl", "hostPath": {"path": str(ctl)}}],
     )
     node.wait_log("rpc", "grpc up")
-    time.sleep(1.5)
+    eventually(
+        lambda: any("NOT_SERVING" in e["message"] for e in node.events("rpc", "Unhealthy")),
+        10,
+        "a NOT_SERVING probe event",
+    )
     pod = node.store.get("pods", "default", "rpc") or {}
     assert not is_ready(pod)
-    assert any("NOT_SERVING" in e["message"] for e in node.events("rpc", "Unhealthy"))
     (ctl / "serving").touch()
     node.wait_ready("rpc", timeout=10)
 
@@ -491,7 +495,7 @@ def test_a_host_network_pod_runs_on_the_host_address_and_is_probed_there(node: N
     pod = node.wait_ready("hostnet")
     assert pod_ip(pod) == pod["status"]["hostIP"] == node.network.host_address
     assert http_get("127.0.0.1", port)[1].split()[0] == "hostnet"  # it listens in the host's network
-    time.sleep(1.5)
+    time.sleep(1.5)  # a window: no liveness failure in it
     assert not [e for e in node.events("hostnet", "Unhealthy") if e["message"].startswith("Liveness")]
 
 

@@ -177,14 +177,15 @@ def test_hairpin_a_pod_reaches_itself_through_its_own_service(node: Node) -> Non
     ips = start_echo_pods(node, ["self"])
     node.service("loop", 80)
     node.endpoints("loop", ips)
-    deadline = time.monotonic() + 15
-    out = ""
-    while time.monotonic() < deadline:
-        out = node.exec("self", ["python3", "-c", CLIENT, "loop", "loop.default.svc.cluster.local"]).stdout
-        if out.count("-> self") == 2:
-            break
-        time.sleep(0.1)
-    assert out.count("-> self") == 2, out
+
+    def both_forms_reach_self() -> str:
+        out: str = node.exec(
+            "self", ["python3", "-c", CLIENT, "loop", "loop.default.svc.cluster.local"]
+        ).stdout
+        assert out.count("-> self") == 2, out
+        return out
+
+    eventually(both_forms_reach_self, 15, "the pod reaching itself through its service", interval=0.1)
 
 
 def test_pods_reach_the_host_side_address(node: Node) -> None:
@@ -237,11 +238,7 @@ def test_leftovers_of_a_killed_cluster_are_removed_at_the_next_start(tmp_path: P
         crashed.wait()
     # Hold the dead instance's lock while looking, or another cluster starting meanwhile (tests
     # run in parallel on these machines) would clean it first, as it should.
-    lock = None
-    deadline = time.monotonic() + 10
-    while lock is None and time.monotonic() < deadline:
-        lock = _try_lock(ranges.lock_path)
-    assert lock is not None
+    lock = eventually(lambda: _try_lock(ranges.lock_path), 10, "the dead instance's lock")
     netns = [n for n in _netns() if n.startswith(ranges.netns_prefix)]
     assert netns, "the killed node left no network namespace: nothing to test"
     pods = _pids_in(netns)

@@ -88,7 +88,7 @@ def test_a_second_sigterm_during_the_drain_is_handed_on_at_once() -> None:
     read_until(process, "READY")
     process.send_signal(signal.SIGTERM)
     read_until(process, "OFFLINE graceful offline (SIGTERM)")
-    time.sleep(0.3)
+    time.sleep(0.3)  # the second SIGTERM comes a moment into the drain: the scenario
     process.send_signal(signal.SIGTERM)
     code, lines, elapsed = finish(process)
     assert code == 0 and lines == ["APP-HANDLER", "EXIT"] and elapsed < 3
