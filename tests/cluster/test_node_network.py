@@ -211,7 +211,7 @@ def test_leftovers_of_a_killed_cluster_are_removed_at_the_next_start(tmp_path: P
     script = tmp_path / "crash.py"
     script.write_text(
         "import sys, time\n"
-        "sys.path[:0] = [%r, %r]\n"
+        "sys.path[:0] = [%r, %r, %r]\n"
         "from nodekit import Node, echo_container\n"
         "n = Node(__import__('pathlib').Path(%r))\n"
         "n.pod('victim', [echo_container(volumeMounts=[{'name': 'mem', 'mountPath': '/scratch'}])],\n"
@@ -221,6 +221,7 @@ def test_leftovers_of_a_killed_cluster_are_removed_at_the_next_start(tmp_path: P
         "time.sleep(600)\n"
         % (
             str(Path(__file__).resolve().parents[2]),
+            str(Path(__file__).resolve().parents[1]),  # tests/, for support (as conftest.py sets it)
             str(Path(__file__).resolve().parent),
             str(tmp_path / "state"),
         )
