@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List
 
 import pytest
 from nodekit import ECHO, POD_NAME_ENV, Node, echo_container, http_get, is_ready, pod_ip, status_of
-from support.ports import free_port
 from support.wait import eventually
 
 from hack.cluster.images import REPO_ROOT, ImageMap
@@ -485,7 +485,9 @@ def test_a_volume_over_tmp_does_not_hide_the_sources_of_later_mounts(node: Node)
 
 
 def test_a_host_network_pod_runs_on_the_host_address_and_is_probed_there(node: Node) -> None:
-    port = free_port()  # the pod must be told it before it starts
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     env = [POD_NAME_ENV, {"name": "PORT", "value": str(port)}]
     probe = {"httpGet": {"path": "/healthz", "port": port}, "periodSeconds": 1}
     liveness = {"exec": {"command": ["true"]}, "periodSeconds": 1}

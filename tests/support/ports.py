@@ -26,7 +26,8 @@ import threading
 from pathlib import Path
 from typing import IO, Optional, Set
 
-_LOCKS = Path(tempfile.gettempdir()) / "pilotfish-test-ports.lock"
+# One file for every checkout and every TMPDIR, so all test processes on the machine see the same locks.
+_LOCKS = Path("/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir()) / "pilotfish-test-ports.lock"
 _lock_file: Optional[IO[bytes]] = None  # one fd for all: closing it would drop every lock
 _handed_out: Set[int] = set()  # a process's own record locks never conflict with each other
 _guard = threading.Lock()
