@@ -104,7 +104,9 @@ def process_group(pgid: int) -> Set[int]:
 def listening_ports(pids: Set[int]) -> Set[int]:
     """The TCP ports the processes ``pids`` have a listening socket on (their fds, matched in /proc/net)."""
     inodes = _socket_inodes(pids)
-    ports = set()
+    ports: Set[int] = set()
+    if not inodes:
+        return ports
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table) as handle:

@@ -249,7 +249,14 @@ class RunningServer:
             preexec_fn=self._limit_files if self.nofile else None,
         )
         if wait:
-            eventually(self._answers, timeout, "%s answering on its port" % self.kind, context=self.output)
+            # every 0.05 s: until the port is known, each check reads /proc (a few ms)
+            eventually(
+                self._answers,
+                timeout,
+                "%s answering on its port" % self.kind,
+                interval=0.05,
+                context=self.output,
+            )
 
     def _limit_files(self) -> None:
         import resource
@@ -279,7 +286,7 @@ class RunningServer:
                 self._exited()
                 return self._bound_port()
 
-            eventually(bound, 30, "%s listening on a port" % self.kind, context=self.output)
+            eventually(bound, 30, "%s listening on a port" % self.kind, interval=0.05, context=self.output)
         assert self._port is not None
         return self._port
 
