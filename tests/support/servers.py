@@ -263,7 +263,8 @@ class RunningServer:
 
         resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
-    def _exited(self) -> None:
+    def raise_if_exited(self) -> None:
+        """For checks given to eventually(): a server that has exited will not come up (GiveUp)."""
         if self.proc is not None and self.proc.poll() is not None:
             raise GiveUp("%s exited with %s:\n%s" % (self.kind, self.proc.returncode, self.output()))
 
@@ -283,7 +284,7 @@ class RunningServer:
                 raise RuntimeError("%s binds port 0: its port is known once it has started" % self.kind)
 
             def bound() -> Optional[int]:
-                self._exited()
+                self.raise_if_exited()
                 return self._bound_port()
 
             eventually(bound, 30, "%s listening on a port" % self.kind, interval=0.05, context=self.output)
@@ -291,7 +292,7 @@ class RunningServer:
         return self._port
 
     def _answers(self) -> bool:
-        self._exited()
+        self.raise_if_exited()
         port = self._bound_port()
         if port is None:
             return False

@@ -13,18 +13,16 @@ by the entry tagging, docs/tags.md).
 
 from __future__ import annotations
 
-import subprocess
 import zlib
 from pathlib import Path
 from typing import Dict, Iterator, Optional
 
 import pytest
-from support.agent import agent_env
 from support.capture import CaptureServer, header
-from support.config_server import config_server, free_port
+from support.config_server import config_server
 from support.interpreters import matrix_versions, require_app_python
-from support.servers import _gunicorn_flags, http_get
-from support.wait import GiveUp, eventually
+from support.servers import RunningServer, http_get
+from support.wait import eventually
 
 APPS = Path(__file__).resolve().parent / "apps"
 
@@ -57,33 +55,23 @@ spec:
 """
 
 
-class Shop:
+class Shop(RunningServer):
     """The entry app under the agent, pointed at the config service; ``order()`` gives its downstream call."""
 
-    def __init__(self, python: str, env: Dict[str, str], capture: CaptureServer, log: Path) -> None:
-        self.port, self.status_port = free_port(), free_port()
-        self.capture = capture
-        self.log = log
-        env = dict(
-            env,
-            LANE_DOWNSTREAM=capture.url,
-            PILOTFISH_STATUS_HOST="127.0.0.1",
-            PILOTFISH_STATUS_PORT=str(self.status_port),
+    def __init__(self, python: str, env: Dict[str, str], capture: CaptureServer) -> None:
+        super().__init__(
+            "gunicorn-gthread",
+            python,
+            app="lane_entry_flask:app",
+            workers=1,
+            env=dict(env, LANE_DOWNSTREAM=capture.url),
+            pythonpath=(str(APPS),),
         )
-        argv = [python, "-m", "gunicorn", *_gunicorn_flags(python), "-k", "gthread", "--threads", "4"]
-        argv += ["-w", "1", "-b", "127.0.0.1:%d" % self.port, "lane_entry_flask:app"]
-        with log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                argv, env=agent_env(env, [str(APPS)]), cwd=str(APPS), stdout=out, stderr=subprocess.STDOUT
-            )
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
+        self.capture = capture
 
     def wait(self, predicate, what: str, timeout: float = 30):
         def check():
-            if self.proc.poll() is not None:
-                raise GiveUp("the app exited:\n" + self.output())
+            self.raise_if_exited()
             return predicate()
 
         return eventually(check, timeout, what, interval=0.1, context=self.output)
@@ -96,14 +84,6 @@ class Shop:
         (downstream,) = self.capture.take()
         assert downstream.startswith(b"GET /stock?id=%s " % rid.encode())
         return downstream
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
 
 
 @pytest.fixture(params=matrix_versions())
@@ -120,11 +100,8 @@ def shop(request, tmp_path: Path) -> Iterator[Shop]:
             "PILOTFISH_POD_NAME": "shop-0",
             "PILOTFISH_CACHE_DIR": str(tmp_path),  # gunicorn's workers follow the owner through it
         }
-        app = Shop(python, env, capture, tmp_path / "shop.log")
-        try:
+        with Shop(python, env, capture) as app:
             yield app
-        finally:
-            app.stop()
 
 
 def tag_of(raw: bytes) -> Optional[str]:
