@@ -172,11 +172,13 @@ def http_get(
 class RunningServer:
     """A server subprocess under the agent (or without it); use as a context manager.
 
-    ``kind`` names an entry of :data:`SERVERS`; ``app``, ``workers`` and ``keep_alive`` change
+    ``kind`` names an entry of :data:`SERVERS` (or, with ``argv``, labels a script of the
+    test's own that takes its port some other way); ``app``, ``workers`` and ``keep_alive`` change
     its command line, ``extra_args`` go after it (gunicorn and uvicorn accept options there)
     and ``wrapper`` before it (e.g. ``unshare`` for a private mount). ``port``: a port chosen
     beforehand (by :func:`free_port`) when the test needs it before the start; by default the
-    server binds port 0 and :attr:`port` is the port it got.
+    server binds port 0 and :attr:`port` is the port it got. ``start()`` returns once
+    ``ready_path`` answers 200 (or, with None, once the port accepts connections).
     """
 
     def __init__(
@@ -194,8 +196,12 @@ class RunningServer:
         workers: Optional[int] = None,
         keep_alive: Optional[int] = None,
         port: Optional[int] = None,
+        ready_path: Optional[str] = "/",
+        argv: Optional[Sequence[str]] = None,
     ) -> None:
         self.kind = kind
+        self.own_argv = None if argv is None else list(argv)  # a plain script's command line, not the table's
+        self.ready_path = ready_path  # answers 200 once the server is up; None: the port accepts connections
         self.nofile = nofile  # RLIMIT_NOFILE of the server process, to make fd exhaustion cheap to test
         self.extra_args = tuple(extra_args)
         self.wrapper = tuple(wrapper)
@@ -229,6 +235,8 @@ class RunningServer:
         self.stop()
 
     def command(self) -> List[str]:
+        if self.own_argv is not None:
+            return [*self.wrapper, *self.own_argv, *self.extra_args]
         entry: Union[Kind, Callable[[str, int], List[str]]] = SERVERS[self.kind]
         port = 0 if self._port is None else self._port
         if isinstance(entry, Kind):
@@ -298,9 +306,9 @@ class RunningServer:
             return False
         with socket.create_connection(("127.0.0.1", port), timeout=0.5):
             pass
-        if self.kind == "grpc":
+        if self.kind == "grpc" or self.ready_path is None:
             return True
-        return http_get(port, "/", timeout=2).status == 200
+        return http_get(port, self.ready_path, timeout=2).status == 200
 
     def app_listening(self) -> bool:
         """Whether the app's port accepts connections now (False before it is bound)."""

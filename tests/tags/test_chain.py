@@ -20,103 +20,73 @@ read each request's tag, and the outbound patches (docs/tags.md) carry it on.
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
-from support.agent import agent_env, clean_env
 from support.capture import CaptureServer, header
 from support.interpreters import matrix_versions, require_app_python
 from support.ports import free_port
-from support.servers import _gunicorn_flags, http_get
-from support.wait import GiveUp, eventually
+from support.servers import RunningServer, http_get
 
 APPS = Path(__file__).resolve().parent / "apps"
 HOPS = ("/b-httpx-task", "/c-urllib-thread", "/c-aiohttp-task")
 
 
-def wait_listening(port: int, process: subprocess.Popen, log: Path, timeout: float = 60) -> None:
-    def listening() -> bool:
-        if process.poll() is not None:
-            raise GiveUp("service exited early:\n" + log.read_text())
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-        return True
-
-    eventually(listening, timeout, "a service listening on %d" % port, interval=0.1, context=log.read_text)
-
-
 class Chain:
-    """The three services, started with or without the agent, calling ``capture``."""
+    """The three services, started with or without the agent, calling ``capture``.
+
+    B and A are servers of the one table (support.servers) on port 0, C a gRPC script; each
+    is told the address of the next, so they start from the last hop back.
+    """
 
     def __init__(self, python: str, capture_url: str, agent: bool, logs: Path) -> None:
         self.python, self.capture_url, self.agent, self.logs = python, capture_url, agent, logs
-        self.processes: List[subprocess.Popen] = []
+        self.servers: List[RunningServer] = []
         self.status_ports: Dict[str, int] = {}
         self.url = ""
 
-    def _start(self, name: str, args: List[str], env: Dict[str, str], port: int) -> None:
-        self.status_ports[name] = free_port()
-        extra = dict(
-            env,
-            CHAIN_CAPTURE=self.capture_url,
-            PILOTFISH_STATUS_HOST="127.0.0.1",
-            PILOTFISH_STATUS_PORT=str(self.status_ports[name]),
+    def _start(self, name: str, server: RunningServer) -> RunningServer:
+        self.servers.append(server)
+        self.status_ports[name] = server.status_port
+        server.start()
+        return server
+
+    def _server(self, kind: str, env: Dict[str, str], **options: Any) -> RunningServer:
+        env = dict(env, CHAIN_CAPTURE=self.capture_url)
+        return RunningServer(
+            kind, self.python, agent=self.agent, env=env, pythonpath=(str(APPS),), ready_path=None, **options
         )
-        full = agent_env(extra, [str(APPS)]) if self.agent else dict(clean_env(extra), PYTHONPATH=str(APPS))
-        log = self.logs / ("%s-%s.log" % (name, "agent" if self.agent else "alone"))
-        out = log.open("wb")
-        process = subprocess.Popen([self.python, *args], env=full, cwd=str(APPS), stdout=out, stderr=out)
-        self.processes.append(process)
-        wait_listening(port, process, log)
 
     def __enter__(self) -> Chain:
-        c, b, a = free_port(), free_port(), free_port()
         try:
-            self._start("c", [str(APPS / "chain_c_grpc.py")], {"CHAIN_PORT": str(c)}, c)
-            self._start(
-                "b",
-                ["-m", "uvicorn", "chain_b_fastapi:app", "--host", "127.0.0.1", "--port", str(b)],
-                {"CHAIN_NEXT": "127.0.0.1:%d" % c},
-                b,
+            # C is a plain script told its port (CHAIN_PORT): one chosen beforehand.
+            c = free_port()
+            script = [self.python, str(APPS / "chain_c_grpc.py")]
+            self._start("c", self._server("chain-c", {"CHAIN_PORT": str(c)}, port=c, argv=script))
+            b = self._start(
+                "b", self._server("uvicorn", {"CHAIN_NEXT": "127.0.0.1:%d" % c}, app="chain_b_fastapi:app")
             )
-            self._start(
+            a = self._start(
                 "a",
-                [
-                    "-m",
-                    "gunicorn",
-                    *_gunicorn_flags(self.python),
-                    "-k",
-                    "gthread",
-                    "--threads",
-                    "4",
-                    "-w",
-                    "1",
-                    "-b",
-                    "127.0.0.1:%d" % a,
-                    "chain_a_flask:app",
-                ],
-                {"CHAIN_NEXT": "http://127.0.0.1:%d" % b},
-                a,
+                self._server(
+                    "gunicorn-gthread",
+                    {"CHAIN_NEXT": "http://127.0.0.1:%d" % b.port},
+                    app="chain_a_flask:app",
+                    workers=1,
+                ),
             )
         except BaseException:
             self.__exit__()
             raise
-        self.url = "http://127.0.0.1:%d" % a
+        self.url = "http://127.0.0.1:%d" % a.port
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for process in reversed(self.processes):
-            process.terminate()
-        for process in self.processes:
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
+        for server in reversed(self.servers):
+            server.stop()
 
     def get(self, rid: str, headers: Optional[Dict[str, str]] = None) -> str:
         request = urllib.request.Request("%s/a?id=%s" % (self.url, rid), headers=headers or {})
