@@ -1,7 +1,12 @@
-"""uvicorn: wrap the ASGI app where uvicorn loads it; wake the supervisor on bind.
+"""uvicorn: count requests in uvicorn's own request cycle; wake the supervisor on bind.
 
 ``Config.load`` is the one place every way of running uvicorn goes through
 (CLI, ``uvicorn.run``, ``--workers``, ``--reload``, gunicorn's UvicornWorker).
+When its HTTP protocol is uvicorn's httptools or h11 protocol and their request
+cycle class looks as expected, requests are counted where the cycle begins and
+ends (:mod:`pilotfish.inbound.uvicorn_cycle`) and the app is left as it is;
+otherwise (another protocol, ``--limit-concurrency``, internals that moved) the
+app is wrapped with :func:`~pilotfish.inbound.asgi.wrap_asgi` as for any server.
 ``Config.bind_socket`` runs in the supervisor of ``--workers``/``--reload``,
 which binds but never listens: waking there makes it the owner, so the
 workers it spawns find its shared memory. ``Server.startup`` covers the event
@@ -10,23 +15,78 @@ loops that listen in C (uvloop), where ``socket.listen`` is never called.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, List
 
 from .. import importhooks, log, patching, runtime
+from ..inbound import WRAPPED_MARK, uvicorn_cycle
 from ..inbound.asgi import wrap_asgi
 
 KEY = "uvicorn"
+PROTOCOL_MODULES = {
+    "uvicorn.protocols.http.httptools_impl": "HttpToolsProtocol",
+    "uvicorn.protocols.http.h11_impl": "H11Protocol",
+}
+
+# Protocol classes whose request cycle counts requests itself.
+_counting: List[type] = []
+
+
+def counts_in_cycle(config: Any) -> bool:
+    """Whether requests of ``config`` are counted by the request cycle (app left unwrapped)."""
+    protocol = getattr(config, "http_protocol_class", None)
+    return (
+        any(protocol is counting for counting in _counting)
+        and getattr(config, "limit_concurrency", None) is None
+        and not getattr(config.loaded_app, WRAPPED_MARK, False)
+    )
 
 
 def _load(original: Any) -> Any:
     def load(self: Any) -> None:
         original(self)
         try:
+            if counts_in_cycle(self):
+                uvicorn_cycle.full_path_app(self.loaded_app)
+                return
+            if _counting:
+                # Cycles of a counting class may serve this wrapped app: they must not count too.
+                uvicorn_cycle.check_app = True
             self.loaded_app = wrap_asgi(self.loaded_app)
         except Exception:
             log.exception_once("uvicorn-wrap", "could not wrap the uvicorn app; it runs unmodified")
 
     return load
+
+
+def _connection_lost(original: Any) -> Any:
+    def connection_lost(self: Any, exc: Any) -> None:
+        try:
+            original(self, exc)
+        finally:
+            try:
+                uvicorn_cycle.drop_pipelined(getattr(self, "pipeline", None))
+            except Exception:
+                log.exception_once("uvicorn-pipeline", "could not count out pipelined requests")
+
+    return connection_lost
+
+
+def _patch_protocol(module: Any) -> None:
+    """Count in the module's request cycle, when both the cycle and its protocol look as expected."""
+    protocol = getattr(module, PROTOCOL_MODULES[module.__name__], None)
+    cycle = getattr(module, "RequestResponseCycle", None)
+    if not isinstance(protocol, type) or not uvicorn_cycle.looks_usable(cycle):
+        log.once(
+            "uvicorn-cycle-shape:" + module.__name__,
+            "info",
+            "%s does not look as expected; its apps are wrapped instead" % module.__name__,
+        )
+        return
+    if "pipeline" in uvicorn_cycle.stores(protocol.__dict__.get("__init__")):
+        # httptools queues pipelined requests (their cycles are built, so counted in).
+        patching.replace(KEY, protocol, "connection_lost", _connection_lost)
+    if uvicorn_cycle.install(cycle) and protocol not in _counting:
+        _counting.append(protocol)
 
 
 def _bind_socket(original: Any) -> Any:
@@ -66,7 +126,11 @@ def patch() -> None:
     patching.replace(KEY, config.Config, "bind_socket", _bind_socket)
     # uvloop listens in C, unseen by socket.listen: learn the sockets once startup is done.
     importhooks.when_imported("uvicorn.server", _patch_server)
+    for name in PROTOCOL_MODULES:
+        importhooks.when_imported(name, _patch_protocol)
 
 
 def unpatch() -> None:
     patching.restore(KEY)
+    uvicorn_cycle.uninstall()
+    del _counting[:]
