@@ -1,198 +1,191 @@
 """Counting inside uvicorn's request cycle, with no ASGI layer around the app.
 
-uvicorn's HTTP protocols (httptools and h11) run each request as a
-``RequestResponseCycle``: its constructor sets ``self.on_response`` once, and
-``run_asgi`` sets it again in its ``finally``, after the app's coroutine
-returned (after the last body message and any background task the framework
-ran). Those two assignments are where the generic ASGI wrapper begins and ends
-a request, so a descriptor on the class that only intercepts *setting*
-``on_response`` counts the request in and out there. It has no ``__get__``:
-reading ``self.on_response`` still finds the instance's own value, at no cost.
+uvicorn's HTTP protocols (httptools and h11) run each request as the task
+``RequestResponseCycle.run_asgi(app)``: it calls the app, handles what the app
+did wrong, and returns. That coroutine already sits exactly where the generic
+ASGI wrapper would (in the request's own task, around the app), so instead of a
+coroutine of ours around the app, the cycle's ``run_asgi`` is recompiled from
+uvicorn's own source with two lines added around its body::
 
-What the descriptor does when the cycle is built (the ``scope`` is already set):
+    _pilotfish_state = _pilotfish_begin(self, app)
+    try:
+        <run_asgi's body, unchanged>
+    finally:
+        if _pilotfish_state is not None:
+            _pilotfish_end(_pilotfish_state)
 
-- the usual request (the same test as :func:`asgi.wrap_asgi`'s short path): one
-  pass over the header names, ``+= 1`` in this thread's cell, and while the pod
-  is offline, the cycle's ``send`` replaced by one that adds ``connection: close``
-  and the offline marker (uvicorn ends keep-alive on it);
-- anything else (probe, tag or consumer header, lanes or ignored paths set, no
-  slot yet): the cycle's ``run_asgi`` is replaced on the instance by one that runs
-  the app through :func:`asgi.wrap_asgi`, inside the request's task, so tags are
-  set in the app's context exactly as with the wrapper.
+Same file name and line numbers as uvicorn's (tracebacks read the same), same
+module globals. A coroutine layer costs every resumption of the task a frame of
+its own; two plain calls cost the request two calls.
 
-A request queued behind another on a pipelining connection is counted when its
-cycle is built; if the connection is lost before it runs, the protocol's
-``connection_lost`` hook counts it out (:func:`drop_pipelined`).
+:func:`begin` does what :func:`asgi.wrap_asgi` does for the app uvicorn loaded
+(registered by the uvicorn integration with :func:`count_app`): the usual request
+takes the short path (one pass over the header names, ``+= 1`` in this thread's
+cell), anything else :func:`asgi._begin_full` (probes, ignored paths, tags set
+in the task's context, consumer marks); while the pod is offline the cycle's
+``send`` adds ``connection: close`` and the offline marker. Any other app uvicorn
+passes (``service_unavailable`` under ``--limit-concurrency``, an app already
+wrapped) is not counted here, as it was not by the wrapper. In-flight ends when
+``run_asgi`` is done: after the app's last body message and any background task.
 
-Installed only when the cycle class looks as expected (see :func:`looks_usable`);
-otherwise the uvicorn integration wraps the app with :func:`asgi.wrap_asgi`.
+Only when ``run_asgi`` looks as expected (:func:`rewritable`): otherwise the
+integration wraps the app with :func:`asgi.wrap_asgi` as for any server.
 """
 
 from __future__ import annotations
 
 import inspect
-from types import MethodType
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Set, Tuple
 
 from .. import log, shared
-from . import WRAPPED_MARK
 from . import asgi as _asgi
-from .asgi import wrap_asgi
 
-_KEY = "_pilotfish_count"
 _USER_AGENT = _asgi.USER_AGENT
 _PROBE_AGENT = _asgi._PROBE_AGENT
 _OFFLINE_WORD = shared.OFFLINE_WORD
+STATE = "_pilotfish_state"
 
-# id(app) -> (app, the same app wrapped by wrap_asgi): what a full-path request runs.
-_full: Dict[int, Tuple[Any, Any]] = {}
-# Set when some server with a counting cycle class still wraps its app (it had to fall
-# back): from then on each cycle checks that its protocol's app is not a wrapped one.
-check_app = False
-_installed: List[type] = []
+# id(app) -> app: the apps counted in the cycle (the ones uvicorn's Config.load made).
+_apps: Dict[int, Any] = {}
+_last: Any = None  # the last registered: one app per process is the usual case
 
 
-def full_path_app(app: Any) -> None:
-    """Remember ``app`` (as the protocol will pass it to ``run_asgi``) and its wrapped form."""
-    _full[id(app)] = (app, wrap_asgi(app))
+def count_app(app: Any) -> None:
+    """Count requests to ``app`` in the request cycle (it is left unwrapped)."""
+    global _last
+    _apps[id(app)] = app
+    _last = app
 
 
-async def _run_full(cycle: Any, app: Any) -> None:
-    entry = _full.get(id(app))
-    if entry is not None and entry[0] is app:
-        app = entry[1]
-    await type(cycle).run_asgi(cycle, app)
+def forget_apps() -> None:
+    global _last
+    _apps.clear()
+    _last = None
 
 
-def _count_out(counter: shared.Slot, cell: int) -> None:
+def begin(cycle: Any, app: Any) -> Optional[Tuple[shared.Slot, int]]:
+    """Count a request in at the start of ``run_asgi``; what :func:`end` needs, or None."""
     try:
-        counter.end(cell)
+        if app is not _last and _apps.get(id(app)) is not app:
+            return None
+        scope = cycle.scope
+        headers = scope["headers"]
+        full = _asgi._always_full
+        noticed = _asgi._noticed
+        for name, value in headers:
+            if name in noticed and (name != _USER_AGENT or value.startswith(_PROBE_AGENT)):
+                full = True
+        current = shared._slot
+        if full or current is None:
+            original = cycle.send
+            counter, cell, send = _asgi._begin_full(scope, headers, original)
+            if send is not original:
+                cycle.send = send
+            return None if counter is None else (counter, cell)
+        cell = current._local.cell
+        counts = current._q
+        if cell > 0:
+            counts[cell] += 1
+        else:
+            cell = current.begin(None)
+        if counts[_OFFLINE_WORD]:
+            cycle.send = _asgi._offline_send(cycle.send)
+        return current, cell
+    except Exception:
+        log.exception_once("uvicorn-cycle", "inbound accounting failed for a request; served unmodified")
+        return None
+
+
+def end(state: Tuple[shared.Slot, int]) -> None:
+    """Count the request out when ``run_asgi`` is done (same task, so same thread as begin)."""
+    counter, cell = state
+    try:
+        if cell > 0:
+            counter._q[cell + 1] += 1
+        else:
+            counter.end(cell)
     except Exception:
         log.exception_once("uvicorn-cycle-end", "could not count a request out")
 
 
-def _serves_wrapped(on_response: Any) -> bool:
-    protocol = getattr(on_response, "__self__", None)
-    return getattr(getattr(protocol, "app", None), WRAPPED_MARK, False) is True
+def rewritable(function: Any) -> bool:
+    """Whether ``function`` is a ``run_asgi`` this module knows how to recompile."""
+    return (
+        inspect.iscoroutinefunction(function)
+        and getattr(function, "__name__", None) == "run_asgi"
+        and list(inspect.signature(function).parameters) == ["self", "app"]
+        and not function.__code__.co_freevars
+        and STATE not in function.__code__.co_varnames
+    )
 
 
-class CountingOnResponse:
-    """Data descriptor for ``RequestResponseCycle.on_response``: intercepts setting only."""
+def counting_run_asgi(function: Any) -> Optional[Callable[..., Any]]:
+    """``function`` (a cycle's ``run_asgi``) recompiled with begin and end around its body.
 
-    def __set__(self, cycle: Any, value: Any) -> None:
-        d = cycle.__dict__
-        if "on_response" in d:
-            # run_asgi's finally: the app's coroutine has returned.
-            d["on_response"] = value
-            entry = d.pop(_KEY, None)
-            if entry is not None:
-                counter, cell = entry
-                if cell > 0:
-                    counter._q[cell + 1] += 1
-                else:
-                    _count_out(counter, cell)
-            return
-        d["on_response"] = value
-        try:
-            # on_response is the protocol's bound method: its app tells whether the protocol
-            # serves a wrapped app, which counts for itself.
-            if check_app and _serves_wrapped(value):
-                return
-            full = _asgi._always_full
-            noticed = _asgi._noticed
-            for name, header in d["scope"]["headers"]:
-                if name in noticed and (name != _USER_AGENT or header.startswith(_PROBE_AGENT)):
-                    full = True
-            current = shared._slot
-            if full or current is None:
-                d["run_asgi"] = MethodType(_run_full, cycle)
-                return
-            cell = current._local.cell
-            counts = current._q
-            if cell > 0:
-                counts[cell] += 1
-            else:
-                cell = current.begin(None)
-            d[_KEY] = (current, cell)
-            if counts[_OFFLINE_WORD]:
-                d["send"] = _asgi._offline_send(cycle.send)
-        except Exception:
-            log.exception_once("uvicorn-cycle", "inbound accounting failed for a request; served unmodified")
-
-
-def stores(function: Any) -> List[str]:
-    """The attribute names ``function`` assigns, in order (none for what is not a function)."""
-    import dis  # only when a uvicorn protocol is imported, not at the agent's start-up
-
-    code = getattr(function, "__code__", None)
-    if code is None:
-        return []
-    return [i.argval for i in dis.get_instructions(code) if i.opname == "STORE_ATTR"]
-
-
-def looks_usable(cls: Any) -> bool:
-    """Whether ``cls`` is a request cycle shaped as the descriptor expects.
-
-    ``__init__`` assigns ``scope`` and then ``on_response``, ``run_asgi`` (a coroutine
-    function taking ``app``) assigns ``on_response``, no other function of the
-    class assigns it, instances have a ``__dict__``, and nothing sits on the class
-    under ``on_response`` yet.
+    None when it does not look as expected or its source is not available.
     """
+    import ast
+    import textwrap
+
+    if not rewritable(function):
+        return None
     try:
-        if not isinstance(cls, type) or "__slots__" in cls.__dict__ or "on_response" in cls.__dict__:
-            return False
-        init = cls.__dict__.get("__init__")
-        run = cls.__dict__.get("run_asgi")
-        if init is None or run is None or not inspect.iscoroutinefunction(run):
-            return False
-        if list(inspect.signature(run).parameters) != ["self", "app"]:
-            return False
-        init_stores = stores(init)
-        if init_stores.count("on_response") != 1 or "scope" not in init_stores:
-            return False
-        if init_stores.index("scope") > init_stores.index("on_response"):
-            return False
-        # Once, in its ``finally`` (compiled twice since 3.9: the normal and the exception exit).
-        if "on_response" not in stores(run):
-            return False
-        for name, member in cls.__dict__.items():
-            if name not in ("__init__", "run_asgi") and "on_response" in stores(member):
-                return False
-        return True
-    except Exception:
-        return False
+        lines, first = inspect.getsourcelines(function)
+        tree = ast.parse(textwrap.dedent("".join(lines)))
+    except (OSError, TypeError, SyntaxError, IndentationError):
+        return None
+    if len(tree.body) != 1:
+        return None
+    definition = tree.body[0]
+    if (
+        not isinstance(definition, ast.AsyncFunctionDef)
+        or definition.name != "run_asgi"
+        or definition.decorator_list
+    ):
+        return None
+    added = ast.parse(
+        "%s = _pilotfish_begin(self, app)\n"
+        "try:\n"
+        "    pass\n"
+        "finally:\n"
+        "    if %s is not None:\n"
+        "        _pilotfish_end(%s)\n" % (STATE, STATE, STATE)
+    ).body
+    guarded = added[1]
+    assert isinstance(guarded, ast.Try)
+    guarded.body = definition.body
+    definition.body = added
+    # The body keeps its own lines (uvicorn's file, uvicorn's line numbers); the added lines
+    # take the line of the ``async def``.
+    outer = ast.parse("def _pilotfish_make(_pilotfish_begin, _pilotfish_end):\n    pass\n").body[0]
+    assert isinstance(outer, ast.FunctionDef)
+    outer.body = [definition, ast.Return(value=ast.Name(id="run_asgi", ctx=ast.Load()))]
+    module = ast.Module(body=[outer], type_ignores=[])
+    ast.increment_lineno(module, first - 1)
+    _locate_added(added, definition.lineno)
+    ast.fix_missing_locations(module)
+    code = compile(module, function.__code__.co_filename, "exec")
+    namespace: Dict[str, Any] = {}
+    exec(code, function.__globals__, namespace)  # uvicorn's own source, recompiled
+    made = namespace["_pilotfish_make"](begin, end)
+    made.__qualname__ = function.__qualname__
+    made.__module__ = function.__module__
+    return made
 
 
-def install(cls: Any) -> bool:
-    """Put the descriptor on ``cls`` if it looks usable; True when it is (now) there."""
-    if isinstance(cls, type) and isinstance(cls.__dict__.get("on_response"), CountingOnResponse):
-        return True
-    if not looks_usable(cls):
-        return False
-    cls.on_response = CountingOnResponse()
-    _installed.append(cls)
-    return True
+def _locate_added(nodes: Any, line: int) -> None:
+    """Put the lines this module adds on ``line`` (the ``async def``), leaving the body's alone."""
+    import ast
 
-
-def installed(cls: Any) -> bool:
-    return isinstance(cls, type) and isinstance(cls.__dict__.get("on_response"), CountingOnResponse)
-
-
-def uninstall() -> None:
-    global check_app
-    while _installed:
-        cls = _installed.pop()
-        if isinstance(cls.__dict__.get("on_response"), CountingOnResponse):
-            del cls.on_response  # type: ignore[attr-defined]
-    _full.clear()
-    check_app = False
-
-
-def drop_pipelined(cycles: Any) -> None:
-    """Count out the requests of ``cycles`` that were counted in but never ran."""
-    for item in list(cycles or ()):
-        cycle = item[0] if isinstance(item, tuple) else item
-        d = getattr(cycle, "__dict__", None)
-        entry: Optional[Tuple[shared.Slot, int]] = d.pop(_KEY, None) if d is not None else None
-        if entry is not None:
-            _count_out(*entry)
+    body_ids: Set[int] = set()
+    for node in nodes:
+        if isinstance(node, ast.Try):
+            for inner in node.body:
+                body_ids.update(id(child) for child in ast.walk(inner))
+    for node in nodes:
+        for child in ast.walk(node):
+            if id(child) in body_ids or not hasattr(child, "lineno"):
+                continue
+            for attribute, value in (("lineno", line), ("end_lineno", line), ("col_offset", 0)):
+                setattr(child, attribute, value)
+            setattr(child, "end_col_offset", 0)  # noqa: B010

@@ -3,10 +3,10 @@
 ``Config.load`` is the one place every way of running uvicorn goes through
 (CLI, ``uvicorn.run``, ``--workers``, ``--reload``, gunicorn's UvicornWorker).
 When its HTTP protocol is uvicorn's httptools or h11 protocol and their request
-cycle class looks as expected, requests are counted where the cycle begins and
-ends (:mod:`pilotfish.inbound.uvicorn_cycle`) and the app is left as it is;
-otherwise (another protocol, ``--limit-concurrency``, internals that moved) the
-app is wrapped with :func:`~pilotfish.inbound.asgi.wrap_asgi` as for any server.
+cycle's ``run_asgi`` looks as expected, requests are counted inside that
+``run_asgi`` (:mod:`pilotfish.inbound.uvicorn_cycle`) and the app is left as it
+is; otherwise (another protocol, internals that moved, no source to recompile)
+the app is wrapped with :func:`~pilotfish.inbound.asgi.wrap_asgi` as for any server.
 ``Config.bind_socket`` runs in the supervisor of ``--workers``/``--reload``,
 which binds but never listens: waking there makes it the owner, so the
 workers it spawns find its shared memory. ``Server.startup`` covers the event
@@ -34,10 +34,8 @@ _counting: List[type] = []
 def counts_in_cycle(config: Any) -> bool:
     """Whether requests of ``config`` are counted by the request cycle (app left unwrapped)."""
     protocol = getattr(config, "http_protocol_class", None)
-    return (
-        any(protocol is counting for counting in _counting)
-        and getattr(config, "limit_concurrency", None) is None
-        and not getattr(config.loaded_app, WRAPPED_MARK, False)
+    return any(protocol is counting for counting in _counting) and not getattr(
+        config.loaded_app, WRAPPED_MARK, False
     )
 
 
@@ -46,46 +44,30 @@ def _load(original: Any) -> Any:
         original(self)
         try:
             if counts_in_cycle(self):
-                uvicorn_cycle.full_path_app(self.loaded_app)
-                return
-            if _counting:
-                # Cycles of a counting class may serve this wrapped app: they must not count too.
-                uvicorn_cycle.check_app = True
-            self.loaded_app = wrap_asgi(self.loaded_app)
+                uvicorn_cycle.count_app(self.loaded_app)
+            else:
+                self.loaded_app = wrap_asgi(self.loaded_app)
         except Exception:
             log.exception_once("uvicorn-wrap", "could not wrap the uvicorn app; it runs unmodified")
 
     return load
 
 
-def _connection_lost(original: Any) -> Any:
-    def connection_lost(self: Any, exc: Any) -> None:
-        try:
-            original(self, exc)
-        finally:
-            try:
-                uvicorn_cycle.drop_pipelined(getattr(self, "pipeline", None))
-            except Exception:
-                log.exception_once("uvicorn-pipeline", "could not count out pipelined requests")
-
-    return connection_lost
-
-
 def _patch_protocol(module: Any) -> None:
-    """Count in the module's request cycle, when both the cycle and its protocol look as expected."""
+    """Count in the module's request cycle, when the cycle and its protocol look as expected."""
     protocol = getattr(module, PROTOCOL_MODULES[module.__name__], None)
     cycle = getattr(module, "RequestResponseCycle", None)
-    if not isinstance(protocol, type) or not uvicorn_cycle.looks_usable(cycle):
-        log.once(
-            "uvicorn-cycle-shape:" + module.__name__,
-            "info",
-            "%s does not look as expected; its apps are wrapped instead" % module.__name__,
-        )
-        return
-    if "pipeline" in uvicorn_cycle.stores(protocol.__dict__.get("__init__")):
-        # httptools queues pipelined requests (their cycles are built, so counted in).
-        patching.replace(KEY, protocol, "connection_lost", _connection_lost)
-    if uvicorn_cycle.install(cycle) and protocol not in _counting:
+    original = getattr(cycle, "__dict__", {}).get("run_asgi")
+    if not patching.is_patched(original):
+        counting = uvicorn_cycle.counting_run_asgi(original) if isinstance(protocol, type) else None
+        if counting is None or not patching.replace(KEY, cycle, "run_asgi", lambda _original: counting):
+            log.once(
+                "uvicorn-cycle-shape:" + module.__name__,
+                "info",
+                "%s does not look as expected; its apps are wrapped instead" % module.__name__,
+            )
+            return
+    if isinstance(protocol, type) and protocol not in _counting:
         _counting.append(protocol)
 
 
@@ -132,5 +114,5 @@ def patch() -> None:
 
 def unpatch() -> None:
     patching.restore(KEY)
-    uvicorn_cycle.uninstall()
+    uvicorn_cycle.forget_apps()
     del _counting[:]
