@@ -153,7 +153,8 @@ def counting_run_asgi(function: Any) -> Optional[Callable[..., Any]]:
     ).body
     guarded = added[1]
     assert isinstance(guarded, ast.Try)
-    guarded.body = definition.body
+    body = definition.body
+    guarded.body = body
     definition.body = added
     # The body keeps its own lines (uvicorn's file, uvicorn's line numbers); the added lines
     # take the line of the ``async def``.
@@ -162,7 +163,7 @@ def counting_run_asgi(function: Any) -> Optional[Callable[..., Any]]:
     outer.body = [definition, ast.Return(value=ast.Name(id="run_asgi", ctx=ast.Load()))]
     module = ast.Module(body=[outer], type_ignores=[])
     ast.increment_lineno(module, first - 1)
-    _locate_added(added, definition.lineno)
+    locate_added(added, definition.lineno, keep=body)
     ast.fix_missing_locations(module)
     code = compile(module, function.__code__.co_filename, "exec")
     namespace: Dict[str, Any] = {}
@@ -173,18 +174,17 @@ def counting_run_asgi(function: Any) -> Optional[Callable[..., Any]]:
     return made
 
 
-def _locate_added(nodes: Any, line: int) -> None:
-    """Put the lines this module adds on ``line`` (the ``async def``), leaving the body's alone."""
+def locate_added(nodes: Any, line: int, keep: Any = ()) -> None:
+    """Put the lines a rewrite adds (``nodes``) on ``line``; the statements in ``keep`` (the
+    original body, inside an added ``try``) keep their own lines."""
     import ast
 
-    body_ids: Set[int] = set()
-    for node in nodes:
-        if isinstance(node, ast.Try):
-            for inner in node.body:
-                body_ids.update(id(child) for child in ast.walk(inner))
+    kept: Set[int] = set()
+    for statement in keep:
+        kept.update(id(child) for child in ast.walk(statement))
     for node in nodes:
         for child in ast.walk(node):
-            if id(child) in body_ids or not hasattr(child, "lineno"):
+            if id(child) in kept or not hasattr(child, "lineno"):
                 continue
             for attribute, value in (("lineno", line), ("end_lineno", line), ("col_offset", 0)):
                 setattr(child, attribute, value)

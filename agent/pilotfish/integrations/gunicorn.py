@@ -1,18 +1,34 @@
-"""gunicorn: wrap the WSGI app each worker loads; close keep-alive while offline.
+"""gunicorn: count requests in the worker's request loop; close keep-alive while offline.
 
+The sync and gthread workers' ``handle_request`` is recompiled with the count
+around the app call (:mod:`pilotfish.inbound.gunicorn_worker`), and the app is
+left as it is. Any other worker class (gevent, eventlet, a worker of one's own),
+or a ``handle_request`` that does not look as expected, gets the app wrapped
+with :func:`~pilotfish.inbound.wsgi.wrap_wsgi` when the worker loads it.
 ASGI workers (``-k uvicorn_worker.UvicornWorker``) are left to the uvicorn
-integration, which wraps the app where uvicorn loads it.
+integration, which counts where uvicorn serves the app.
 """
 
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import Any, List
 
 from .. import importhooks, log, patching, runtime, shared
+from ..inbound import gunicorn_worker
 from ..inbound.wsgi import wrap_wsgi
 
 KEY = "gunicorn"
+WORKER_CLASSES = {"gunicorn.workers.sync": "SyncWorker", "gunicorn.workers.gthread": "ThreadWorker"}
+
+# The recompiled handle_request functions (each counts its requests).
+_counting: List[Any] = []
+
+
+def counts_in_worker(worker: Any) -> bool:
+    """Whether ``worker``'s class serves requests with a counting ``handle_request``."""
+    handle = getattr(type(worker), "handle_request", None)
+    return any(handle is counting for counting in _counting)
 
 
 def _is_asgi(worker: Any, app: Any) -> bool:
@@ -29,7 +45,7 @@ def _load_wsgi(original: Any) -> Any:
     def load_wsgi(self: Any) -> None:
         original(self)
         try:
-            if not _is_asgi(self, self.wsgi):
+            if not _is_asgi(self, self.wsgi) and not counts_in_worker(self):
                 self.wsgi = wrap_wsgi(self.wsgi)
         except Exception:
             log.exception_once("gunicorn-wrap", "could not wrap the gunicorn app; it runs unmodified")
@@ -73,6 +89,25 @@ def _patch_response(module: Any) -> None:
     patching.replace(KEY, module.Response, "should_close", _should_close)
 
 
+def _patch_worker(module: Any) -> None:
+    """Count in the worker class's ``handle_request`` when it looks as expected."""
+    worker = getattr(module, WORKER_CLASSES[module.__name__], None)
+    original = getattr(worker, "__dict__", {}).get("handle_request")
+    if patching.is_patched(original):
+        if original not in _counting:
+            _counting.append(original)
+        return
+    counting = gunicorn_worker.counting_handle_request(original)
+    if counting is None or not patching.replace(KEY, worker, "handle_request", lambda _original: counting):
+        log.once(
+            "gunicorn-worker-shape:" + module.__name__,
+            "info",
+            "%s does not look as expected; its apps are wrapped instead" % module.__name__,
+        )
+        return
+    _counting.append(counting)
+
+
 def patch() -> None:
     from gunicorn.workers import base
 
@@ -80,7 +115,10 @@ def patch() -> None:
         log.once("gunicorn-missing", "info", "gunicorn Worker.load_wsgi not found; gunicorn not instrumented")
     importhooks.when_imported("gunicorn.http.wsgi", _patch_response)
     importhooks.when_imported("gunicorn.sock", _patch_sock)
+    for name in WORKER_CLASSES:
+        importhooks.when_imported(name, _patch_worker)
 
 
 def unpatch() -> None:
     patching.restore(KEY)
+    del _counting[:]
