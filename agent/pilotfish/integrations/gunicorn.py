@@ -12,6 +12,7 @@ integration, which counts where uvicorn serves the app.
 from __future__ import annotations
 
 import inspect
+import sys
 from typing import Any, List
 
 from .. import importhooks, log, patching, runtime, shared
@@ -45,6 +46,12 @@ def _load_wsgi(original: Any) -> Any:
     def load_wsgi(self: Any) -> None:
         original(self)
         try:
+            # The worker modules import gunicorn.workers.base, whose import installs these
+            # hooks: the module importing at that moment is past the import hook's reach.
+            for name in WORKER_CLASSES:
+                module = sys.modules.get(name)
+                if module is not None:
+                    _patch_worker(module)
             if not _is_asgi(self, self.wsgi) and not counts_in_worker(self):
                 self.wsgi = wrap_wsgi(self.wsgi)
         except Exception:
