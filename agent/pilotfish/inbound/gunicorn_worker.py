@@ -29,7 +29,7 @@ otherwise the integration wraps the app with :func:`wsgi.wrap_wsgi`.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .. import log, shared
 from . import request as rq
@@ -150,9 +150,9 @@ def counting_handle_request(function: Any) -> Optional[Callable[..., Any]]:
     locate_added(added, calls[0].lineno)
     ast.fix_missing_locations(module)
     code = compile(module, function.__code__.co_filename, "exec")
-    namespace: dict = {}
+    namespace: Dict[str, Any] = {}
     exec(code, function.__globals__, namespace)  # gunicorn's own source, recompiled
-    made = namespace["_pilotfish_make"](begin, end)
+    made: Callable[..., Any] = namespace["_pilotfish_make"](begin, end)
     made.__qualname__ = function.__qualname__
     made.__module__ = function.__module__
     return made

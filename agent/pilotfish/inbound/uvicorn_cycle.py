@@ -168,7 +168,7 @@ def counting_run_asgi(function: Any) -> Optional[Callable[..., Any]]:
     code = compile(module, function.__code__.co_filename, "exec")
     namespace: Dict[str, Any] = {}
     exec(code, function.__globals__, namespace)  # uvicorn's own source, recompiled
-    made = namespace["_pilotfish_make"](begin, end)
+    made: Callable[..., Any] = namespace["_pilotfish_make"](begin, end)
     made.__qualname__ = function.__qualname__
     made.__module__ = function.__module__
     return made
