@@ -35,6 +35,7 @@ def server() -> Iterator[RunningServer]:
             "PILOTFISH_APP": "shop",
             "PILOTFISH_POD_NAMESPACE": "default",
         },
+        port=free_port(),  # the app's probe below names it before the start
     )
     running.env["PILOTFISH_APP_PROBE"] = json.dumps(
         {
