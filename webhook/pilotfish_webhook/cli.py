@@ -97,8 +97,8 @@ def add_config_flags(serve: argparse.ArgumentParser) -> None:
         type=float,
         default=DEFAULT_SETTLE_SECONDS,
         metavar="S",
-        help="--policies: apply a new file content only once it has stayed unchanged this long "
-        "(a file rewritten in place is never applied half-written)",
+        help="--policies where inotify is unavailable: apply a new file content only once it has "
+        "stayed unchanged this long (a file rewritten in place is never applied half-written)",
     )
     serve.add_argument(
         "--lease-seconds",
