@@ -483,10 +483,11 @@ def in_front(app: ASGIApp, service: ConfigService) -> ASGIApp:
     """``app`` (the whole ASGI stack) with the long-polls answered before any of its layers.
 
     A long-poll has no body, so the body gate, the admission fast path and the framework's
-    middleware have nothing to do for it but cost: a tenth of a millisecond per answer,
-    a thousand answers per policy change. A request that announces a body anyway goes
-    through the stack, so the body gate bounds it (408 when it stops arriving, 413 when too
-    large) before the app's own :class:`LongPolls` (:func:`attach`) answers it.
+    middleware have nothing to do for it but cost: about a fifth of the server's Python time
+    per policy change (profiled under hack/bench_config_push.py), a thousand answers each.
+    A request that announces a body anyway goes through the stack, so the body gate bounds
+    it (408 when it stops arriving, 413 when too large) before the app's own
+    :class:`LongPolls` (:func:`attach`) answers it.
     """
     polls = LongPolls(app, service)
 
