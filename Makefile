@@ -1,4 +1,4 @@
-# The commands of the README: `make demo`, `make test` and `make cluster`.
+# The commands of the README: `make demo`, `make test`, `make unit` and `make cluster`.
 # Each creates .venv from the pinned set (requirements/dev.txt) when it is missing or stale.
 
 PYTHON ?= python3
@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: test demo lint format agent-tree matrix bench clean cluster cluster-deps
+.PHONY: test unit demo lint format agent-tree matrix bench clean cluster cluster-deps
 
 $(STAMP): requirements/dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,8 +31,24 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# The whole suite: in parallel on TEST_JOBS pytest-xdist workers (tests that share a machine-wide
+# resource run in order on one worker: their xdist_group), then the `serial` tests (they assert on
+# elapsed time) alone. Which test is where: tests/conftest.py. Exit 5 ("no tests collected") of
+# one half is fine when PYTEST_ARGS selects tests of the other half only.
+TEST_JOBS ?= 4
 test: lint agent-tree matrix cluster-deps
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	@status=0; none=0; \
+	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadgroup -m "not serial" $(PYTEST_ARGS) \
+	  || { s=$$?; if [ $$s = 5 ]; then none=$$((none + 1)); else status=$$s; fi; }; \
+	$(BIN)/python -m pytest -p no:xdist -m serial $(PYTEST_ARGS) \
+	  || { s=$$?; if [ $$s = 5 ]; then none=$$((none + 1)); else status=$$s; fi; }; \
+	if [ $$none = 2 ]; then status=5; fi; \
+	exit $$status
+
+# The inner loop: only the tests that start no process and no server (the `unit` marker), in
+# the test process, in seconds. `make test` before you push.
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:xdist -m unit $(PYTEST_ARGS)
 
 # The local cluster's node needs ip, nft and nsenter (installed with apt-get when root;
 # otherwise it says what is missing and the cluster tests skip with that notice).

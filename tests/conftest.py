@@ -1,15 +1,122 @@
-"""Shared fixtures. Interpreters that are absent skip with a reason naming them."""
+"""Shared fixtures, and which tests run where (README, "Tests").
+
+Interpreters that are absent skip with a reason naming them.
+
+Every test is in one of three sets, chosen here by file (or by test) so that the test files
+carry no bookkeeping:
+
+- ``unit``: starts no process and no server, only in-process code (the list below was
+  measured: nothing in these files forks, spawns or listens). ``make unit`` runs only them,
+  and while it does, a unit test that starts a process fails saying so, so the list stays true.
+- ``serial``: asserts on wall-clock time (a deadline, a share of picks per tenth of a second,
+  a benchmark run) and would turn flaky beside other tests on a loaded machine. ``make test``
+  runs them alone, after the rest.
+- everything else runs in parallel (pytest-xdist, ``--dist loadgroup``). Tests that share
+  something the machine has only one of get the same ``xdist_group`` and so run one after
+  another on one worker: the local clusters (network namespaces, nftables tables, the
+  instance locks of hack/cluster).
+"""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
+from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+TESTS = Path(__file__).resolve().parent
+sys.path.insert(0, str(TESTS))
 
-from support.agent import ensure_agent_tree
+from support.agent import ensure_agent_tree  # noqa: E402
+
+# Files (or single tests, "file::name") whose tests start no process and no server.
+UNIT: Tuple[str, ...] = ()
+
+# Files (or single tests) that assert on elapsed time: run alone, after the parallel run.
+SERIAL: Tuple[str, ...] = (
+    "routing/test_warmup_realtime.py",  # >= 1000 picks in each 0.3 s, shares within 5 points
+    "test_bench_harness.py",  # runs the benchmark harness against real servers for a second or two
+    # a fork waits 0.2-0.6 s for the TLS set-up in progress
+    "test_config_client.py::test_a_fork_waits_for_tls_set_up_in_progress_but_never_longer_than_fork_wait",
+    # a long poll answers after its 1 s timeout, in under 3 s
+    "test_config_server.py::test_a_poll_with_the_current_version_waits_for_the_timeout_then_answers_304",
+    # /healthz answers in under 1 s while a huge review is parsed
+    "webhook/test_server_limits.py::test_a_huge_review_gets_a_bounded_answer_while_healthz_stays_responsive",
+)
+
+# Tests that must not run beside each other: one xdist group each, run in order on one worker.
+GROUPS: Dict[str, Tuple[str, ...]] = {
+    "cluster": ("cluster", "test_demo.py", "test_bench_rollout.py"),
+}
+
+
+def _matches(rel: str, name: str, entries: Tuple[str, ...]) -> bool:
+    """Is the test ``rel::name`` (rel relative to tests/) named by one of ``entries``?"""
+    for entry in entries:
+        path, _, test = entry.partition("::")
+        in_path = rel == path or rel.startswith(path.rstrip("/") + "/")
+        if in_path and (not test or name == test or name.startswith(test + "[")):
+            return True
+    return False
+
+
+def _check_entries(entries: Tuple[str, ...], what: str) -> None:
+    """A listed path that no longer exists (a renamed file) fails loudly instead of silently."""
+    for entry in entries:
+        path = entry.partition("::")[0]
+        if not (TESTS / path).exists():
+            raise pytest.UsageError("tests/conftest.py %s names tests/%s, which is gone" % (what, path))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _check_entries(UNIT, "UNIT")
+    _check_entries(SERIAL, "SERIAL")
+    for group, entries in GROUPS.items():
+        _check_entries(entries, "GROUPS[%r]" % group)
+    # Built once here, before pytest-xdist starts its workers, not by each worker at once.
+    if not hasattr(config, "workerinput"):
+        ensure_agent_tree()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item]) -> None:
+    for item in items:
+        rel = Path(str(item.fspath)).resolve().relative_to(TESTS).as_posix()
+        name = item.name
+        if _matches(rel, name, UNIT):
+            item.add_marker(pytest.mark.unit)
+        if _matches(rel, name, SERIAL):
+            item.add_marker(pytest.mark.serial)
+        for group, entries in GROUPS.items():
+            if _matches(rel, name, entries):
+                item.add_marker(pytest.mark.xdist_group(group))
+
+
+def _unit_run(config: pytest.Config) -> bool:
+    return config.getoption("markexpr", "") == "unit"
+
+
+@pytest.fixture(autouse=True)
+def _no_process_in_unit_run(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Under ``make unit`` (``-m unit``), a test that starts a process fails and says so."""
+    if not _unit_run(request.config):
+        yield
+        return
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError(
+            "a unit test started a process: take %s out of UNIT in tests/conftest.py" % request.node.nodeid
+        )
+
+    saved = (subprocess._fork_exec, os.fork)  # type: ignore[attr-defined]
+    subprocess._fork_exec = refuse  # type: ignore[attr-defined]
+    os.fork = refuse
+    try:
+        yield
+    finally:
+        subprocess._fork_exec, os.fork = saved  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="session", autouse=True)
