@@ -20,6 +20,7 @@ carry no bookkeeping:
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -32,8 +33,57 @@ sys.path.insert(0, str(TESTS))
 
 from support.agent import ensure_agent_tree  # noqa: E402
 
-# Files (or single tests, "file::name") whose tests start no process and no server.
-UNIT: Tuple[str, ...] = ()
+# Files (or single tests, "file::name") whose tests start no process and no server, measured
+# (fork, exec and listen counted per test); NOT_UNIT takes single tests of these files back out.
+UNIT: Tuple[str, ...] = (
+    "agent/test_settings.py",
+    "agent/test_shared_counters.py",
+    "cluster/test_cluster_store.py",
+    "cluster/test_cluster_volumes.py",
+    "lifecycle/test_drainer.py",
+    "lifecycle/test_probe.py",
+    "lifecycle/test_state_machine.py",
+    "lifecycle/test_warmup.py",
+    "routing/test_pick.py",
+    "tags/test_baggage.py",
+    "tags/test_inbound.py",
+    "tags/test_lanes.py",
+    "tags/test_outbound_auth.py",
+    "tags/test_outbound_grpc.py",
+    "tags/test_outbound_http.py",
+    "tags/test_propagation.py",
+    "test_bench_rollout.py",
+    "test_policy_limits.py",
+    "test_policy_merge.py",
+    "test_policy_schema.py",
+    "test_reference_doc.py",
+    "test_routing_registry.py",
+    "webhook/test_deploy_manifests.py",
+    "webhook/test_mutation_cases.py",
+    "webhook/test_mutation_corpus.py",
+    "webhook/test_mutation_limits.py",
+    "webhook/test_patch.py",
+    "webhook/test_standdown.py",
+)
+NOT_UNIT: Tuple[str, ...] = (
+    "agent/test_shared_counters.py::test_private_cells_are_read_only_by_the_process_that_counts_in_them",
+    "lifecycle/test_probe.py::test_http_probe_sends_path_headers_and_a_kube_probe_user_agent",
+    "lifecycle/test_probe.py::test_http_probe_times_out_at_timeout_seconds",
+    "lifecycle/test_probe.py::test_http_status_200_to_399_is_success",
+    "lifecycle/test_probe.py::test_https_probe_does_not_verify_the_certificate_like_the_kubelet",
+    "lifecycle/test_probe.py::test_runner_checks_at_the_probe_period_on_its_own_thread",
+    "lifecycle/test_probe.py::test_tcp_probe_passes_while_a_socket_listens_and_fails_after",
+    "lifecycle/test_warmup.py::test_a_marked_request_in_a_worker_process_reaches_the_owner_through_the_marker_file",
+    "tags/test_outbound_auth.py::test_basic_auth_works_and_the_app_sees_its_authorization_header",
+    "tags/test_outbound_http.py::test_with_no_tag_the_request_is_byte_for_byte_what_the_app_sends_alone",
+    "test_bench_rollout.py::test_each_failure_is_counted_by_its_cause",
+    "test_policy_limits.py::test_a_huge_invalid_object_from_the_watch_is_rejected_in_bounded_size_and_the_last_good_stays",
+    "test_policy_schema.py::test_committed_crd_and_docs_are_the_rendering_of_the_schema",
+    # in-process, but a minute or more of generated policies: too slow for the inner loop
+    "test_policy_schema.py::test_crd_schema_and_server_validation_agree_on_generated_policies",
+    "test_routing_registry.py::test_in_cluster_services_endpointslices_and_pods_make_the_routing_answer",
+    "webhook/test_deploy_manifests.py::test_the_e2e_script_parses_and_says_it_cannot_run_here",
+)
 
 # Files (or single tests) that assert on elapsed time: run alone, after the parallel run.
 SERIAL: Tuple[str, ...] = (
@@ -73,6 +123,7 @@ def _check_entries(entries: Tuple[str, ...], what: str) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     _check_entries(UNIT, "UNIT")
+    _check_entries(NOT_UNIT, "NOT_UNIT")
     _check_entries(SERIAL, "SERIAL")
     for group, entries in GROUPS.items():
         _check_entries(entries, "GROUPS[%r]" % group)
@@ -85,7 +136,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item
     for item in items:
         rel = Path(str(item.fspath)).resolve().relative_to(TESTS).as_posix()
         name = item.name
-        if _matches(rel, name, UNIT):
+        if _matches(rel, name, UNIT) and not _matches(rel, name, NOT_UNIT):
             item.add_marker(pytest.mark.unit)
         if _matches(rel, name, SERIAL):
             item.add_marker(pytest.mark.serial)
@@ -100,23 +151,25 @@ def _unit_run(config: pytest.Config) -> bool:
 
 @pytest.fixture(autouse=True)
 def _no_process_in_unit_run(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Under ``make unit`` (``-m unit``), a test that starts a process fails and says so."""
+    """Under ``make unit`` (``-m unit``), a test that forks, execs or listens fails and says so."""
     if not _unit_run(request.config):
         yield
         return
 
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError(
-            "a unit test started a process: take %s out of UNIT in tests/conftest.py" % request.node.nodeid
+            "a unit test started a process or server: put %s in NOT_UNIT (tests/conftest.py)"
+            % request.node.nodeid
         )
 
-    saved = (subprocess._fork_exec, os.fork)  # type: ignore[attr-defined]
+    saved = (subprocess._fork_exec, os.fork, socket.socket.listen)  # type: ignore[attr-defined]
     subprocess._fork_exec = refuse  # type: ignore[attr-defined]
     os.fork = refuse
+    socket.socket.listen = refuse  # type: ignore[method-assign]
     try:
         yield
     finally:
-        subprocess._fork_exec, os.fork = saved  # type: ignore[attr-defined]
+        subprocess._fork_exec, os.fork, socket.socket.listen = saved  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="session", autouse=True)
