@@ -32,8 +32,8 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 # The whole suite: in parallel on TEST_JOBS pytest-xdist workers (tests that share a machine-wide
-# resource run in order on one worker: their xdist_group), then the `serial` tests (they assert on
-# elapsed time) alone. Which test is where: tests/conftest.py. Exit 5 ("no tests collected") of
+# resource or a file's servers run in order on one worker: their xdist_group), then the `serial`
+# tests (elapsed-time deadlines, local clusters with a node) alone. Which test is where: tests/conftest.py. Exit 5 ("no tests collected") of
 # one half is fine when PYTEST_ARGS selects tests of the other half only.
 TEST_JOBS ?= 4
 test: lint agent-tree matrix cluster-deps
