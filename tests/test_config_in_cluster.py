@@ -109,7 +109,7 @@ def test_policies_come_from_a_list_then_the_watch_and_a_410_triggers_a_relist(ku
     )
     assert store.snapshot.effective("shop", "checkout").config["warmup_seconds"] == 60
 
-    seen = []
+    seen: list = []
     after = source.watch_once(resource_version, seen.append)
     assert after == ""  # the recorded stream ends in 410 Expired: relist
     assert seen == ["MODIFIED", "ADDED", "MODIFIED", "BOOKMARK"]

@@ -27,7 +27,7 @@ def client(server: ConfigServer) -> httpx.Client:
 
 
 def get_config(http: httpx.Client, version: str = "", timeout: float = 0) -> httpx.Response:
-    params = {"namespace": "demo", "app": "shop", "version": version, "timeout": timeout}
+    params: Dict[str, Any] = {"namespace": "demo", "app": "shop", "version": version, "timeout": timeout}
     return http.get("/v1/config", params=params)
 
 

@@ -189,6 +189,7 @@ def test_the_agent_accepts_every_value_the_schema_allows_and_no_more(path: Any, 
     if isinstance(node, schema.Scalar) and node.minimum is not None:
         assert parse(node.minimum) == node.minimum
         assert parse(node.maximum) == node.maximum
+        assert node.maximum is not None
         with pytest.raises(agent_settings.InvalidValue):
             parse(node.maximum + 1)
         with pytest.raises(agent_settings.InvalidValue):

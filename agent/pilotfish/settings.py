@@ -8,6 +8,10 @@ goes on with the next source down.
 
 Other parts of the agent read :func:`current` (a cheap attribute access on an
 immutable snapshot) and call :func:`subscribe` to hear about live changes.
+
+A new setting is two lines: its :class:`Field` in :data:`FIELDS` and its typed attribute in
+:class:`Settings`, at the same place in both (tests/agent/test_settings.py checks they agree),
+plus its row in docs/reference.md (tests/test_reference_doc.py checks that one).
 """
 
 from __future__ import annotations

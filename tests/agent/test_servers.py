@@ -70,7 +70,7 @@ def test_in_flight_holds_until_a_streamed_response_has_sent_its_last_chunk(kind:
     python = require_app_python(minor)
     with RunningServer(kind, python) as server:
         server.wait_status(_ready(kind), timeout=20)
-        result = {}
+        result: dict = {}
         worker = threading.Thread(
             target=lambda: result.setdefault("r", server.get("/stream?chunks=6&delay=0.25")), daemon=True
         )

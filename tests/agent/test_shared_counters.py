@@ -98,8 +98,13 @@ def test_a_request_may_end_on_another_thread(slot: shared.Slot) -> None:
 def test_a_thread_that_ends_gives_its_cell_to_the_next_one(slot: shared.Slot) -> None:
     """One short-lived thread per request, far more of them than cells: none falls back to the locked cell."""
     free_before = len(slot._free)
+
+    def one_request() -> None:
+        slot.begin(None)
+        slot.end()
+
     for _ in range(shared.CELLS * 3):
-        worker = threading.Thread(target=lambda: (slot.begin(None), slot.end()))
+        worker = threading.Thread(target=one_request)
         worker.start()
         worker.join()
     values, _ = counters(slot)

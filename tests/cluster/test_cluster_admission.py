@@ -156,14 +156,14 @@ def test_matching_pods_are_patched_and_kubectl_prints_the_warning(api: Api, hook
     configure(api, "/patch", hook.ca)
     done = api.kubectl("apply", "-f", "-", input=pod("a", "inject-me"))
     assert "Warning: hooked: a label was added" in done.stderr
-    assert api.store.get("pods", "inject-me", "a")["metadata"]["labels"]["hooked"] == "yes"  # type: ignore[index]
+    assert api.store.get("pods", "inject-me", "a")["metadata"]["labels"]["hooked"] == "yes"
     review = hook.reviews[-1]["request"]
     assert (review["operation"], review["namespace"], review["dryRun"]) == ("CREATE", "inject-me", False)
     calls = len(hook.reviews)
     api.kubectl("apply", "-f", "-", input=pod("b", "leave-me"))  # namespaceSelector does not match
     api.kubectl("apply", "-f", "-", input=pod("c", "inject-me", skip="yes"))  # objectSelector does not
     assert len(hook.reviews) == calls
-    assert "hooked" not in api.store.get("pods", "inject-me", "c")["metadata"]["labels"]  # type: ignore[index]
+    assert "hooked" not in api.store.get("pods", "inject-me", "c")["metadata"]["labels"]
 
 
 def test_dry_run_is_admitted_like_a_real_create_and_stores_nothing(api: Api, hook: Hook) -> None:
@@ -193,7 +193,7 @@ def test_an_untrusted_certificate_fails_closed_or_open_by_failure_policy(api: Ap
     assert api.store.get("pods", "inject-me", "closed") is None
     configure(api, "/patch", other_ca, failure="Ignore")
     api.kubectl("apply", "-f", "-", input=pod("open", "inject-me"))
-    assert "hooked" not in api.store.get("pods", "inject-me", "open")["metadata"]["labels"]  # type: ignore[index]
+    assert "hooked" not in api.store.get("pods", "inject-me", "open")["metadata"]["labels"]
 
 
 def test_timeout_seconds_bounds_the_call(api: Api, hook: Hook) -> None:

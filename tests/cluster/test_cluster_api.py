@@ -97,11 +97,12 @@ def test_create_twice_is_409_already_exists_and_a_stale_update_is_409_conflict(a
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
-    core = client.CoreV1Api(api.client())
+    core: Any = client.CoreV1Api(api.client())
     body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "twice"}, "data": {"a": "1"}}
     created = core.create_namespaced_config_map(ns, body)
     with pytest.raises(ApiException) as err:
         core.create_namespaced_config_map(ns, body)
+    assert err.value.body is not None
     assert err.value.status == 409 and json.loads(err.value.body)["reason"] == "AlreadyExists"
     fresh = core.read_namespaced_config_map("twice", ns)
     fresh.data = {"a": "2"}
@@ -109,6 +110,7 @@ def test_create_twice_is_409_already_exists_and_a_stale_update_is_409_conflict(a
     created.data = {"a": "3"}  # still carries the first resourceVersion
     with pytest.raises(ApiException) as err:
         core.replace_namespaced_config_map("twice", ns, created)
+    assert err.value.body is not None
     assert err.value.status == 409 and json.loads(err.value.body)["reason"] == "Conflict"
     assert core.read_namespaced_config_map("twice", ns).data == {"a": "2"}
 
@@ -151,7 +153,7 @@ def test_kubectl_set_env_merges_env_by_name_in_the_right_container(api: Api, ns:
 def test_strategic_merge_patch_from_the_client_keeps_other_list_items(api: Api, ns: str) -> None:
     from kubernetes import client
 
-    apps = client.AppsV1Api(api.client())
+    apps: Any = client.AppsV1Api(api.client())
     apps.create_namespaced_deployment(ns, deployment("smp", ns, [{"name": "A", "value": "1"}]))
     patch = {
         "spec": {
@@ -181,7 +183,7 @@ def test_watch_resumes_from_a_resource_version_and_too_old_is_410(api: Api, ns: 
     from kubernetes import client, watch
     from kubernetes.client.exceptions import ApiException
 
-    core = client.CoreV1Api(api.client())
+    core: Any = client.CoreV1Api(api.client())
     start = core.list_namespaced_config_map(ns).metadata.resource_version
     for i in range(3):
         core.create_namespaced_config_map(ns, {"metadata": {"name": "w%d" % i}, "data": {"i": str(i)}})
@@ -280,7 +282,7 @@ def test_custom_resources_are_served_from_their_crd_and_validated(api: Api) -> N
     listed = json.loads(api.kubectl("get", "governancepolicies", "-A", "-o", "json").stdout)
     assert [i["metadata"]["name"] for i in listed["items"]] == ["p"]
     api.kubectl("-n", "crs", "label", "gp", "p", "x=y")
-    assert api.store.get("governancepolicies.pilotfish.io", "crs", "p")["metadata"]["labels"] == {"x": "y"}  # type: ignore[index]
+    assert api.store.get("governancepolicies.pilotfish.io", "crs", "p")["metadata"]["labels"] == {"x": "y"}
     bad = dict(policy, metadata={"name": "bad", "namespace": "crs"}, spec={"selector": "not-a-map"})
     done = api.kubectl("apply", "-f", "-", input=json.dumps(bad), check=False)
     assert done.returncode != 0 and 'The GovernancePolicy "bad" is invalid: spec.selector' in done.stderr
@@ -294,7 +296,7 @@ def test_token_review_accepts_issued_tokens_for_their_audience(api: Api, ns: str
         {"metadata": {"name": "tok", "namespace": ns}, "spec": {"containers": [{"name": "c", "image": "x"}]}},
     )
     token = api.store.issue_token(ns, "default", "pilotfish", 600, pod)
-    auth = client.AuthenticationV1Api(api.client())
+    auth: Any = client.AuthenticationV1Api(api.client())
     review = client.V1TokenReview(spec=client.V1TokenReviewSpec(token=token, audiences=["pilotfish"]))
     answer = auth.create_token_review(review)
     assert (
@@ -329,7 +331,7 @@ def test_kubectl_create_sends_protobuf_for_these_kinds_and_it_is_understood(api:
     api.kubectl("-n", "made", "create", "serviceaccount", "robot")
     token = api.kubectl("-n", "made", "create", "token", "robot", "--audience=pilotfish").stdout.strip()
     assert api.store.get("namespaces", None, "made") is not None
-    assert api.store.get("configmaps", "made", "c")["data"] == {"colour": "blue"}  # type: ignore[index]
+    assert api.store.get("configmaps", "made", "c")["data"] == {"colour": "blue"}
     secret = api.store.get("secrets", "made", "s")
     assert secret is not None and secret["data"] == {"pw": "aHVudGVyMg=="} and secret["type"] == "Opaque"
     review = api.store.review_token(token, ["pilotfish"])
@@ -345,5 +347,5 @@ def test_rollout_status_fails_once_the_progress_deadline_passes(api: Api, ns: st
     done = api.kubectl("-n", ns, "rollout", "status", "deployment/stuck", "--timeout=60s", check=False)
     assert done.returncode != 0
     assert 'deployment "stuck" exceeded its progress deadline' in done.stderr
-    conditions = {c["type"]: c for c in api.store.get("deployments", ns, "stuck")["status"]["conditions"]}  # type: ignore[index]
+    conditions = {c["type"]: c for c in api.store.get("deployments", ns, "stuck")["status"]["conditions"]}
     assert conditions["Progressing"]["reason"] == "ProgressDeadlineExceeded"

@@ -163,7 +163,7 @@ def test_label_and_restart_injects_every_new_pod(pilotfish: Api) -> None:
         assert init["pilotfish-init"]["state"]["terminated"]["exitCode"] == 0
         container = pod["spec"]["containers"][0]
         assert container["readinessProbe"]["httpGet"]["port"] == STATUS_PORT
-        agent = eventually(lambda p=pod: ready_agent(p), timeout=30, what="agent ready")
+        agent = eventually(lambda p=pod: ready_agent(p), timeout=30, what="agent ready")  # type: ignore[misc]
         assert agent["state"] == "ready" and agent["config"]["pod_name"] == pod["metadata"]["name"]
 
 
@@ -200,7 +200,7 @@ def test_set_env_rolls_out_and_the_agent_reports_the_new_value(pilotfish: Api) -
     for pod in now:
         assert {"name": "PILOTFISH_LOG_LEVEL", "value": "debug"} in pod["spec"]["containers"][0]["env"]
         eventually(
-            lambda p=pod: agent_status(p)["config"]["log_level"] == "debug",
+            lambda p=pod: agent_status(p)["config"]["log_level"] == "debug",  # type: ignore[misc]
             timeout=30,
             what="the agent's new log level",
         )
@@ -218,7 +218,7 @@ def test_a_governance_policy_reaches_running_agents_without_a_restart(pilotfish:
     pilotfish.kubectl("apply", "-f", "-", input=json.dumps(policy))
     for pod in running:
         eventually(
-            lambda p=pod: "/not-traffic" in agent_status(p)["config"]["ignore_paths"],
+            lambda p=pod: "/not-traffic" in agent_status(p)["config"]["ignore_paths"],  # type: ignore[misc]
             timeout=30,
             what="the policy in the agent",
         )

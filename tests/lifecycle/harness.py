@@ -96,7 +96,7 @@ class Server(RunningServer):
             return None
 
     def status(self) -> Dict[str, Any]:
-        return get(self.status_port, "/status", timeout=5).json()  # type: ignore[no-any-return]
+        return get(self.status_port, "/status", timeout=5).json()
 
     def offline(self, wait: bool = True, timeout: float = 60) -> Reply:
         return get(

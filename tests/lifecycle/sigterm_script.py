@@ -56,6 +56,7 @@ if mode == "asyncio":
 
     loop = asyncio.new_event_loop()
     loop.add_signal_handler(signal.SIGTERM, lambda: (say("ASYNCIO-HANDLER"), loop.stop()))
+    assert relay is not None
     say("INTERCEPTING %s" % relay.intercepting)
     say("READY")
     loop.run_forever()
@@ -69,6 +70,7 @@ if mode == "fork":
     pid = os.fork()
     if pid == 0:
         signal.signal(signal.SIGTERM, lambda s, f: (say("CHILD-HANDLER"), os._exit(7)))
+        assert relay is not None
         say("CHILD-GETSIGNAL-OWN %s" % (signal.getsignal(signal.SIGTERM) is not relay.on_sigterm))
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(5)

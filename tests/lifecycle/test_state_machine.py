@@ -74,7 +74,9 @@ def test_delaying_is_recorded_when_the_app_listened_not_when_the_wake_told_the_l
     clock.now = listened + 2.0
     settle(machine)
     assert registrar.calls == [("register", 8080)]
-    assert machine.entered(REGISTERED) - machine.entered(DELAYING) == pytest.approx(2.0)
+    registered_at, delaying_at = machine.entered(REGISTERED), machine.entered(DELAYING)
+    assert registered_at is not None and delaying_at is not None
+    assert registered_at - delaying_at == pytest.approx(2.0)
 
 
 def test_registration_waits_for_the_delay_after_listening() -> None:
@@ -339,5 +341,7 @@ def test_an_idle_ready_pod_is_not_woken_ten_times_a_second(monkeypatch: pytest.M
         assert machine.ticks - before <= 1, "a ready pod's thread should sleep an idle period"
     finally:
         machine.stop_thread()
-        machine.thread.join(2)
-    assert not machine.thread.is_alive(), "stop_thread ends an idle wait at once"
+        thread = machine.thread
+        assert thread is not None
+        thread.join(2)
+    assert not thread.is_alive(), "stop_thread ends an idle wait at once"

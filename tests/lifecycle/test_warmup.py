@@ -113,7 +113,7 @@ def test_warm_up_is_complete_after_t_or_when_disabled() -> None:
 
 def test_a_marked_request_in_a_worker_process_reaches_the_owner_through_the_marker_file(tmp_path) -> None:
     path = str(tmp_path / "seg.shm.first-consumer")
-    heard = []
+    heard: list = []
     warmup.set_owner_sink(heard.append, path)
     try:
         pid = os.fork()

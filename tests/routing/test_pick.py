@@ -109,7 +109,8 @@ def test_strict_mode_fails_with_a_connection_error_naming_the_lane_and_the_servi
         service.pick(80, "gray", True, now=RECEIVED)
     assert isinstance(raised.value, ConnectionError)
     assert "'gray'" in str(raised.value) and "stock.shop" in str(raised.value)
-    assert service.pick(80, None, True, now=RECEIVED)[0].pod == "base-1"  # untagged is unaffected
+    untagged = service.pick(80, None, True, now=RECEIVED)[0]
+    assert untagged is not None and untagged.pod == "base-1"  # untagged is unaffected
 
 
 def test_a_service_with_only_tagged_instances_takes_untagged_requests_anywhere() -> None:

@@ -119,7 +119,7 @@ class AgentScript:
             context=self.stderr,
         )
 
-    def wait_status(self, predicate, timeout: float = 30) -> dict:  # type: ignore[no-untyped-def]
+    def wait_status(self, predicate, timeout: float = 30) -> dict:
         last: Dict[str, dict] = {}
 
         def matches() -> Optional[dict]:

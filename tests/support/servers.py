@@ -269,6 +269,7 @@ class RunningServer:
     def _limit_files(self) -> None:
         import resource
 
+        assert self.nofile is not None
         resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     def raise_if_exited(self) -> None:

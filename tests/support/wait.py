@@ -27,7 +27,7 @@ class GiveUp(wait.GiveUp, AssertionError):
 
 
 def eventually(
-    check: Callable[[], T],
+    check: Callable[[], Optional[T]],
     timeout: float = 10.0,
     what: str = "condition",
     *,

@@ -261,7 +261,7 @@ def test_without_a_hash_key_the_percentage_is_a_random_share_of_requests(central
         (dict(lane(), name="  "), "lanes[0].name"),
         (dict(lane(), tag="no spaces"), "lanes[0].tag"),
         (dict(lane(), match={"source": "header"}), "lanes[0].match: expected a list"),
-        (lane(match=["x-user-group"]), "lanes[0].match[0]: expected an object"),
+        (lane(match=["x-user-group"]), "lanes[0].match[0]: expected an object"),  # type: ignore[list-item]
         (lane(match=[cond("query", "q")]), "lanes[0].match[0].source"),
         (lane(match=[cond("header", "")]), "lanes[0].match[0].name"),
         (lane(match=[cond("header", "h", "equals", ["v"])]), "lanes[0].match[0].op"),

@@ -104,7 +104,7 @@ def requests_session(url: str, scheme: str, calls: int) -> List[Seen]:
         session.auth = auth
         responses = [session.get("%s/%s/%d" % (url, scheme, i), timeout=5) for i in range(calls)]
     return [
-        (r.status_code, r.request.headers.get("Authorization"), r.request.headers.get(TAG_HEADER))
+        (r.status_code, r.request.headers.get("Authorization"), r.request.headers.get(TAG_HEADER))  # type: ignore[misc]
         for r in responses
     ]
 

@@ -150,9 +150,9 @@ def test_an_intercepted_channel_is_tagged_once_and_sees_its_interceptors_metadat
     def calls(target: str, metadata: Any) -> None:
         import collections
 
-        base = collections.namedtuple("D", "method timeout metadata credentials wait_for_ready compression")
+        base = collections.namedtuple("D", "method timeout metadata credentials wait_for_ready compression")  # type: ignore[name-match]
 
-        class D(base, grpc.ClientCallDetails):  # type: ignore[misc]
+        class D(base, grpc.ClientCallDetails):
             pass
 
         class Add(grpc.UnaryUnaryClientInterceptor):

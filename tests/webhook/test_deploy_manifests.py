@@ -32,7 +32,7 @@ def kustomization() -> Dict[str, Any]:
 
 
 def resources() -> List[Dict[str, Any]]:
-    docs = []
+    docs: List[Dict[str, Any]] = []
     for name in kustomization()["resources"]:
         docs.extend(d for d in yaml.safe_load_all((BASE / name).read_text()) if d)
     return docs

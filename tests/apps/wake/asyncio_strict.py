@@ -21,9 +21,9 @@ import sys
 import threading
 import time
 
-flagged = []
-fault_calls = []
-_loop_thread = [None]
+flagged: list = []
+fault_calls: list = []
+_loop_thread: list = [None]
 
 
 def _on_the_loop():
@@ -74,7 +74,7 @@ if os.environ.get("FAULT") == "status-thread":
             raise RuntimeError("injected fault: the status server thread cannot start")
         return _thread_start(self)
 
-    threading.Thread.start = _broken_start
+    threading.Thread.start = _broken_start  # type: ignore[method-assign]
 
 
 async def handle(reader, writer):

@@ -5,7 +5,7 @@ import threading
 
 POD = os.environ["PILOTFISH_POD_NAME"]
 _lock = threading.Lock()
-seen = []
+seen: list = []
 
 
 def app(environ, start_response):

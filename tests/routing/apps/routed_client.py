@@ -254,7 +254,7 @@ def wake_and_wait_for_routing():
     raise SystemExit("routing table never knew %s: %r" % (host, core.snapshot()))
 
 
-FOREIGN_CALLS = {}
+FOREIGN_CALLS: dict = {}
 
 
 def foreign_targets():
@@ -289,7 +289,7 @@ def foreign_wrap(cls, name):
 
     else:
 
-        def wrapper(*args, **kwargs):
+        def wrapper(*args, **kwargs):  # type: ignore[misc]
             FOREIGN_CALLS[key] += 1
             return original(*args, **kwargs)
 
@@ -318,7 +318,7 @@ def main():
     keep = wake_and_wait_for_routing()
     if SCENARIO.get("foreign"):
         install_foreign(SCENARIO["foreign"])
-    report = {"results": {}}
+    report: dict = {"results": {}}
     for name in SCENARIO["libraries"]:
         if name in SYNC:
             report["results"][name] = run_sync(name)
