@@ -19,7 +19,7 @@ from typing import Any, Dict, Iterator, List
 import pytest
 from fastapi.testclient import TestClient
 from pilotfish_webhook.app import create_app
-from pilotfish_webhook.config.registry import Caller, KubeRegistry, MemoryRegistry, parse_time
+from pilotfish_webhook.config.registry import Caller, KubeRegistry, MemoryRegistry, Registry, parse_time
 from pilotfish_webhook.config.router import ConfigService, attach
 from pilotfish_webhook.config.routing import RoutingView
 from pilotfish_webhook.config.sources import FileSource
@@ -63,7 +63,7 @@ def by_name(answer: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
     return {service["name"]: service for service in answer["services"]}
 
 
-def register(registry: MemoryRegistry, **body: Any) -> Dict[str, Any]:
+def register(registry: Registry, **body: Any) -> Dict[str, Any]:
     return registry.register(ANON, dict({"namespace": "demo", "state": "registered"}, **body))
 
 

@@ -30,7 +30,7 @@ def test_the_first_true_value_is_returned_and_nothing_after_it_is_asked() -> Non
 
 def test_an_exception_ends_the_wait_unless_its_type_is_retried() -> None:
     with pytest.raises(KeyError):
-        wait.wait_for(lambda: {}["missing"], 5, "a key")
+        wait.wait_for(lambda: {}["missing"], 5, "a key")  # type: ignore[index]
     values = _answers(KeyError("not yet"), KeyError("not yet"), "there")
 
     def check() -> object:
