@@ -76,7 +76,7 @@ def test_requests_are_counted_in_the_worker_with_no_wrapper_around_the_app(kind:
 def test_in_flight_holds_until_a_streamed_response_has_sent_its_last_chunk(kind: str) -> None:
     with RunningServer(kind, require_app_python("3.11")) as server:
         _started(server)
-        result = {}
+        result: dict = {}
         worker = threading.Thread(
             target=lambda: result.setdefault("r", server.get("/stream?chunks=6&delay=0.25")), daemon=True
         )
@@ -115,15 +115,15 @@ def test_only_a_handle_request_of_the_expected_shape_is_recompiled() -> None:
     assert gunicorn_worker.counting_handle_request(Worker.handle_request) is not None
 
     def handle_request(self, req):  # type: ignore[no-untyped-def]
-        environ, resp = {}, None
-        respiter = self.wsgi(environ, resp.start_response)  # no try/finally around it
+        environ, resp = {}, None  # type: ignore[var-annotated]
+        respiter = self.wsgi(environ, resp.start_response)  # type: ignore[attr-defined]  # no try/finally around it
         return respiter
 
     def two_calls(self, req):  # type: ignore[no-untyped-def]
-        environ, resp = {}, None
+        environ, resp = {}, None  # type: ignore[var-annotated]
         try:
-            respiter = self.wsgi(environ, resp.start_response)
-            respiter = self.wsgi(environ, resp.start_response)
+            respiter = self.wsgi(environ, resp.start_response)  # type: ignore[attr-defined]
+            respiter = self.wsgi(environ, resp.start_response)  # type: ignore[attr-defined]
         finally:
             pass
         return respiter

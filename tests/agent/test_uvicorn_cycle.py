@@ -92,7 +92,7 @@ def test_in_flight_holds_through_background_tasks_and_streamed_bodies(kind: str,
         server.wait_status(lambda s: s["in_flight"] == 0, timeout=10)
         assert server.get("/done").json()["background"] == 1
 
-        result = {}
+        result: dict = {}
         worker = threading.Thread(
             target=lambda: result.setdefault("r", server.get("/stream?chunks=6&delay=0.25")), daemon=True
         )

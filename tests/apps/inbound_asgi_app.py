@@ -22,7 +22,7 @@ async def frames():
     frame = sys._getframe()
     while frame is not None:
         names.append(frame.f_code.co_name)
-        frame = frame.f_back
+        frame = frame.f_back  # type: ignore[assignment]
     return {"frames": names}
 
 

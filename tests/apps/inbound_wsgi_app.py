@@ -25,7 +25,7 @@ def app(environ, start_response):
         frame = sys._getframe()
         while frame is not None:
             names.append(frame.f_code.co_name)
-            frame = frame.f_back
+            frame = frame.f_back  # type: ignore[assignment]
         return _json(start_response, {"frames": names})
     if path == "/stream":
         chunks, delay = int(_query(environ, "chunks", "5")), float(_query(environ, "delay", "0.2"))

@@ -13,7 +13,7 @@ import threading
 import time
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from support.servers import SERVERS, Response, RunningServer, free_port, http_get
+from support.servers import SERVERS, Kind, Response, RunningServer, free_port, http_get
 from support.wait import eventually
 
 TOKEN = "t0ken-for-tests"
@@ -59,6 +59,7 @@ class Server(RunningServer):
         }
         extra.update(env or {})
         spec = SERVERS[kind]
+        assert isinstance(spec, Kind), kind
         super().__init__(
             kind,
             python,

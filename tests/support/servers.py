@@ -23,7 +23,7 @@ import socket
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
 
 from support.agent import agent_env, clean_env
 from support.ports import free_port, listening_ports, process_group
@@ -113,7 +113,8 @@ def _uvicorn(python: str, port: int, app: str, workers: int) -> List[str]:
     return argv + (["--workers", str(workers)] if workers > 1 else []) + [app]
 
 
-SERVERS: Dict[str, Kind] = {
+# A test module may add its own kinds, as a Kind or as a bare (python, port) -> argv.
+SERVERS: Dict[str, Union[Kind, Callable[[str, int], List[str]]]] = {
     "gunicorn-sync": Kind(_gunicorn("sync"), "flask_app:app", "wsgi", 2, "--keep-alive"),
     "gunicorn-gthread": Kind(_gunicorn("gthread"), "flask_app:app", "wsgi", 2, "--keep-alive"),
     "gunicorn-uvicorn-worker": Kind(
@@ -140,7 +141,9 @@ SERVERS: Dict[str, Kind] = {
 }
 
 # How many processes serve requests (each reports to the status server).
-SERVING_PROCESSES = {name: kind.workers for name, kind in SERVERS.items() if kind.workers > 1}
+SERVING_PROCESSES = {
+    name: kind.workers for name, kind in SERVERS.items() if isinstance(kind, Kind) and kind.workers > 1
+}
 
 
 class Response:
@@ -167,6 +170,9 @@ def http_get(
         return Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
     finally:
         conn.close()
+
+
+_Server = TypeVar("_Server", bound="RunningServer")
 
 
 class RunningServer:
@@ -227,7 +233,7 @@ class RunningServer:
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server
         self.proc: Optional[subprocess.Popen] = None
 
-    def __enter__(self) -> RunningServer:
+    def __enter__(self: _Server) -> _Server:
         self.start()
         return self
 
