@@ -201,7 +201,7 @@ def _no_process_in_unit_run(request: pytest.FixtureRequest) -> Iterator[None]:
     try:
         yield
     finally:
-        subprocess._fork_exec, os.fork, socket.socket.listen = saved  # type: ignore[attr-defined]
+        subprocess._fork_exec, os.fork, socket.socket.listen = saved  # type: ignore[attr-defined, method-assign]
 
 
 @pytest.fixture(scope="session", autouse=True)
