@@ -3,7 +3,8 @@ in a temporary directory, changed the ways people and Kubernetes change them.
 
 - with inotify a new content lands at once (far sooner than the settle interval, set long
   here so that only an event can explain a quick landing): a file renamed over the policy
-  file, an in-place write once the writer closes it, a ConfigMap-style ``..data`` swap;
+  file, an in-place write once the writer closes it, a ConfigMap-style ``..data`` swap, the
+  target of a symlinked policy file edited where it lives;
 - a file written in place by a slow writer is never applied half-written, even when the
   settle interval is much shorter than the writer's pause;
 - a deleted directory is reported and the last good policies stay; recreated, it is
@@ -192,6 +193,24 @@ def test_a_configmap_style_data_symlink_swap_lands_at_once(tmp_path: Path, watch
     took = wait_until(lambda: store.current() == config(30, 4), 4, "the second swap to land")
     assert took < 1.0, "landed after %.2f s" % took
     assert store.published == [config(60, 2), config(45, 3), config(30, 4)]
+
+
+@pytest.mark.parametrize("where", ["same-directory", "other-directory"])
+def test_the_target_of_a_symlinked_policy_file_edited_where_it_lives_lands_at_once(
+    tmp_path: Path, watch: Any, where: str
+) -> None:
+    home = tmp_path if where == "same-directory" else tmp_path / "elsewhere"
+    home.mkdir(exist_ok=True)
+    target = home / "policies-v1.yaml"
+    target.write_text(DOCS % (60, 2))
+    link = tmp_path / "policies.yaml"
+    os.symlink(target, link)
+    running = watch(link, settle=5.0)
+    store = store_of(running)
+    target.write_text(DOCS % (45, 3))  # in place, then closed
+    took = wait_until(lambda: store.current() == config(45, 3), 4, "the edited target to land")
+    assert took < 1.0, "landed after %.2f s" % took
+    assert store.published == [config(60, 2), config(45, 3)]
 
 
 def test_a_deleted_directory_keeps_the_last_good_policies_and_is_watched_again_once_back(

@@ -302,8 +302,7 @@ class FileSource:
         directory, name = os.path.split(path)
         wanted = {directory: {name, CONFIGMAP_DATA}}
         real_directory, real_name = os.path.split(os.path.realpath(path))
-        if real_directory != directory:  # a symlink: its target may be edited where it lives
-            wanted.setdefault(real_directory, set()).add(real_name)
+        wanted.setdefault(real_directory, set()).add(real_name)  # a symlink's target, edited where it is
         return wanted
 
     def _update_watches(self, notify: Inotify) -> bool:
