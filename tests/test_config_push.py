@@ -2,8 +2,9 @@
 
 - over a real server, a long-poll answer written in one piece (``config/router.py:
   _write_whole``) is the HTTP uvicorn itself would send: status line, uvicorn's ``date``
-  and ``server`` headers, content type and length; the keep-alive connection then carries
-  the next poll, and a parked poll still answers ``304`` at its timeout;
+  and ``server`` headers, content type and length (no body after a ``HEAD``); the keep-alive
+  connection then carries the next poll, and a parked poll still answers ``304`` at its
+  timeout;
 - ``Changes`` (in process): a change wakes every parked waiter at once, a change announced
   from another thread between the waiter's read and its wait is not lost, and waiters that
   time out or are cancelled leave nothing behind.
@@ -40,8 +41,9 @@ class Connection:
         self.sock = server.context().wrap_socket(raw, server_hostname=host)
         self.buffer = b""
 
-    def get(self, query: str) -> Tuple[bytes, Dict[str, str], bytes]:
-        self.sock.sendall(b"GET /v1/config?%s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % query.encode())
+    def get(self, query: str, method: str = "GET") -> Tuple[bytes, Dict[str, str], bytes]:
+        request = "%s /v1/config?%s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % (method, query)
+        self.sock.sendall(request.encode())
         while b"\r\n\r\n" not in self.buffer:
             self.buffer += self._recv()
         head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
@@ -51,7 +53,7 @@ class Connection:
             name, _, value = line.decode("latin-1").partition(":")
             assert name.lower() not in headers, "header %s sent twice" % name
             headers[name.lower()] = value.strip()
-        length = int(headers["content-length"])
+        length = 0 if method == "HEAD" else int(headers["content-length"])
         while len(self.buffer) < length:
             self.buffer += self._recv()
         body, self.buffer = self.buffer[:length], self.buffer[length:]
@@ -91,6 +93,10 @@ def test_an_answer_is_plain_http_with_uvicorns_headers_and_the_connection_carrie
         assert status == b"HTTP/1.1 304 Not Modified"
         status, _, body = connection.get("namespace=d%65mo&app=shop&version=")  # quoted: parse_qs
         assert json.loads(body)["version"] == version
+        status, _, body = connection.get("namespace=demo&app=shop", method="HEAD")  # no body follows
+        assert status == b"HTTP/1.1 405 Method Not Allowed" and body == b""
+        status, _, body = connection.get("namespace=demo&app=shop")
+        assert status == b"HTTP/1.1 200 OK" and json.loads(body)["version"] == version
     finally:
         connection.close()
 

@@ -332,7 +332,8 @@ class LongPolls:
     Why not routes: after a policy change every parked poll wakes at once, and
     each then re-polls. With 1,000 agents the per-request cost of the framework
     (Request/Response objects, routing, exception layers) *is* the push latency
-    on a busy node; here a wake-up is one dict lookup and two ``send`` calls.
+    on a busy node; here a wake-up is one dict lookup and one write of pre-serialised
+    bytes (:func:`_write_whole`; two ASGI ``send`` calls under another server).
     :func:`attach` adds it as the FastAPI app's middleware; the server also puts it
     in front of every other layer (:func:`in_front`), where it answers first.
     """
@@ -462,6 +463,7 @@ def _write_whole(send: Any, status: int, body: bytes) -> bool:
         or not cycle.keep_alive
         or cycle.flow.write_paused
         or cycle.transport.is_closing()
+        or cycle.scope["method"] != "GET"  # HEAD: uvicorn sends no body
         or status not in _STATUS_LINE
     ):
         return False
@@ -472,6 +474,7 @@ def _write_whole(send: Any, status: int, body: bytes) -> bool:
         content.append(b"content-type: application/json\r\n")
     content.extend((b"content-length: %d\r\n\r\n" % len(body), body))
     cycle.response_started = True
+    cycle.waiting_for_100_continue = False
     cycle.transport.write(b"".join(content))
     cycle.response_complete = True
     cycle.message_event.set()
