@@ -61,13 +61,11 @@ class Kind:
         workers: int = 1,
         keep_alive: Optional[str] = None,
     ) -> None:
-        self.argv, self.app, self.interface, self.workers, self.keep_alive = (
-            argv,
-            app,
-            interface,
-            workers,
-            keep_alive,
-        )
+        self.argv = argv  # (python, port, app, workers) -> command line; single-process kinds ignore workers
+        self.app = app
+        self.interface = interface
+        self.workers = workers
+        self.keep_alive = keep_alive
 
     def __call__(
         self,
@@ -113,6 +111,7 @@ def _uvicorn(python: str, port: int, app: str, workers: int) -> List[str]:
     return argv + (["--workers", str(workers)] if workers > 1 else []) + [app]
 
 
+# Every one of them binds port 0 when told to, and the harness reads the port it got.
 # A test module may add its own kinds, as a Kind or as a bare (python, port) -> argv.
 SERVERS: Dict[str, Union[Kind, Callable[[str, int], List[str]]]] = {
     "gunicorn-sync": Kind(_gunicorn("sync"), "flask_app:app", "wsgi", 2, "--keep-alive"),
