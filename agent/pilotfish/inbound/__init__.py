@@ -1,10 +1,14 @@
 """Inbound instrumentation: one closure around the app as the server loaded it.
 
-Framework-agnostic by design: we wrap the WSGI or ASGI callable that gunicorn,
-uvicorn, hypercorn, waitress or wsgiref hand requests to (and add a gRPC server
-interceptor), so Flask, Django, FastAPI and anything else behave the same.
+Framework-agnostic by design: we wrap the WSGI or ASGI callable that hypercorn,
+waitress, wsgiref or any other server hands requests to (and add a gRPC server
+interceptor), so Flask, Django, FastAPI and anything else behave the same. Where
+the server already runs a frame around the app, the same accounting is compiled
+into it instead and the app is left unwrapped: uvicorn's request cycle
+(:mod:`.uvicorn_cycle`) and gunicorn's sync and gthread workers
+(:mod:`.gunicorn_worker`).
 
-Per request the wrapper: classifies it (kubelet probe / ignored path / traffic),
+Per request the wrapper (or the server's own frame): classifies it (kubelet probe / ignored path / traffic),
 sets the lane tag in its ContextVar, counts it in this process's shared-memory
 slot until the response is really finished (a WSGI iterable until ``close()``,
 an ASGI response until its last body message), and while the pod is offline
