@@ -151,6 +151,8 @@ def pytest_configure(config: pytest.Config) -> None:
     # Built once here, before pytest-xdist starts its workers, not by each worker at once.
     if not hasattr(config, "workerinput"):
         ensure_agent_tree()
+    else:
+        config.pluginmanager.register(_GroupIds(), "pilotfish-xdist-group-ids")
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> Optional[bool]:
@@ -162,6 +164,7 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> Optio
     return None if any(_matches(rel, "", (entry.partition("::")[0],)) for entry in UNIT) else True
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's worker reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item]) -> None:
     for item in items:
         rel = Path(str(item.fspath)).resolve().relative_to(TESTS).as_posix()
@@ -175,6 +178,29 @@ def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item
             group = rel
         if group is not None:
             item.add_marker(pytest.mark.xdist_group(group))
+
+
+class _GroupIds:
+    """pytest-xdist 3.8 marks a grouped test by appending ``@group`` to ``item._nodeid``, which
+    pytest 9.2 no longer reads (its node ids live in ``_id``): without this every group was
+    spread over the workers like ungrouped tests. Applied after xdist's own hook, only where
+    the suffix is missing, so a fixed xdist makes it a no-op."""
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: List[pytest.Item]) -> None:
+        if not getattr(config.option, "loadgroup", False):
+            return
+        from _pytest.nodeid import coerce_node_id
+
+        for item in items:
+            names = sorted(
+                {
+                    str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                    for m in item.iter_markers("xdist_group")
+                }
+            )
+            if names and "@" not in item.nodeid:
+                item._id = coerce_node_id("%s@%s" % (item.nodeid, "_".join(names)))  # type: ignore[attr-defined]
 
 
 def _shares_fixtures(item: pytest.Item) -> bool:
