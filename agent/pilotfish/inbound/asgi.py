@@ -39,7 +39,6 @@ _OFFLINE_WORD = shared.OFFLINE_WORD
 # request): the header names one pass must notice, and whether every request
 # must take the full path anyway (lanes or ignored paths are configured).
 _noticed: FrozenSet[bytes] = frozenset()
-_noticed_rest: FrozenSet[bytes] = frozenset()  # the same without user-agent
 _always_full = True
 
 
@@ -51,10 +50,9 @@ def _header_names(tags_state: Any) -> FrozenSet[bytes]:
 
 def refresh() -> None:
     """Recompute the short path's settings from the tag settings and ignored paths in force."""
-    global _noticed, _noticed_rest, _always_full
+    global _noticed, _always_full
     state = rq.tags_inbound._state if rq.tags_inbound is not None else None
     _noticed = _header_names(state)
-    _noticed_rest = _noticed - {USER_AGENT}
     _always_full = bool(rq.ignore_paths_set or (state is not None and state.lanes))
 
 
@@ -79,19 +77,6 @@ def _offline_send(send: Send) -> Send:
         await send(message)
 
     return offline_send
-
-
-def needs_full(headers: Any) -> bool:
-    """Whether ``headers`` have a probe User-Agent or a header the short path does not handle.
-
-    In C rather than a Python loop (~600 instructions a header): a dict of the headers (for a
-    repeated name the last value, the one :func:`_begin_full` classifies by), then a set test.
-    """
-    names = dict(headers)
-    user_agent = names.get(USER_AGENT)
-    return (user_agent is not None and user_agent.startswith(_PROBE_AGENT)) or not _noticed_rest.isdisjoint(
-        names
-    )
 
 
 def _begin_full(scope: Scope, headers: Any, send: Send) -> Tuple[Optional[shared.Slot], int, Send]:
@@ -160,7 +145,11 @@ def wrap_asgi(app: ASGIApp) -> ASGIApp:
         try:
             if scope["type"] == "http":
                 headers = scope["headers"]
-                full = _always_full or needs_full(headers)
+                full = _always_full
+                noticed = _noticed
+                for name, value in headers:
+                    if name in noticed and (name != USER_AGENT or value.startswith(_PROBE_AGENT)):
+                        full = True
                 current = shared._slot
                 if full or current is None:
                     counter, cell, send = _begin_full(scope, headers, send)

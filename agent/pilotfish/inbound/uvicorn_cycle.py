@@ -40,7 +40,8 @@ from typing import Any, Callable, Dict, Optional, Set, Tuple
 from .. import log, shared
 from . import asgi as _asgi
 
-_needs_full = _asgi.needs_full
+_USER_AGENT = _asgi.USER_AGENT
+_PROBE_AGENT = _asgi._PROBE_AGENT
 _OFFLINE_WORD = shared.OFFLINE_WORD
 STATE = "_pilotfish_state"
 
@@ -69,7 +70,11 @@ def begin(cycle: Any, app: Any) -> Optional[Tuple[shared.Slot, int]]:
             return None
         scope = cycle.scope
         headers = scope["headers"]
-        full = _asgi._always_full or _needs_full(headers)
+        full = _asgi._always_full
+        noticed = _asgi._noticed
+        for name, value in headers:
+            if name in noticed and (name != _USER_AGENT or value.startswith(_PROBE_AGENT)):
+                full = True
         current = shared._slot
         if full or current is None:
             original = cycle.send
