@@ -43,9 +43,15 @@ def _gunicorn(worker: str) -> Callable[[str, int], List[str]]:
     return argv
 
 
-SERVERS.setdefault("gunicorn-worker-sync", _gunicorn("sync"))
-SERVERS.setdefault("gunicorn-worker-gthread", _gunicorn("gthread"))
-KINDS = ["gunicorn-worker-sync", "gunicorn-worker-gthread"]
+# Registered for each test only (other test modules parametrize over the shared table).
+_ARGV = {"gunicorn-worker-sync": _gunicorn("sync"), "gunicorn-worker-gthread": _gunicorn("gthread")}
+KINDS = sorted(_ARGV)
+
+
+@pytest.fixture(autouse=True)
+def _kinds(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, argv in _ARGV.items():
+        monkeypatch.setitem(SERVERS, name, argv)
 
 
 def _started(server: RunningServer) -> dict:

@@ -42,19 +42,27 @@ def _uvicorn(*flags: str) -> Callable[[str, int], List[str]]:
     return argv
 
 
-# Local server kinds: the app of these tests under each protocol (httptools is in the dev venv only).
-SERVERS.setdefault("uvicorn-cycle-httptools", _uvicorn("--http", "httptools"))
-SERVERS.setdefault("uvicorn-cycle-h11", _uvicorn("--http", "h11"))
-SERVERS.setdefault("uvicorn-cycle-limited", _uvicorn("--limit-concurrency", "1"))
-SERVERS.setdefault(
-    "uvicorn-own-protocol",
-    lambda python, port: [
+# Server kinds of these tests only: registered for each test (the shared table stays as it is for
+# the test modules that parametrize over it). httptools is in the dev venv only.
+KINDS = {
+    "uvicorn-cycle-httptools": _uvicorn("--http", "httptools"),
+    "uvicorn-cycle-h11": _uvicorn("--http", "h11"),
+    "uvicorn-cycle-limited": _uvicorn("--limit-concurrency", "1"),
+    "uvicorn-own-protocol": lambda python, port: [
         python,
         "-c",
         "import uvicorn, inbound_asgi_app as a\n"
         "uvicorn.run(a.app, host='127.0.0.1', port=%d, http=a.OwnProtocol)" % port,
     ],
-)
+}
+
+
+@pytest.fixture(autouse=True)
+def _kinds(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, argv in KINDS.items():
+        monkeypatch.setitem(SERVERS, name, argv)
+
+
 CASES = [("uvicorn-cycle-httptools", "3.11")] + [("uvicorn-cycle-h11", minor) for minor in matrix_versions()]
 
 
