@@ -211,3 +211,65 @@ def test_the_owner_start_up_is_wired_downwards() -> None:
     assert {PACKAGE + ".lifecycle", PACKAGE + ".offline", PACKAGE + ".central.config"} <= set(
         graph[PACKAGE + ".owner"]
     )
+
+
+def private_uses(name: str, path: Path, modules: Dict[str, Path]) -> List[str]:
+    """``module._name`` reads and ``from .module import _name`` imports of another agent module.
+
+    What another module needs has a public name that says what it is; a leading underscore
+    means "only this module relies on it", so it can change without a look elsewhere.
+    """
+    tree = ast.parse(path.read_text(), str(path))
+    is_package = path.name == "__init__.py"
+    aliases: Dict[str, str] = {}  # local name -> agent module it is bound to
+    found: List[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = _resolve(name, is_package, node.level, node.module)
+            for alias in node.names:
+                submodule = base + "." + alias.name if base else alias.name
+                if submodule in modules:
+                    aliases[alias.asname or alias.name] = submodule
+                elif (
+                    alias.name.startswith("_")
+                    and not alias.name.startswith("__")
+                    and base in modules
+                    and base != name
+                ):
+                    found.append("line %d: from %s import %s" % (node.lineno, base, alias.name))
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in aliases
+            and aliases[node.value.id] != name
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+        ):
+            found.append("line %d: %s.%s" % (node.lineno, aliases[node.value.id], node.attr))
+    return found
+
+
+def test_no_agent_module_reaches_into_another_modules_private_names() -> None:
+    modules = agent_modules()
+    problems = [
+        "%s %s" % (path.relative_to(AGENT.parent), use)
+        for name, path in modules.items()
+        for use in private_uses(name, path, modules)
+    ]
+    assert not problems, "\n".join(problems)
+
+
+def test_the_private_name_scan_sees_aliases_and_from_imports(tmp_path: Path) -> None:
+    package = tmp_path / "pilotfish"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("_hidden = 1\nshown = 2\n")
+    (package / "b.py").write_text(
+        "from . import a as _a\nfrom .a import _hidden, shown\n\ndef f():\n    return _a._hidden + _a.shown\n"
+    )
+    modules = {_module_name_in(tmp_path, p): p for p in package.rglob("*.py")}
+    assert private_uses("pilotfish.b", modules["pilotfish.b"], modules) == [
+        "line 2: from pilotfish.a import _hidden",
+        "line 5: pilotfish.a._hidden",
+    ]

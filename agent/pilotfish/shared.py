@@ -428,7 +428,7 @@ def process_alive(pid: int) -> bool:
 
 
 class _Local(threading.local):
-    """Per thread: the index (in ``Slot._q``) of the thread's cell; 0 until claimed."""
+    """Per thread: the index (in ``Slot.words``) of the thread's cell; 0 until claimed."""
 
     cell = 0
 
@@ -474,8 +474,8 @@ class Slot:
     flag is mirrored into the list at ``OFFLINE_WORD`` by :meth:`Segment.set_offline`.
 
     The ASGI wrapper inlines :meth:`begin` and :meth:`end` for the common case
-    (the thread's own cell, no tag): ``_q[cell] += 1`` and ``_q[cell + 1] += 1``,
-    and reads the offline flag as ``_q[OFFLINE_WORD]``. A change to the cell
+    (the thread's own cell, no tag): ``words[cell] += 1`` and ``words[cell + 1] += 1``,
+    and reads the offline flag as ``words[OFFLINE_WORD]``. A change to the cell
     layout changes it too.
     """
 
@@ -486,8 +486,8 @@ class Slot:
         "offset",
         "lock",
         "tags",
-        "_q",
-        "_local",
+        "words",
+        "per_thread",
         "_free",
         "_shared",
         "_tables_used",
@@ -499,16 +499,16 @@ class Slot:
         self.offset = slot_offset(index)
         self.lock = threading.Lock()
         self.tags: Dict[str, int] = {}  # tag -> index of its count in ``segment.ints``
-        self._local = _Local()
+        self.per_thread = _Local()
         self.private = private
-        self._q: Any  # List[int] (private) or the memoryview of the mapping
+        self.words: Any  # List[int] (private) or the memoryview of the mapping
         if private:
             q = [0] * (PRIVATE_FIRST_CELL + CELLS * CELL_WORDS)
             q[OFFLINE_WORD] = segment.ints[OFFLINE_WORD]
             segment.private[index] = (os.getpid(), q)
-            self._q, first = q, PRIVATE_FIRST_CELL
+            self.words, first = q, PRIVATE_FIRST_CELL
         else:
-            self._q, first = segment.ints, (self.offset + CELLS_AT) // 8
+            self.words, first = segment.ints, (self.offset + CELLS_AT) // 8
         cells = [first + n * CELL_WORDS for n in range(CELLS)]
         self._shared = cells.pop()  # the overflow cell, written under the lock
         self._free = cells[::-1]  # pop() hands out the first cell first
@@ -517,9 +517,9 @@ class Slot:
     # -- the hot path: one cell per thread, no lock ----------------------------------
     def begin(self, tag: Optional[str]) -> int:
         """Count a request in; returns this thread's cell (0 when it is not a private one)."""
-        c = self._local.cell
+        c = self.per_thread.cell
         if c > 0:
-            q = self._q
+            q = self.words
             q[c] += 1
             if tag:
                 self._count_tag(tag)
@@ -535,25 +535,25 @@ class Slot:
         thread-local lookup. Otherwise 0: the current thread's cell is used.
         """
         if cell > 0:
-            self._q[cell + 1] += 1
+            self.words[cell + 1] += 1
             return
-        c = self._local.cell
+        c = self.per_thread.cell
         if c > 0:
-            self._q[c + 1] += 1
+            self.words[c + 1] += 1
         else:
             self._locked(c, 1, None)
 
     def probe(self) -> None:
-        c = self._local.cell
+        c = self.per_thread.cell
         if c > 0:
-            self._q[c + 2] += 1
+            self.words[c + 2] += 1
         else:
             self._locked(c, 2, None)
 
     def ignore(self) -> None:
-        c = self._local.cell
+        c = self.per_thread.cell
         if c > 0:
-            self._q[c + 3] += 1
+            self.words[c + 3] += 1
         else:
             self._locked(c, 3, None)
 
@@ -566,10 +566,10 @@ class Slot:
                 if field == 0:
                     self.begin(tag)
                 else:
-                    self._q[c + field] += 1
+                    self.words[c + field] += 1
                 return
         with self.lock:
-            self._q[-c + field] += 1
+            self.words[-c + field] += 1
         if tag:
             self._count_tag(tag)
 
@@ -578,15 +578,15 @@ class Slot:
         with self.lock:
             cell = self._free.pop() if self._free else 0
         if cell:
-            self._local.lease = _Lease(self, cell)
-            self._local.cell = cell
+            self.per_thread.lease = _Lease(self, cell)
+            self.per_thread.cell = cell
             return cell
         log.once(
             "shm-cells",
             "info",
             "more than %d threads serve requests; the others share a locked counter" % (CELLS - 1),
         )
-        self._local.cell = -self._shared
+        self.per_thread.cell = -self._shared
         return -self._shared
 
     def _release_cell(self, cell: int) -> None:
@@ -613,17 +613,20 @@ class Slot:
         return at
 
 
-_segment: Optional[Segment] = None
-_slot: Optional[Slot] = None
+process_segment: Optional[Segment] = None
+"""This process's segment (None: not attached). Read directly by the inbound hot paths."""
+process_slot: Optional[Slot] = None
+"""This process's slot once claimed (None: not yet). Read directly by the inbound hot paths;
+set only by :func:`slot`."""
 _table_lock = threading.Lock()  # threads of one process; replaced in a forked child
 _claim_lock = threading.Lock()  # claim() in two threads at once; replaced in a forked child
 
 
 def create(key: str) -> Segment:
     """Owner: create the segment, or fall back to counting this process only (one warning)."""
-    global _segment
+    global process_segment
     try:
-        _segment = Segment.create(key)
+        process_segment = Segment.create(key)
     except OSError as error:
         reason = "no shared memory in %s (%s)" % (_shm_dir(), error.strerror or error)
         log.once(
@@ -632,11 +635,11 @@ def create(key: str) -> Segment:
             "%s: this process counts only its own requests; other worker processes are not "
             "counted and do not see graceful offline" % reason,
         )
-        _segment = Segment.process_private(reason)
+        process_segment = Segment.process_private(reason)
     import atexit
 
-    atexit.register(_segment.remove_files)
-    return _segment
+    atexit.register(process_segment.remove_files)
+    return process_segment
 
 
 def directory() -> str:
@@ -646,22 +649,22 @@ def directory() -> str:
 
 def discard() -> None:
     """Owner whose start-up failed: unmap and remove the segment."""
-    global _segment, _slot
-    segment, _segment, _slot = _segment, None, None
+    global process_segment, process_slot
+    segment, process_segment, process_slot = process_segment, None, None
     if segment is not None:
         segment.close()
 
 
 def attach(path: str) -> Optional[Segment]:
     """Worker: attach to the segment at ``path`` if its owner runs (the runtime's owner pointer)."""
-    global _segment
+    global process_segment
     segment = Segment.attach(path)
     if segment is None:
         return None
     if not process_alive(segment.owner_pid()):
         segment.close()
         return None
-    _segment = segment
+    process_segment = segment
     return segment
 
 
@@ -672,7 +675,7 @@ def attach_to_parent(key: str) -> Optional[Segment]:
     multiprocessing's spawn; its parent pid and the status port name the file. Any
     other process (the app's own subprocesses) never attaches.
     """
-    global _segment
+    global process_segment
     parent = _multiprocessing_parent()
     if parent <= 0 or parent != os.getppid():
         return None
@@ -682,7 +685,7 @@ def attach_to_parent(key: str) -> Optional[Segment]:
     if segment.owner_pid() != parent or not process_alive(parent):
         segment.close()
         return None
-    _segment = segment
+    process_segment = segment
     return segment
 
 
@@ -699,13 +702,13 @@ def _multiprocessing_parent() -> int:
 
 def remove_files() -> None:
     """The owner is going down (SIGTERM handed on): its segment's files go now."""
-    if _segment is not None:
-        _segment.remove_files()
+    if process_segment is not None:
+        process_segment.remove_files()
 
 
 def describe() -> Dict[str, Any]:
     """For ``/status``: where worker counts live, and whether other workers are counted."""
-    current = _segment
+    current = process_segment
     if current is None:
         return {"path": None, "workers_counted": False}
     if not current.shared:
@@ -714,19 +717,19 @@ def describe() -> Dict[str, Any]:
 
 
 def segment() -> Optional[Segment]:
-    return _segment
+    return process_segment
 
 
 def claim() -> Optional[Slot]:
     """Give this process a slot in the current segment (once per process)."""
-    global _slot, _segment
-    segment = _segment
+    global process_slot, process_segment
+    segment = process_segment
     if segment is None:
         return None
     with _claim_lock:  # two threads' first requests at once: one slot
         pid = os.getpid()
-        if _slot is not None and struct.unpack_from("=q", segment.buf, _slot.offset)[0] == pid:
-            return _slot
+        if process_slot is not None and struct.unpack_from("=q", segment.buf, process_slot.offset)[0] == pid:
+            return process_slot
         try:
             index = segment.claim_slot(pid)
         except OSError:
@@ -735,16 +738,16 @@ def claim() -> Optional[Slot]:
         if index is None:
             if segment.creator != pid:
                 # A worker: count nothing rather than try again on every request.
-                _segment = None
+                process_segment = None
             return None
         # The owner reads every slot, so when it serves requests itself its cells can be a
         # plain list: cheaper to count in than the mapping, and read in this process only.
-        _slot = Slot(segment, index, private=segment.owner and segment.owner_pid() == pid)
-        return _slot
+        process_slot = Slot(segment, index, private=segment.owner and segment.owner_pid() == pid)
+        return process_slot
 
 
 def my_slot() -> Optional[Slot]:
-    return _slot
+    return process_slot
 
 
 def forget_slot_after_fork() -> None:
@@ -752,18 +755,18 @@ def forget_slot_after_fork() -> None:
 
     A process-private segment is forgotten too: the child cannot report through it.
     """
-    global _slot, _table_lock, _claim_lock, _segment
-    _slot = None
+    global process_slot, _table_lock, _claim_lock, process_segment
+    process_slot = None
     _table_lock, _claim_lock = threading.Lock(), threading.Lock()
-    if _segment is not None and not _segment.shared:
-        _segment = None
+    if process_segment is not None and not process_segment.shared:
+        process_segment = None
 
 
 def set_offline(offline: bool) -> None:
-    if _segment is not None:
-        _segment.set_offline(offline)
+    if process_segment is not None:
+        process_segment.set_offline(offline)
 
 
 def is_offline() -> bool:
-    segment = _segment
+    segment = process_segment
     return segment is not None and segment.ints[OFFLINE_WORD] != 0

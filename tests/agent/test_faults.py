@@ -104,8 +104,8 @@ def test_an_exception_inside_the_asgi_wrapper_leaves_responses_identical(tmp_pat
                 raise RuntimeError("boom inside the agent")
 
         def claim():
-            shared._slot = Broken()
-            return shared._slot
+            shared.process_slot = Broken()
+            return shared.process_slot
 
         shared.claim = claim
         """,

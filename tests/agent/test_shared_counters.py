@@ -151,11 +151,11 @@ def test_the_offline_flag_reaches_a_private_slot_set_before_or_after_it_was_clai
     try:
         segment.set_offline(True)
         early = shared.Slot(segment, segment.claim_slot(os.getpid()) or 0, private=True)
-        assert early._q[shared.OFFLINE_WORD] == 1
+        assert early.words[shared.OFFLINE_WORD] == 1
         segment.set_offline(False)
-        assert early._q[shared.OFFLINE_WORD] == 0 and not segment.is_offline()
+        assert early.words[shared.OFFLINE_WORD] == 0 and not segment.is_offline()
         segment.set_offline(True)
-        assert early._q[shared.OFFLINE_WORD] == 1 and segment.is_offline()
+        assert early.words[shared.OFFLINE_WORD] == 1 and segment.is_offline()
     finally:
         segment.close()
 

@@ -13,7 +13,7 @@ loaded server, each attribute read or call we add costs several times what it
 costs in a micro-benchmark. So the usual request (no probe User-Agent, no tag or
 consumer header, no lanes or ignored paths configured, this thread's own counter
 cell) takes a short path: one pass over the header names, one increment before
-the app, one after. Anything else takes :func:`_begin_full`, which classifies,
+the app, one after. Anything else takes :func:`begin_full`, which classifies,
 tags and counts as the specification says.
 """
 
@@ -38,8 +38,8 @@ _OFFLINE_WORD = shared.OFFLINE_WORD
 # What the short path needs from the settings, recomputed on every change (not per
 # request): the header names one pass must notice, and whether every request
 # must take the full path anyway (lanes or ignored paths are configured).
-_noticed: FrozenSet[bytes] = frozenset()
-_always_full = True
+noticed_headers: FrozenSet[bytes] = frozenset()
+always_full = True
 
 
 def _header_names(tags_state: Any) -> FrozenSet[bytes]:
@@ -50,10 +50,10 @@ def _header_names(tags_state: Any) -> FrozenSet[bytes]:
 
 def refresh() -> None:
     """Recompute the short path's settings from the tag settings and ignored paths in force."""
-    global _noticed, _always_full
-    state = rq.tags_inbound._state if rq.tags_inbound is not None else None
-    _noticed = _header_names(state)
-    _always_full = bool(rq.ignore_paths_set or (state is not None and state.lanes))
+    global noticed_headers, always_full
+    state = rq.tags_inbound.current_state if rq.tags_inbound is not None else None
+    noticed_headers = _header_names(state)
+    always_full = bool(rq.ignore_paths_set or (state is not None and state.lanes))
 
 
 def _on_settings(old: settings.Settings, new: settings.Settings) -> None:
@@ -66,7 +66,7 @@ refresh()
 settings.subscribe(_on_settings)
 
 
-def _offline_send(send: Send) -> Send:
+def offline_send(send: Send) -> Send:
     async def offline_send(message: Any) -> None:
         try:
             if message.get("type") == "http.response.start":
@@ -79,7 +79,7 @@ def _offline_send(send: Send) -> Send:
     return offline_send
 
 
-def _begin_full(scope: Scope, headers: Any, send: Send) -> Tuple[Optional[shared.Slot], int, Send]:
+def begin_full(scope: Scope, headers: Any, send: Send) -> Tuple[Optional[shared.Slot], int, Send]:
     """Classify, tag and count a request the short path does not handle.
 
     Returns the slot that counted it in (``None`` for a probe, an ignored path, or
@@ -88,7 +88,7 @@ def _begin_full(scope: Scope, headers: Any, send: Send) -> Tuple[Optional[shared
     """
     user_agent = None
     marked = tagged = False
-    noticed = _noticed
+    noticed = noticed_headers
     for name, value in headers:
         if name in noticed:
             if name == USER_AGENT:
@@ -109,7 +109,7 @@ def _begin_full(scope: Scope, headers: Any, send: Send) -> Tuple[Optional[shared
             counter.probe() if kind == rq.PROBE else counter.ignore()
         return None, 0, send
     tag = None
-    state = rq.tags_inbound._state if rq.tags_inbound is not None else None
+    state = rq.tags_inbound.current_state if rq.tags_inbound is not None else None
     if (tagged or (state is not None and state.lanes)) and rq.tag_from_asgi_headers is not None:
         tag = rq.tag_from_asgi_headers(headers)
         # Each ASGI request runs in its own task, with its own copy of the context:
@@ -120,8 +120,8 @@ def _begin_full(scope: Scope, headers: Any, send: Send) -> Tuple[Optional[shared
         return None, 0, send
     if marked and rq.on_marked_request is not None:
         rq.on_marked_request()
-    if counter._q[_OFFLINE_WORD]:
-        send = _offline_send(send)
+    if counter.words[_OFFLINE_WORD]:
+        send = offline_send(send)
     # Counting in is the last step: once it is done, nothing here can raise before
     # the wrapper holds the slot that counts the request out.
     return counter, counter.begin(tag), send
@@ -145,25 +145,25 @@ def wrap_asgi(app: ASGIApp) -> ASGIApp:
         try:
             if scope["type"] == "http":
                 headers = scope["headers"]
-                full = _always_full
-                noticed = _noticed
+                full = always_full
+                noticed = noticed_headers
                 for name, value in headers:
                     if name in noticed and (name != USER_AGENT or value.startswith(_PROBE_AGENT)):
                         full = True
-                current = shared._slot
+                current = shared.process_slot
                 if full or current is None:
-                    counter, cell, send = _begin_full(scope, headers, send)
+                    counter, cell, send = begin_full(scope, headers, send)
                 else:
                     # Slot.begin(None) inlined for this thread's own cell (> 0).
-                    cell = current._local.cell
-                    counts = current._q
+                    cell = current.per_thread.cell
+                    counts = current.words
                     if cell > 0:
                         counts[cell] += 1
                     else:
                         cell = current.begin(None)
                     counter = current
                     if counts[_OFFLINE_WORD]:
-                        send = _offline_send(send)
+                        send = offline_send(send)
         except Exception:
             log.exception_once("asgi-inbound", "inbound accounting failed for a request; served unmodified")
         if counter is None:
@@ -174,7 +174,7 @@ def wrap_asgi(app: ASGIApp) -> ASGIApp:
         finally:
             # Same task, same thread: the cell begin() counted in (Slot.end(cell) inlined).
             if cell > 0:
-                counts = counter._q
+                counts = counter.words
                 counts[cell + 1] += 1
             else:
                 _count_out(counter, cell)

@@ -34,7 +34,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from .. import log, shared
 from . import request as rq
 from .uvicorn_cycle import locate_added
-from .wsgi import _offline_start_response
+from .wsgi import offline_start_response
 
 STATE = "_pilotfish_state"
 _classify, _get_slot = rq.classify, rq.slot
@@ -54,7 +54,7 @@ def begin(environ: Any, resp: Any) -> Optional[Tuple[shared.Slot, int]]:
         # skip the (costlier) set when there is nothing to change.
         if _set_tag is not None and (tag is not None or _get_tag() is not None):  # type: ignore[misc]
             _set_tag(tag)
-        counter = shared._slot or _get_slot()
+        counter = shared.process_slot or _get_slot()
         if counter is not None:
             if kind == _TRAFFIC:
                 state = counter, counter.begin(tag)
@@ -64,9 +64,9 @@ def begin(environ: Any, resp: Any) -> Optional[Tuple[shared.Slot, int]]:
                 counter.probe()
             else:
                 counter.ignore()
-        segment = shared._segment
+        segment = shared.process_segment
         if segment is not None and segment.ints[_OFFLINE_WORD]:
-            resp.start_response = _offline_start_response(resp.start_response)
+            resp.start_response = offline_start_response(resp.start_response)
     except Exception:
         log.exception_once("gunicorn-inbound", "inbound accounting failed for a request; served unmodified")
     return state
@@ -77,7 +77,7 @@ def end(state: Tuple[shared.Slot, int]) -> None:
     counter, cell = state
     try:
         if cell > 0:
-            counter._q[cell + 1] += 1
+            counter.words[cell + 1] += 1
         else:
             counter.end(cell)
     except Exception:

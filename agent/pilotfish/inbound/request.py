@@ -63,8 +63,8 @@ def classify_path(path: str) -> int:
 
 
 def slot() -> Optional[shared.Slot]:
-    current = shared._slot
-    if current is None and shared._segment is not None:
+    current = shared.process_slot
+    if current is None and shared.process_segment is not None:
         try:
             current = shared.claim()
         except Exception:

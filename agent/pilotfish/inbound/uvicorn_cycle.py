@@ -21,7 +21,7 @@ its own; two plain calls cost the request two calls.
 :func:`begin` does what :func:`asgi.wrap_asgi` does for the app uvicorn loaded
 (registered by the uvicorn integration with :func:`count_app`): the usual request
 takes the short path (one pass over the header names, ``+= 1`` in this thread's
-cell), anything else :func:`asgi._begin_full` (probes, ignored paths, tags set
+cell), anything else :func:`asgi.begin_full` (probes, ignored paths, tags set
 in the task's context, consumer marks); while the pod is offline the cycle's
 ``send`` adds ``connection: close`` and the offline marker. Any other app uvicorn
 passes (``service_unavailable`` under ``--limit-concurrency``, an app already
@@ -39,9 +39,10 @@ from typing import Any, Callable, Dict, Optional, Set, Tuple
 
 from .. import log, shared
 from . import asgi as _asgi
+from . import request as rq
 
 _USER_AGENT = _asgi.USER_AGENT
-_PROBE_AGENT = _asgi._PROBE_AGENT
+_PROBE_AGENT = rq.PROBE_AGENT_BYTES
 _OFFLINE_WORD = shared.OFFLINE_WORD
 STATE = "_pilotfish_state"
 
@@ -70,26 +71,26 @@ def begin(cycle: Any, app: Any) -> Optional[Tuple[shared.Slot, int]]:
             return None
         scope = cycle.scope
         headers = scope["headers"]
-        full = _asgi._always_full
-        noticed = _asgi._noticed
+        full = _asgi.always_full
+        noticed = _asgi.noticed_headers
         for name, value in headers:
             if name in noticed and (name != _USER_AGENT or value.startswith(_PROBE_AGENT)):
                 full = True
-        current = shared._slot
+        current = shared.process_slot
         if full or current is None:
             original = cycle.send
-            counter, cell, send = _asgi._begin_full(scope, headers, original)
+            counter, cell, send = _asgi.begin_full(scope, headers, original)
             if send is not original:
                 cycle.send = send
             return None if counter is None else (counter, cell)
-        cell = current._local.cell
-        counts = current._q
+        cell = current.per_thread.cell
+        counts = current.words
         if cell > 0:
             counts[cell] += 1
         else:
             cell = current.begin(None)
         if counts[_OFFLINE_WORD]:
-            cycle.send = _asgi._offline_send(cycle.send)
+            cycle.send = _asgi.offline_send(cycle.send)
         return current, cell
     except Exception:
         log.exception_once("uvicorn-cycle", "inbound accounting failed for a request; served unmodified")
@@ -101,7 +102,7 @@ def end(state: Tuple[shared.Slot, int]) -> None:
     counter, cell = state
     try:
         if cell > 0:
-            counter._q[cell + 1] += 1
+            counter.words[cell + 1] += 1
         else:
             counter.end(cell)
     except Exception:

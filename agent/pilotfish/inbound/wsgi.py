@@ -54,7 +54,7 @@ class _SizedFinishing(_Finishing):
         return len(self._inner)  # type: ignore[arg-type]
 
 
-def _offline_start_response(start_response: StartResponse) -> StartResponse:
+def offline_start_response(start_response: StartResponse) -> StartResponse:
     def start(status: str, headers: List[Tuple[str, str]], exc_info: Any = None) -> Any:
         try:
             headers = list(headers) + [_OFFLINE]
@@ -115,7 +115,7 @@ def wrap_wsgi(app: WSGIApp) -> WSGIApp:
             # tag, but skip the (costlier) set when there is nothing to change.
             if set_tag is not None and (tag is not None or get_tag() is not None):  # type: ignore[misc]
                 set_tag(tag)
-            counter = shared._slot or get_slot()
+            counter = shared.process_slot or get_slot()
             if counter is not None:
                 if kind == TRAFFIC:
                     counter.begin(tag)
@@ -126,9 +126,9 @@ def wrap_wsgi(app: WSGIApp) -> WSGIApp:
                     counter.probe()
                 else:
                     counter.ignore()
-            segment = shared._segment
+            segment = shared.process_segment
             if segment is not None and segment.ints[offline_word]:
-                start_response = _offline_start_response(start_response)
+                start_response = offline_start_response(start_response)
         except Exception:
             log.exception_once("wsgi-inbound", "inbound accounting failed for a request; served unmodified")
         if slot is None:

@@ -17,7 +17,7 @@ counts as absent. These functions never raise: a failure is logged once and the
 request is simply untagged.
 
 Speed: every request pays this, so the settings are compiled into one
-immutable :class:`_State` when they change (a settings subscription), and the
+immutable :class:`InboundState` when they change (a settings subscription), and the
 per-request work is a few dict lookups (WSGI) or one pass over the header list
 with a set-membership test per header (ASGI, gRPC).
 """
@@ -32,7 +32,7 @@ from .context import valid_tag
 from .lanes import Lane, compile_lanes, entry_tag, headers_read
 
 
-class _State:
+class InboundState:
     """Everything the extractors need, derived from one settings snapshot."""
 
     __slots__ = (
@@ -60,22 +60,23 @@ class _State:
         self.wanted_bytes: FrozenSet[bytes] = frozenset(h.encode("latin-1") for h in wanted)
 
 
-def _build(snapshot: settings.Settings) -> _State:
+def _build(snapshot: settings.Settings) -> InboundState:
     headers = tuple(h for h in snapshot.tag_headers if h)
-    return _State(headers, snapshot.baggage_key, compile_lanes(snapshot.central_extra.get("lanes")))
+    return InboundState(headers, snapshot.baggage_key, compile_lanes(snapshot.central_extra.get("lanes")))
 
 
-_state = _build(settings.current())
+current_state = _build(settings.current())
+"""What the inbound paths look for (header names, lanes); rebuilt by a settings subscriber."""
 
 
 def _on_settings(old: settings.Settings, new: settings.Settings) -> None:
-    global _state
+    global current_state
     if (
         old.tag_headers != new.tag_headers
         or old.baggage_key != new.baggage_key
         or old.central_extra.get("lanes") != new.central_extra.get("lanes")
     ):
-        _state = _build(new)
+        current_state = _build(new)
 
 
 settings.subscribe(_on_settings)
@@ -83,13 +84,13 @@ settings.subscribe(_on_settings)
 
 def refresh() -> None:
     """Recompile from ``settings.current()`` (tests, and after ``settings.load()``)."""
-    global _state
-    _state = _build(settings.current())
+    global current_state
+    current_state = _build(settings.current())
 
 
 def lanes() -> Tuple[Lane, ...]:
     """The lanes in force (for /status)."""
-    return _state.lanes
+    return current_state.lanes
 
 
 def _header_tag(raw: str) -> Optional[str]:
@@ -98,7 +99,7 @@ def _header_tag(raw: str) -> Optional[str]:
     return valid_tag(raw)
 
 
-def _resolve(state: _State, found: Dict[str, str], baggages: List[str]) -> Optional[str]:
+def _resolve(state: InboundState, found: Dict[str, str], baggages: List[str]) -> Optional[str]:
     """The tag from headers collected by a scan (lower-case names, first value of each)."""
     for name in state.tag_headers:
         raw = found.get(name)
@@ -130,7 +131,7 @@ def _baggage_tag(values: List[str], key: str) -> Optional[str]:
 def tag_from_environ(environ: Dict[str, Any]) -> Optional[str]:
     """The tag of a WSGI request (``environ`` as the server built it), or None."""
     try:
-        state = _state
+        state = current_state
         for key in state.environ_keys:
             raw = environ.get(key)
             if raw:
@@ -155,7 +156,7 @@ def tag_from_environ(environ: Dict[str, Any]) -> Optional[str]:
 def tag_from_asgi_headers(headers: Iterable[Tuple[bytes, bytes]]) -> Optional[str]:
     """The tag of an ASGI request (``scope["headers"]``: lower-case name/value bytes), or None."""
     try:
-        state = _state
+        state = current_state
         wanted = state.wanted_bytes
         found: Optional[Dict[str, str]] = None
         baggages: List[str] = []
@@ -180,7 +181,7 @@ def tag_from_asgi_headers(headers: Iterable[Tuple[bytes, bytes]]) -> Optional[st
 def tag_from_grpc_metadata(metadata: Optional[Iterable[Tuple[str, Any]]]) -> Optional[str]:
     """The tag of a gRPC call (invocation metadata: lower-case keys), or None."""
     try:
-        state = _state
+        state = current_state
         if not metadata:
             return entry_tag(state.lanes, lambda name: None) if state.lanes else None
         wanted = state.wanted
