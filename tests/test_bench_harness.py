@@ -348,7 +348,9 @@ def test_the_profile_attributes_cpu_to_the_agents_request_path(
     share = profile_share.profile_app(sys.executable, app, duration=1.0, warmup=0.0, workdir=tmp_path)
     names = [name for name, _calls, _s in share.functions]
     # Both servers count in their own per-request code (the agent's begin, compiled into it).
-    counting = "inbound/gunicorn_worker.py:begin" if app == "flask-gunicorn" else "inbound/uvicorn_cycle.py:begin"
+    counting = (
+        "inbound/gunicorn_worker.py:begin" if app == "flask-gunicorn" else "inbound/uvicorn_cycle.py:begin"
+    )
     assert any(name.endswith(counting) for name in names), names
     assert share.requests > 0 and 0 < share.share < 0.5
 

@@ -10,15 +10,25 @@ How: uvicorn is zeroed after ``--warmup`` requests and dumped after ``--requests
 more (``callgrind_control``); gunicorn's worker, which valgrind's gdbserver cannot
 reach after fork, is measured whole, minus a run with the warm-up only. Only the
 main thread of the process that served counts (uvicorn itself; gunicorn's worker,
-not its arbiter). ``--extra`` adds configurations that differ from
-``pilotfish`` by one variable (to split the cost: ``ignored=PILOTFISH_IGNORE_PATHS=/``
+not its arbiter). ``--configs`` names the configurations as ``hack/bench/rps.py`` does
+(``bare``, ``pilotfish``, ``pilotfish@DIR`` for an agent tree built with
+``python -m hack.build_agent_tree --out DIR``); ``--extra`` adds configurations that differ
+from ``pilotfish`` by one variable (to split the cost: ``ignored=PILOTFISH_IGNORE_PATHS=/``
 counts a request the agent classifies and skips).
+
+The configurations are measured interleaved: ``--repeat`` rounds, each running every
+configuration once in rotating order, so a change of machine load (uvicorn's 0.1 s loop
+tick and the agent's threads run on wall time, and valgrind slows the server ~50x) falls
+on all of them alike. Only counts from one invocation compare; the table gives each
+configuration's median, the spread of its rounds, and the median of the per-round
+differences to bare.
 
 Instructions are not time (cache misses and branch mispredictions are not
 counted), so this is a check on the requests/s tables, not a replacement.
 
 Reproduce: ``make bench`` once (bench venv), then
-``.venv/bin/python -m hack.bench.instructions --app fastapi-uvicorn --requests 2000``.
+``.venv/bin/python -m hack.bench.instructions --app fastapi-uvicorn --requests 2000``, or to
+compare two agents: ``--configs bare,pilotfish,pilotfish@/tmp/old-tree --repeat 3``.
 """
 
 from __future__ import annotations
@@ -35,7 +45,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from .common import bench_python, config_env, markdown_table
+from .common import TREE_CONFIG, bench_python, config_env, is_pilotfish, markdown_table, rotated
 from .rps import APPS, free_port
 
 
@@ -165,7 +175,7 @@ def measure(
     env.setdefault("PYTHONHASHSEED", "0")
     if config == "pilotfish" and tree is not None:
         env["PYTHONPATH"] = str(tree / "bootstrap")
-    if config == "pilotfish":
+    if is_pilotfish(config):
         env.setdefault("PILOTFISH_STATUS_HOST", "127.0.0.1")
         env.setdefault("PILOTFISH_STATUS_PORT", str(free_port()))
     if APPS[app].name != "flask-gunicorn":
@@ -186,6 +196,51 @@ def _parse_extra(items: List[str]) -> List[Tuple[str, Dict[str, str]]]:
     return configs
 
 
+def _median(values: List[int]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return float(ordered[mid]) if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2.0
+
+
+def _parse_configs(text: str, no_bare: bool) -> List[Tuple[str, str, Dict[str, str]]]:
+    configs: List[Tuple[str, str, Dict[str, str]]] = []
+    for name in (c.strip() for c in text.split(",")):
+        if not name or (no_bare and name == "bare"):
+            continue
+        if name not in ("bare", "pilotfish") and not name.startswith(TREE_CONFIG):
+            raise SystemExit("--configs takes bare, pilotfish or pilotfish@DIR, got %r" % name)
+        if name.startswith(TREE_CONFIG) and not (Path(name[len(TREE_CONFIG) :]) / "bootstrap").is_dir():
+            raise SystemExit("%s: no agent tree there (python -m hack.build_agent_tree --out DIR)" % name)
+        configs.append((name, name, {}))
+    return configs
+
+
+def table_rows(label: str, counts: Dict[str, List[int]]) -> List[List[str]]:
+    """One row per configuration: median, min–max over rounds, added to bare (median of per-round
+    differences, rounds paired), ratio of medians."""
+    rows = []
+    bare = counts.get("bare")
+    bare_mid = _median(bare) if bare else 0.0
+    for name, values in counts.items():
+        mid = _median(values)
+        if name == "bare" or not bare:
+            added = "—"
+        else:
+            diffs = [v - b for v, b in zip(values, bare)]
+            added = "%+.0f (%+d…%+d)" % (_median(diffs), min(diffs), max(diffs))
+        rows.append(
+            [
+                label,
+                name,
+                "%.0f" % mid,
+                "%d–%d" % (min(values), max(values)),
+                added,
+                "1" if name == "bare" else "%.4f" % (mid / bare_mid) if bare_mid else "—",
+            ]
+        )
+    return rows
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m hack.bench.instructions",
@@ -195,7 +250,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--app", choices=sorted(APPS), action="append")
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--warmup", type=int, default=300)
-    parser.add_argument("--repeat", type=int, default=2, help="runs per configuration (the count repeats)")
+    parser.add_argument(
+        "--configs",
+        default="bare,pilotfish",
+        help="comma-separated: bare, pilotfish, pilotfish@DIR (an agent tree built with --out DIR)",
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=2, help="rounds; each runs every configuration once, interleaved"
+    )
     parser.add_argument(
         "--extra", action="append", default=[], help="NAME=VAR=VALUE: pilotfish plus one variable"
     )
@@ -206,42 +268,34 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not shutil.which("valgrind"):
         print("valgrind is not installed (apt-get install valgrind); nothing measured", file=sys.stderr)
         return 2
+    configs = _parse_configs(args.configs, args.no_bare)
+    configs += [(name, "pilotfish", env) for name, env in _parse_extra(args.extra)]
+    if not configs:
+        raise SystemExit("no configuration to measure")
+    by_name = {name: (config, env) for name, config, env in configs}
+    names = list(by_name)
     rows = []
     for app in args.app or sorted(APPS):
-        configs: List[Tuple[str, str, Dict[str, str]]] = [
-            ("bare", "bare", {}),
-            ("pilotfish", "pilotfish", {}),
-        ]
-        configs = configs[1 if args.no_bare else 0 :]
-        configs += [(name, "pilotfish", env) for name, env in _parse_extra(args.extra)]
-        counts: Dict[str, List[int]] = {name: [] for name, _, _ in configs}
-        for _ in range(args.repeat):
-            for name, config, env in configs:
+        counts: Dict[str, List[int]] = {name: [] for name in names}
+        for round_index in range(args.repeat):
+            for name in rotated(names, round_index):
+                config, env = by_name[name]
                 count = measure(app, config, env, args.requests, args.warmup, args.tree, args.threads)
                 counts[name].append(count)
-                print("%s %s: %s instructions/request" % (app, name, counts[name]), file=sys.stderr)
-        bare = sorted(counts["bare"])[len(counts["bare"]) // 2] if "bare" in counts else 0
-        for name, _, _ in configs:
-            values = sorted(counts[name])
-            mid = values[len(values) // 2]
-            rows.append(
-                [
-                    APPS[app].label,
-                    name,
-                    "%d" % mid,
-                    "%d–%d" % (values[0], values[-1]),
-                    "—" if name == "bare" or not bare else "%+d" % (mid - bare),
-                    "1" if name == "bare" else "%.3f" % (mid / bare) if bare else "—",
-                ]
-            )
+                print(
+                    "%s round %d %s: %d instructions/request" % (app, round_index + 1, name, count),
+                    file=sys.stderr,
+                    flush=True,
+                )
+        rows += table_rows(APPS[app].label, counts)
     print(
         markdown_table(
             [
                 "app · server",
                 "configuration",
-                "instructions/request",
-                "runs (min–max)",
-                "added",
+                "instructions/request (median)",
+                "rounds (min–max)",
+                "added to bare (median of paired rounds, min…max)",
                 "ratio to bare",
             ],
             rows,
