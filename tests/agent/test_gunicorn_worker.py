@@ -95,6 +95,48 @@ def test_in_flight_holds_until_a_streamed_response_has_sent_its_last_chunk(kind:
         assert time.monotonic() - started >= 1.5
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_tag_probe_or_consumer_mark_after_plain_requests_still_takes_the_full_path(kind: str) -> None:
+    """The short path (no tag, probe or consumer header) must not swallow the requests that have one."""
+    with RunningServer(kind, require_app_python("3.11")) as server:
+        before = _started(server)
+        for _ in range(5):
+            assert server.get("/tag").json() == {"tag": None}
+        assert server.get("/tag", headers={"X-Pilotfish-Tag": "blue"}).json() == {"tag": "blue"}
+        assert server.get("/tag", headers={"baggage": "pilotfish-tag=green"}).json() == {"tag": "green"}
+        # A tag never leaks into the next plain request served by the same thread.
+        for _ in range(5):
+            assert server.get("/tag").json() == {"tag": None}
+        assert server.get("/", headers=PROBE).status == 200
+        assert server.get("/", headers={"X-Pilotfish-Consumer": "1"}).status == 200
+        assert server.get("/tag").json() == {"tag": None}
+        after = server.wait_status(lambda s: s["requests_total"] >= before["requests_total"] + 14)
+        assert after["requests_total"] == before["requests_total"] + 14
+        assert after["probes_total"] == before["probes_total"] + 1
+        assert after["in_flight"] == 0
+        by_tag = after["requests_by_tag"]
+        assert by_tag.get("blue", 0) - before["requests_by_tag"].get("blue", 0) == 1
+        assert by_tag.get("green", 0) - before["requests_by_tag"].get("green", 0) == 1
+
+
+def test_the_short_path_notices_what_the_settings_ask_for(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from pilotfish.inbound import request as rq
+
+    gunicorn_worker.refresh()
+    assert {
+        "HTTP_X_PILOTFISH_TAG",
+        "HTTP_BAGGAGE",
+        "HTTP_X_PILOTFISH_CONSUMER",
+    } <= gunicorn_worker.noticed_keys
+    assert gunicorn_worker.always_full is False
+    monkeypatch.setattr(rq, "ignore_paths_set", True)
+    gunicorn_worker.refresh()
+    assert gunicorn_worker.always_full is True
+    monkeypatch.undo()
+    gunicorn_worker.refresh()
+    assert gunicorn_worker.always_full is False
+
+
 # -- the recompiled handle_request, in process ------------------------------------------------------
 
 

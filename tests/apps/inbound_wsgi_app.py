@@ -37,6 +37,9 @@ def app(environ, start_response):
                 yield ("chunk %d\n" % i).encode()
 
         return body()
+    if path == "/tag":
+        context = sys.modules.get("_pilotfish_agent.tags.context")
+        return _json(start_response, {"tag": context.current_tag() if context is not None else "no agent"})
     if path == "/fail":
         raise RuntimeError("the app failed")
     if path == "/file":

@@ -29,9 +29,9 @@ otherwise the integration wraps the app with :func:`wsgi.wrap_wsgi`.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple
 
-from .. import log, shared
+from .. import log, settings, shared
 from . import request as rq
 from .uvicorn_cycle import locate_added
 from .wsgi import offline_start_response
@@ -42,10 +42,80 @@ _tag_from_environ, _set_tag, _get_tag = rq.tag_from_environ, rq.set_tag, rq.get_
 _on_marked, _CONSUMER_KEY = rq.on_marked_request, rq.CONSUMER_ENVIRON_KEY
 _OFFLINE_WORD = shared.OFFLINE_WORD
 _TRAFFIC, _PROBE = rq.TRAFFIC, rq.PROBE
+_PROBE_AGENT = rq.PROBE_AGENT
+
+
+# What the short path needs from the settings, recomputed on every change (not per
+# request): the environ keys that send a request to the full path (tag headers, baggage,
+# the consumer mark), and whether every request takes the full path anyway (lanes or
+# ignored paths are configured).
+noticed_keys: FrozenSet[str] = frozenset()
+always_full = True
+
+
+def _environ_keys(tags_state: Any) -> FrozenSet[str]:
+    keys = set(getattr(tags_state, "environ_keys", None) or ())
+    if getattr(tags_state, "baggage_key", None):
+        keys.add("HTTP_BAGGAGE")
+    keys.add(_CONSUMER_KEY)
+    return frozenset(keys)
+
+
+def refresh() -> None:
+    """Recompute the short path's settings from the tag settings and ignored paths in force."""
+    global noticed_keys, always_full
+    state = rq.tags_inbound.current_state if rq.tags_inbound is not None else None
+    noticed_keys = _environ_keys(state)
+    always_full = bool(rq.ignore_paths_set or (state is not None and state.lanes))
+
+
+def _on_settings(old: settings.Settings, new: settings.Settings) -> None:
+    # Subscribed after pilotfish.tags.inbound and request.py (both imported above),
+    # so their state for ``new`` is already rebuilt when this runs.
+    refresh()
+
+
+refresh()
+settings.subscribe(_on_settings)
 
 
 def begin(environ: Any, resp: Any) -> Optional[Tuple[shared.Slot, int]]:
-    """Classify, tag and count a request just before gunicorn calls the app; None when not counted."""
+    """Classify, tag and count a request just before gunicorn calls the app; None when not counted.
+
+    Short path for the usual request (no lanes or ignored paths configured; no probe
+    User-Agent, tag, baggage or consumer header; a slot already claimed): what
+    :func:`begin_full` would do for it, without classifying or looking for a tag.
+    """
+    try:
+        if not always_full:
+            agent = environ.get("HTTP_USER_AGENT")
+            counter = shared.process_slot
+            if (
+                counter is not None
+                and (agent is None or not agent.startswith(_PROBE_AGENT))
+                and environ.keys().isdisjoint(noticed_keys)
+            ):
+                # Threads are reused from request to request: clear a previous request's tag.
+                if _get_tag is not None and _get_tag() is not None:
+                    _set_tag(None)  # type: ignore[misc]
+                counts = counter.words
+                if counts[_OFFLINE_WORD]:
+                    resp.start_response = offline_start_response(resp.start_response)
+                # Slot.begin(None) inlined for this thread's own cell (> 0). Counting in is
+                # the last step: nothing after it can raise before the state is returned.
+                cell = counter.per_thread.cell
+                if cell > 0:
+                    counts[cell] += 1
+                    return counter, cell
+                return counter, counter.begin(None)
+    except Exception:
+        log.exception_once("gunicorn-inbound", "inbound accounting failed for a request; served unmodified")
+        return None
+    return begin_full(environ, resp)
+
+
+def begin_full(environ: Any, resp: Any) -> Optional[Tuple[shared.Slot, int]]:
+    """Classify, tag and count a request the short path does not handle."""
     state = None
     try:
         kind = _classify(environ.get("PATH_INFO") or "/", environ.get("HTTP_USER_AGENT"))
