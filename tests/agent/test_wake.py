@@ -97,8 +97,10 @@ def test_a_fork_during_a_slow_wake_waits_for_it_and_the_child_is_a_worker(tmp_pa
         "    print('child', os.getpid(), boot.role(), flush=True); time.sleep(3600)\n"
         "print('listening', os.getpid(), boot.role(), flush=True); time.sleep(3600)\n"
     )
-    with AgentScript(python, script) as app:
-        assert app.line("listening").split()[2] == "owner"
+    with AgentScript(python, script, env={"PILOTFISH_LOG_LEVEL": "debug"}) as app:
+        listening = app.line("listening")
+        # Seen once under a loaded parallel run: the parent reported "worker". Keep what it logged.
+        assert listening.split()[2] == "owner", (listening, app.lines, app.stderr())
         _, child, role = app.line("child").split()
         assert role == "worker"
         status = app.wait_status(lambda s: len(s["workers"]) >= 1)
