@@ -33,7 +33,8 @@ from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple
 
 from .. import log, settings, shared
 from . import request as rq
-from .uvicorn_cycle import locate_added
+from .recompile import count_out as end
+from .recompile import locate_added
 from .wsgi import offline_start_response
 
 STATE = "_pilotfish_state"
@@ -140,18 +141,6 @@ def begin_full(environ: Any, resp: Any) -> Optional[Tuple[shared.Slot, int]]:
     except Exception:
         log.exception_once("gunicorn-inbound", "inbound accounting failed for a request; served unmodified")
     return state
-
-
-def end(state: Tuple[shared.Slot, int]) -> None:
-    """Count the request out (same thread as :func:`begin`: ``handle_request`` runs in one)."""
-    counter, cell = state
-    try:
-        if cell > 0:
-            counter.words[cell + 1] += 1
-        else:
-            counter.end(cell)
-    except Exception:
-        log.exception_once("gunicorn-inbound-end", "could not count a request out")
 
 
 def _is_app_call(node: Any) -> bool:

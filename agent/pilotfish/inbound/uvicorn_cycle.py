@@ -35,11 +35,13 @@ integration wraps the app with :func:`asgi.wrap_asgi` as for any server.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Dict, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from .. import log, shared
 from . import asgi as _asgi
 from . import request as rq
+from .recompile import count_out as end
+from .recompile import locate_added
 
 _USER_AGENT = _asgi.USER_AGENT
 _PROBE_AGENT = rq.PROBE_AGENT_BYTES
@@ -95,18 +97,6 @@ def begin(cycle: Any, app: Any) -> Optional[Tuple[shared.Slot, int]]:
     except Exception:
         log.exception_once("uvicorn-cycle", "inbound accounting failed for a request; served unmodified")
         return None
-
-
-def end(state: Tuple[shared.Slot, int]) -> None:
-    """Count the request out when ``run_asgi`` is done (same task, so same thread as begin)."""
-    counter, cell = state
-    try:
-        if cell > 0:
-            counter.words[cell + 1] += 1
-        else:
-            counter.end(cell)
-    except Exception:
-        log.exception_once("uvicorn-cycle-end", "could not count a request out")
 
 
 def rewritable(function: Any) -> bool:
@@ -173,20 +163,3 @@ def counting_run_asgi(function: Any) -> Optional[Callable[..., Any]]:
     made.__qualname__ = function.__qualname__
     made.__module__ = function.__module__
     return made
-
-
-def locate_added(nodes: Any, line: int, keep: Any = ()) -> None:
-    """Put the lines a rewrite adds (``nodes``) on ``line``; the statements in ``keep`` (the
-    original body, inside an added ``try``) keep their own lines."""
-    import ast
-
-    kept: Set[int] = set()
-    for statement in keep:
-        kept.update(id(child) for child in ast.walk(statement))
-    for node in nodes:
-        for child in ast.walk(node):
-            if id(child) in kept or not hasattr(child, "lineno"):
-                continue
-            for attribute, value in (("lineno", line), ("end_lineno", line), ("col_offset", 0)):
-                setattr(child, attribute, value)
-            setattr(child, "end_col_offset", 0)  # noqa: B010

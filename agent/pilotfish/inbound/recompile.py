@@ -1,0 +1,41 @@
+"""What the servers' recompiled request methods share (``uvicorn_cycle``, ``gunicorn_worker``).
+
+Both add a ``begin`` before the app call and :func:`count_out` in a ``finally`` to the
+server's own method, recompiled from its source; :func:`locate_added` gives the added
+statements a line of their own so tracebacks keep the server's file and line numbers.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Set, Tuple
+
+from .. import log, shared
+
+
+def count_out(state: Tuple[shared.Slot, int]) -> None:
+    """Count a request out (same thread as its ``begin``: each server's method runs in one)."""
+    counter, cell = state
+    try:
+        if cell > 0:
+            counter.words[cell + 1] += 1
+        else:
+            counter.end(cell)
+    except Exception:
+        log.exception_once("inbound-count-out", "could not count a request out")
+
+
+def locate_added(nodes: Any, line: int, keep: Any = ()) -> None:
+    """Put the lines a rewrite adds (``nodes``) on ``line``; the statements in ``keep`` (the
+    original body, inside an added ``try``) keep their own lines."""
+    import ast
+
+    kept: Set[int] = set()
+    for statement in keep:
+        kept.update(id(child) for child in ast.walk(statement))
+    for node in nodes:
+        for child in ast.walk(node):
+            if id(child) in kept or not hasattr(child, "lineno"):
+                continue
+            for attribute, value in (("lineno", line), ("end_lineno", line), ("col_offset", 0)):
+                setattr(child, attribute, value)
+            setattr(child, "end_col_offset", 0)  # noqa: B010
