@@ -10,14 +10,12 @@ last chunk; ``wsgi.file_wrapper`` responses are served as they are. Where
 
 from __future__ import annotations
 
-import threading
-import time
 from typing import Callable, List
 
 import pytest
 from pilotfish.inbound import gunicorn_worker
 from support.interpreters import matrix_versions, require_app_python
-from support.servers import SERVERS, RunningServer, _gunicorn_flags
+from support.servers import SERVERS, RunningServer, _gunicorn_flags, stream_holds_in_flight
 
 PROBE = {"User-Agent": "kube-probe/1.31"}
 
@@ -82,17 +80,7 @@ def test_requests_are_counted_in_the_worker_with_no_wrapper_around_the_app(kind:
 def test_in_flight_holds_until_a_streamed_response_has_sent_its_last_chunk(kind: str) -> None:
     with RunningServer(kind, require_app_python("3.11")) as server:
         _started(server)
-        result: dict = {}
-        worker = threading.Thread(
-            target=lambda: result.setdefault("r", server.get("/stream?chunks=6&delay=0.25")), daemon=True
-        )
-        started = time.monotonic()
-        worker.start()
-        server.wait_status(lambda s: s["in_flight"] == 1, timeout=5)
-        worker.join(timeout=15)
-        assert result["r"].status == 200 and result["r"].body.count(b"chunk") == 6
-        server.wait_status(lambda s: s["in_flight"] == 0, timeout=5)
-        assert time.monotonic() - started >= 1.5
+        stream_holds_in_flight(server)
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
-import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from support.interpreters import matrix_versions, require_app_python
-from support.servers import SERVERS, SERVING_PROCESSES, RunningServer
+from support.servers import SERVERS, SERVING_PROCESSES, RunningServer, stream_holds_in_flight
 
 HTTP_KINDS = [kind for kind in SERVERS if kind != "grpc"]
 PROBE = {"User-Agent": "kube-probe/1.31"}
@@ -70,17 +68,7 @@ def test_in_flight_holds_until_a_streamed_response_has_sent_its_last_chunk(kind:
     python = require_app_python(minor)
     with RunningServer(kind, python) as server:
         server.wait_status(_ready(kind), timeout=20)
-        result: dict = {}
-        worker = threading.Thread(
-            target=lambda: result.setdefault("r", server.get("/stream?chunks=6&delay=0.25")), daemon=True
-        )
-        started = time.monotonic()
-        worker.start()
-        server.wait_status(lambda s: s["in_flight"] == 1, timeout=5)
-        worker.join(timeout=15)
-        assert result["r"].status == 200 and result["r"].body.count(b"chunk") == 6
-        done = server.wait_status(lambda s: s["in_flight"] == 0, timeout=5)
-        assert time.monotonic() - started >= 1.5
+        done = stream_holds_in_flight(server)
         assert done["requests_by_tag"]
 
 

@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import http.client
 import socket
-import threading
-import time
 from typing import Callable, List
 
 import pytest
 from pilotfish.inbound import uvicorn_cycle
 from support.interpreters import matrix_versions, require_app_python
-from support.servers import SERVERS, RunningServer, http_get
+from support.servers import SERVERS, RunningServer, http_get, stream_holds_in_flight
 
 PROBE = {"User-Agent": "kube-probe/1.31"}
 
@@ -100,17 +98,7 @@ def test_in_flight_holds_through_background_tasks_and_streamed_bodies(kind: str,
         server.wait_status(lambda s: s["in_flight"] == 0, timeout=10)
         assert server.get("/done").json()["background"] == 1
 
-        result: dict = {}
-        worker = threading.Thread(
-            target=lambda: result.setdefault("r", server.get("/stream?chunks=6&delay=0.25")), daemon=True
-        )
-        started = time.monotonic()
-        worker.start()
-        server.wait_status(lambda s: s["in_flight"] == 1, timeout=5)
-        worker.join(timeout=15)
-        assert result["r"].status == 200 and result["r"].body.count(b"chunk") == 6
-        server.wait_status(lambda s: s["in_flight"] == 0, timeout=5)
-        assert time.monotonic() - started >= 1.5
+        stream_holds_in_flight(server)
 
 
 def test_pipelined_requests_are_counted_each_when_it_runs() -> None:

@@ -385,3 +385,23 @@ class RunningServer:
     def output(self) -> str:
         self._log.seek(0)
         return self._log.read().decode("utf-8", "replace")
+
+
+def stream_holds_in_flight(server: RunningServer) -> dict:
+    """GET a 6-chunk streamed response (0.25 s apart) and check the agent's in-flight follows it:
+    1 while it streams, 0 only after its last chunk (no sooner than 1.5 s); the final status."""
+    import threading
+    import time
+
+    result: Dict[str, Response] = {}
+    worker = threading.Thread(
+        target=lambda: result.setdefault("r", server.get("/stream?chunks=6&delay=0.25")), daemon=True
+    )
+    started = time.monotonic()
+    worker.start()
+    server.wait_status(lambda s: s["in_flight"] == 1, timeout=5)
+    worker.join(timeout=15)
+    assert result["r"].status == 200 and result["r"].body.count(b"chunk") == 6
+    done = server.wait_status(lambda s: s["in_flight"] == 0, timeout=5)
+    assert time.monotonic() - started >= 1.5
+    return done
