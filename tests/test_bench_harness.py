@@ -298,7 +298,7 @@ def test_an_idle_run_measures_every_server_over_the_same_windows(tmp_path: Path)
         ("bare", 1),
         ("pilotfish", 1),
     ]
-    assert all(w.cpu_ms_per_s > 0 and w.wakeups_per_s > 0 for w in results)
+    assert all(w.cpu_ms_per_s > 0 and w.wakeups_per_s > 0 for w in results), results
     # A Python interpreter with uvicorn and FastAPI loaded holds tens of MiB, not bytes or GiB.
     assert all(10 < w.pss_mib < 1000 for w in results)
     table = idle.idle_table(results)
