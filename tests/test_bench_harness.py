@@ -289,6 +289,12 @@ def test_the_idle_benchmark_counts_cpu_and_wake_ups_of_a_whole_session() -> None
     assert idle.session_schedstat(child.pid) == (0, 0), "a session with no process left costs nothing"
 
 
+def test_an_idle_window_counts_threads_that_lived_through_it_or_started_in_it() -> None:
+    before = {"1/1": (100, 10), "1/2": (5_000, 40)}  # 1/2: a start-up thread, about to end
+    after = {"1/1": (160, 13), "1/3": (20, 2)}  # 1/3 started in the window
+    assert idle.window_delta(before, after) == (60 + 20, 3 + 2)
+
+
 def test_an_idle_run_measures_every_server_over_the_same_windows(tmp_path: Path) -> None:
     _dev_python_has("fastapi", "uvicorn")
     results = idle.run(sys.executable, ["fastapi-uvicorn"], windows=2, window=0.5, settle=0.0)

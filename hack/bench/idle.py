@@ -40,9 +40,9 @@ CONFIGS = ("bare", "pilotfish")
 """Default configurations; ``--configs`` may add ``pilotfish@DIR`` (another agent tree)."""
 
 
-def session_schedstat(session: int) -> Tuple[int, int]:
-    """(ns on CPU, times scheduled) summed over every thread of every process in ``session``."""
-    cpu_ns = slices = 0
+def session_threads(session: int) -> Dict[str, Tuple[int, int]]:
+    """``"pid/tid"`` -> (ns on CPU, times scheduled) of every thread of every process in ``session``."""
+    threads: Dict[str, Tuple[int, int]] = {}
     for pid in session_stats(session):
         try:
             tids = os.listdir("/proc/%s/task" % pid)
@@ -52,11 +52,30 @@ def session_schedstat(session: int) -> Tuple[int, int]:
             try:
                 with open("/proc/%s/task/%s/schedstat" % (pid, tid), "rb") as handle:
                     run_ns, _wait_ns, timeslices = handle.read().split()[:3]
-                cpu_ns += int(run_ns)
-                slices += int(timeslices)
+                threads["%s/%s" % (pid, tid)] = (int(run_ns), int(timeslices))
             except (OSError, ValueError):
                 continue  # the thread ended while we looked
-    return cpu_ns, slices
+    return threads
+
+
+def session_schedstat(session: int) -> Tuple[int, int]:
+    """(ns on CPU, times scheduled) summed over every thread of every process in ``session``."""
+    threads = session_threads(session).values()
+    return sum(cpu for cpu, _ in threads), sum(slices for _, slices in threads)
+
+
+def window_delta(before: Dict[str, Tuple[int, int]], after: Dict[str, Tuple[int, int]]) -> Tuple[int, int]:
+    """(ns on CPU, times scheduled) between two :func:`session_threads` snapshots.
+
+    Thread by thread: a thread that ended in between takes its whole life's count out of a
+    plain sum of totals (an agent's start-up thread finishing in the window made it negative),
+    so only threads seen at the end count, from zero if they started in the window."""
+    cpu = slices = 0
+    for key, (cpu1, n1) in after.items():
+        cpu0, n0 = before.get(key, (0, 0))
+        cpu += cpu1 - cpu0
+        slices += n1 - n0
+    return cpu, slices
 
 
 def session_pss_kib(session: int) -> int:
@@ -103,13 +122,14 @@ def measure(lives: Sequence[Live], windows: int, window: float, settle: float) -
     time.sleep(settle)
     results: List[Window] = []
     for index in range(windows):
-        before = [session_schedstat(live.server.proc.pid) for live in lives]
+        before = [session_threads(live.server.proc.pid) for live in lives]
         start = time.monotonic()
         time.sleep(window)
-        after = [session_schedstat(live.server.proc.pid) for live in lives]
+        after = [session_threads(live.server.proc.pid) for live in lives]
         seconds = time.monotonic() - start
         memory = [session_pss_kib(live.server.proc.pid) / 1024.0 for live in lives]
-        for live, (cpu0, n0), (cpu1, n1), pss in zip(lives, before, after, memory):
+        for live, then, now, pss in zip(lives, before, after, memory):
+            cpu_ns, slices = window_delta(then, now)
             if live.server.proc.poll() is not None:
                 raise RuntimeError("%s %s exited while idle" % (live.app.name, live.config))
             results.append(
@@ -118,8 +138,8 @@ def measure(lives: Sequence[Live], windows: int, window: float, settle: float) -
                     live.config,
                     index,
                     seconds,
-                    (cpu1 - cpu0) / 1e6 / seconds,
-                    (n1 - n0) / seconds,
+                    cpu_ns / 1e6 / seconds,
+                    slices / seconds,
                     pss,
                 )
             )
