@@ -29,12 +29,12 @@ otherwise the integration wraps the app with :func:`wsgi.wrap_wsgi`.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple
+from typing import Any, Callable, FrozenSet, List, Optional, Tuple
 
 from .. import log, settings, shared
 from . import request as rq
 from .recompile import count_out as end
-from .recompile import locate_added
+from .recompile import rebuild
 from .wsgi import offline_start_response
 
 STATE = "_pilotfish_state"
@@ -201,17 +201,7 @@ def counting_handle_request(function: Any) -> Optional[Callable[..., Any]]:
     outer[0].body[call_index:call_index] = counted
     outer[0].finalbody[0:0] = finish
     definition.body[0:0] = start
-    maker = ast.parse("def _pilotfish_make(_pilotfish_begin, _pilotfish_end):\n    pass\n").body[0]
-    assert isinstance(maker, ast.FunctionDef)
-    maker.body = [definition, ast.Return(value=ast.Name(id="handle_request", ctx=ast.Load()))]
-    module = ast.Module(body=[maker], type_ignores=[])
-    ast.increment_lineno(module, first - 1)
-    locate_added(added, calls[0].lineno)
-    ast.fix_missing_locations(module)
-    code = compile(module, function.__code__.co_filename, "exec")
-    namespace: Dict[str, Any] = {}
-    exec(code, function.__globals__, namespace)  # gunicorn's own source, recompiled
-    made: Callable[..., Any] = namespace["_pilotfish_make"](begin, end)
+    made: Callable[..., Any] = rebuild(function, definition, first, added, calls[0])(begin, end)
     made.__qualname__ = function.__qualname__
     made.__module__ = function.__module__
     return made

@@ -7,7 +7,7 @@ statements a line of their own so tracebacks keep the server's file and line num
 
 from __future__ import annotations
 
-from typing import Any, Set, Tuple
+from typing import Any, Callable, Dict, Set, Tuple
 
 from .. import log, shared
 
@@ -39,3 +39,25 @@ def locate_added(nodes: Any, line: int, keep: Any = ()) -> None:
             for attribute, value in (("lineno", line), ("end_lineno", line), ("col_offset", 0)):
                 setattr(child, attribute, value)
             setattr(child, "end_col_offset", 0)  # noqa: B010
+
+
+def rebuild(
+    function: Any, definition: Any, first: int, added: Any, at: Any, keep: Any = ()
+) -> Callable[..., Any]:
+    """Compile ``definition`` (the server method's AST, with the ``added`` statements) in the
+    method's own file and globals, with ``_pilotfish_begin``/``_pilotfish_end`` bound to this
+    package's begin and count-out; ``first`` is the method's first line in its file, and the
+    added statements take the line of the node ``at``."""
+    import ast
+
+    maker = ast.parse("def _pilotfish_make(_pilotfish_begin, _pilotfish_end):\n    pass\n").body[0]
+    assert isinstance(maker, ast.FunctionDef)
+    maker.body = [definition, ast.Return(value=ast.Name(id=definition.name, ctx=ast.Load()))]
+    module = ast.Module(body=[maker], type_ignores=[])
+    ast.increment_lineno(module, first - 1)
+    locate_added(added, at.lineno, keep=keep)
+    ast.fix_missing_locations(module)
+    code = compile(module, function.__code__.co_filename, "exec")
+    namespace: Dict[str, Any] = {}
+    exec(code, function.__globals__, namespace)  # the server's own source, recompiled
+    return namespace["_pilotfish_make"]  # type: ignore[no-any-return]

@@ -41,7 +41,7 @@ from .. import log, shared
 from . import asgi as _asgi
 from . import request as rq
 from .recompile import count_out as end
-from .recompile import locate_added
+from .recompile import rebuild
 
 _USER_AGENT = _asgi.USER_AGENT
 _PROBE_AGENT = rq.PROBE_AGENT_BYTES
@@ -149,17 +149,7 @@ def counting_run_asgi(function: Any) -> Optional[Callable[..., Any]]:
     definition.body = added
     # The body keeps its own lines (uvicorn's file, uvicorn's line numbers); the added lines
     # take the line of the ``async def``.
-    outer = ast.parse("def _pilotfish_make(_pilotfish_begin, _pilotfish_end):\n    pass\n").body[0]
-    assert isinstance(outer, ast.FunctionDef)
-    outer.body = [definition, ast.Return(value=ast.Name(id="run_asgi", ctx=ast.Load()))]
-    module = ast.Module(body=[outer], type_ignores=[])
-    ast.increment_lineno(module, first - 1)
-    locate_added(added, definition.lineno, keep=body)
-    ast.fix_missing_locations(module)
-    code = compile(module, function.__code__.co_filename, "exec")
-    namespace: Dict[str, Any] = {}
-    exec(code, function.__globals__, namespace)  # uvicorn's own source, recompiled
-    made: Callable[..., Any] = namespace["_pilotfish_make"](begin, end)
+    made: Callable[..., Any] = rebuild(function, definition, first, added, definition, keep=body)(begin, end)
     made.__qualname__ = function.__qualname__
     made.__module__ = function.__module__
     return made
