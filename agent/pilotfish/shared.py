@@ -48,7 +48,7 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from . import log
 
@@ -592,6 +592,7 @@ class Slot:
     def _release_cell(self, cell: int) -> None:
         with self.lock:
             self._free.append(cell)
+        changed()
 
     def _count_tag(self, tag: str) -> None:
         with self.lock:
@@ -618,6 +619,29 @@ process_segment: Optional[Segment] = None
 process_slot: Optional[Slot] = None
 """This process's slot once claimed (None: not yet). Read directly by the inbound hot paths;
 set only by :func:`slot`."""
+
+_listeners: List[Callable[[], None]] = []
+
+
+def on_change(listener: Callable[[], None]) -> None:
+    """Call ``listener()`` whenever this process's slot or a thread's cell may have changed.
+
+    For a hot path that caches "this thread's cell in this slot" instead of asking
+    :attr:`Slot.per_thread` on every request: the cache must go when the slot is
+    claimed, discarded or forgotten after fork, and when a dead thread's cell is
+    handed back (a new thread may reuse its identifier).
+    """
+    _listeners.append(listener)
+
+
+def changed() -> None:
+    for listener in list(_listeners):
+        try:
+            listener()
+        except Exception:
+            log.exception_once("shm-listener", "a shared-memory change listener failed")
+
+
 _table_lock = threading.Lock()  # threads of one process; replaced in a forked child
 _claim_lock = threading.Lock()  # claim() in two threads at once; replaced in a forked child
 
@@ -651,6 +675,7 @@ def discard() -> None:
     """Owner whose start-up failed: unmap and remove the segment."""
     global process_segment, process_slot
     segment, process_segment, process_slot = process_segment, None, None
+    changed()
     if segment is not None:
         segment.close()
 
@@ -743,6 +768,7 @@ def claim() -> Optional[Slot]:
         # The owner reads every slot, so when it serves requests itself its cells can be a
         # plain list: cheaper to count in than the mapping, and read in this process only.
         process_slot = Slot(segment, index, private=segment.owner and segment.owner_pid() == pid)
+        changed()
         return process_slot
 
 
@@ -760,6 +786,7 @@ def forget_slot_after_fork() -> None:
     _table_lock, _claim_lock = threading.Lock(), threading.Lock()
     if process_segment is not None and not process_segment.shared:
         process_segment = None
+    changed()
 
 
 def set_offline(offline: bool) -> None:

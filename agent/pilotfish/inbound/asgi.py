@@ -19,7 +19,7 @@ tags and counts as the specification says.
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable, FrozenSet, MutableMapping, Optional, Tuple
+from typing import Any, Awaitable, Callable, FrozenSet, List, MutableMapping, Optional, Tuple
 
 from .. import log, settings, shared
 from . import WRAPPED_MARK
@@ -48,12 +48,19 @@ def _header_names(tags_state: Any) -> FrozenSet[bytes]:
     return frozenset(wanted) | {USER_AGENT, rq.CONSUMER_HEADER_BYTES}
 
 
+refreshed: List[Callable[[], None]] = []
+"""Called after every :func:`refresh`: short paths that cache ``noticed_headers`` or
+``always_full`` (:mod:`.uvicorn_cycle`) drop what they cached."""
+
+
 def refresh() -> None:
     """Recompute the short path's settings from the tag settings and ignored paths in force."""
     global noticed_headers, always_full
     state = rq.tags_inbound.current_state if rq.tags_inbound is not None else None
     noticed_headers = _header_names(state)
     always_full = bool(rq.ignore_paths_set or (state is not None and state.lanes))
+    for listener in list(refreshed):
+        listener()
 
 
 def _on_settings(old: settings.Settings, new: settings.Settings) -> None:
