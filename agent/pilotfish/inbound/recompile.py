@@ -7,7 +7,7 @@ statements a line of their own so tracebacks keep the server's file and line num
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Set, Tuple
+from typing import Any, Callable, Dict, Sequence, Set, Tuple
 
 from .. import log, shared
 
@@ -42,15 +42,22 @@ def locate_added(nodes: Any, line: int, keep: Any = ()) -> None:
 
 
 def rebuild(
-    function: Any, definition: Any, first: int, added: Any, at: Any, keep: Any = ()
+    function: Any,
+    definition: Any,
+    first: int,
+    added: Any,
+    at: Any,
+    keep: Any = (),
+    names: Sequence[str] = ("_pilotfish_begin", "_pilotfish_end"),
 ) -> Callable[..., Any]:
     """Compile ``definition`` (the server method's AST, with the ``added`` statements) in the
-    method's own file and globals, with ``_pilotfish_begin``/``_pilotfish_end`` bound to this
-    package's begin and count-out; ``first`` is the method's first line in its file, and the
-    added statements take the line of the node ``at``."""
+    method's own file and globals; returns a maker that binds ``names`` (by default
+    ``_pilotfish_begin``/``_pilotfish_end``: this package's begin and count-out) and returns
+    the method. ``first`` is the method's first line in its file, and the added statements
+    take the line of the node ``at``."""
     import ast
 
-    maker = ast.parse("def _pilotfish_make(_pilotfish_begin, _pilotfish_end):\n    pass\n").body[0]
+    maker = ast.parse("def _pilotfish_make(%s):\n    pass\n" % ", ".join(names)).body[0]
     assert isinstance(maker, ast.FunctionDef)
     maker.body = [definition, ast.Return(value=ast.Name(id=definition.name, ctx=ast.Load()))]
     module = ast.Module(body=[maker], type_ignores=[])

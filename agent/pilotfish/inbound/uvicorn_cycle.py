@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import inspect
 from _thread import get_ident
-from typing import Any, Callable, Dict, FrozenSet, Optional, Tuple, Union
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple, Union
 
 from .. import log, shared
 from . import asgi as _asgi
@@ -81,15 +81,17 @@ class Fast:
         self.noticed = noticed
 
 
-_fast: Optional[Fast] = None
+_cache: List[Optional[Fast]] = [None]
+"""``_cache[0]``: the short path's cache (None: the next usual request fills it). A list, bound
+into the recompiled ``run_asgi``, so that reading it touches nothing else."""
 _generation = 0  # changes on every forget(): a Fast built from older state is not kept
 
 
 def forget() -> None:
     """Drop the short path's cache (the next usual request fills it again)."""
-    global _fast, _generation
+    global _generation
     _generation += 1
-    _fast = None
+    _cache[0] = None
 
 
 shared.on_change(forget)
@@ -115,20 +117,9 @@ State = Union[Fast, Tuple[shared.Slot, int]]
 
 
 def begin(cycle: Any, app: Any) -> Optional[State]:
-    """Count a request in at the start of ``run_asgi``; what :func:`end` needs, or None."""
+    """Count a request in the ordinary way: any app, thread or request; what :func:`end`
+    needs, or None. Fills the short path's cache when it can."""
     try:
-        fast = _fast
-        if fast is not None and app is fast.app and get_ident() == fast.ident:
-            noticed = fast.noticed
-            for name, value in cycle.scope["headers"]:
-                if name in noticed and (name != _USER_AGENT or value.startswith(_PROBE_AGENT)):
-                    break
-            else:
-                words = fast.words
-                words[fast.begun] += 1
-                if words[_OFFLINE_WORD]:
-                    cycle.send = _asgi.offline_send(cycle.send)
-                return fast
         return _begin(cycle, app)
     except Exception:
         log.exception_once("uvicorn-cycle", "inbound accounting failed for a request; served unmodified")
@@ -136,8 +127,6 @@ def begin(cycle: Any, app: Any) -> Optional[State]:
 
 
 def _begin(cycle: Any, app: Any) -> Optional[State]:
-    """The ordinary path: any app, thread or request; fills the short path's cache when it can."""
-    global _fast
     if app is not _last and _apps.get(id(app)) is not app:
         return None
     generation = _generation
@@ -163,22 +152,71 @@ def _begin(cycle: Any, app: Any) -> Optional[State]:
         cell = current.begin(None)
     if counts[_OFFLINE_WORD]:
         cycle.send = _asgi.offline_send(cycle.send)
-    if cell > 0 and not _asgi.always_full and noticed is _asgi.noticed_headers:
-        _fast = Fast(app, get_ident(), counts, cell, noticed)
+    elif cell > 0 and not _asgi.always_full and noticed is _asgi.noticed_headers:
+        _cache[0] = Fast(app, get_ident(), counts, cell, noticed)
         if generation != _generation:  # forgotten meanwhile: built from what may be stale
-            _fast = None
+            _cache[0] = None
     return current, cell
 
 
 def end(state: State) -> None:
     """Count a request out (on the thread that counted it in: the task's loop thread)."""
     if state.__class__ is Fast:
-        try:
-            state.words[state.ended] += 1
-        except Exception:
-            log.exception_once("inbound-count-out", "could not count a request out")
+        state.words[state.ended] += 1
     else:
         count_out(state)  # type: ignore[arg-type]
+
+
+def failed() -> None:
+    """The added lines of ``run_asgi`` raised: log once; the request is served uncounted."""
+    log.exception_once("uvicorn-cycle", "inbound accounting failed for a request; served unmodified")
+
+
+# Added to ``run_asgi`` around its body. The usual request (the cached app and thread, not
+# offline, no header to notice) is counted in and out here, by the cycle itself: no call, and
+# nothing read but the cache. Anything else goes through begin() and end().
+_ADDED = """\
+{state} = _pilotfish_cache[0]
+try:
+    if (
+        {state} is not None
+        and app is {state}.app
+        and _pilotfish_ident() == {state}.ident
+        and not {state}.words[{offline}]
+    ):
+        _pilotfish_noticed = {state}.noticed
+        for _pilotfish_name, _pilotfish_value in self.scope["headers"]:
+            if _pilotfish_name in _pilotfish_noticed and (
+                _pilotfish_name != {agent!r} or _pilotfish_value.startswith({probe!r})
+            ):
+                {state} = _pilotfish_begin(self, app)
+                break
+        else:
+            {state}.words[{state}.begun] += 1
+    else:
+        {state} = _pilotfish_begin(self, app)
+except Exception:
+    {state} = _pilotfish_failed()
+try:
+    pass
+finally:
+    if {state} is not None:
+        try:
+            if {state}.__class__ is _pilotfish_Fast:
+                {state}.words[{state}.ended] += 1
+            else:
+                _pilotfish_end({state})
+        except Exception:
+            _pilotfish_failed()
+"""
+_NAMES = (
+    "_pilotfish_cache",
+    "_pilotfish_ident",
+    "_pilotfish_Fast",
+    "_pilotfish_begin",
+    "_pilotfish_end",
+    "_pilotfish_failed",
+)
 
 
 def rewritable(function: Any) -> bool:
@@ -217,21 +255,17 @@ def counting_run_asgi(function: Any) -> Optional[Callable[..., Any]]:
     ):
         return None
     added = ast.parse(
-        "%s = _pilotfish_begin(self, app)\n"
-        "try:\n"
-        "    pass\n"
-        "finally:\n"
-        "    if %s is not None:\n"
-        "        _pilotfish_end(%s)\n" % (STATE, STATE, STATE)
+        _ADDED.format(state=STATE, offline=_OFFLINE_WORD, agent=_USER_AGENT, probe=_PROBE_AGENT)
     ).body
-    guarded = added[1]
-    assert isinstance(guarded, ast.Try)
+    guarded = added[2]
+    assert isinstance(guarded, ast.Try) and not guarded.handlers
     body = definition.body
     guarded.body = body
     definition.body = added
     # The body keeps its own lines (uvicorn's file, uvicorn's line numbers); the added lines
     # take the line of the ``async def``.
-    made: Callable[..., Any] = rebuild(function, definition, first, added, definition, keep=body)(begin, end)
+    maker = rebuild(function, definition, first, added, definition, keep=body, names=_NAMES)
+    made: Callable[..., Any] = maker(_cache, get_ident, Fast, begin, end, failed)
     made.__qualname__ = function.__qualname__
     made.__module__ = function.__module__
     return made
