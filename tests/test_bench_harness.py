@@ -270,6 +270,28 @@ def test_a_simultaneous_round_loads_every_server_at_once_and_pairs_them(tmp_path
     assert len(rps.ratios(results, "fastapi-uvicorn", "pilotfish")) == 1
 
 
+def test_restarting_every_n_rounds_measures_new_servers_each_time(tmp_path: Path) -> None:
+    """--restart-every 2 over 3 rounds: rounds 0-1 share their servers, round 2 has new ones."""
+    _dev_python_has("fastapi", "uvicorn")
+    results = rps.measure(
+        sys.executable,
+        ["fastapi-uvicorn"],
+        ["bare", "pilotfish"],
+        rounds=3,
+        duration=0.5,
+        warmup=0.0,
+        use_wrk=False,
+        logdir=tmp_path,
+        progress=False,
+        simultaneous=True,
+        restart_every=2,
+    )
+    pids = {(r.round, r.config): r.status["pid"] for r in results if r.status is not None}
+    assert set(pids) == {(0, "pilotfish"), (1, "pilotfish"), (2, "pilotfish")}
+    assert pids[(0, "pilotfish")] == pids[(1, "pilotfish")] != pids[(2, "pilotfish")]
+    assert len(rps.ratios(results, "fastapi-uvicorn", "pilotfish")) == 3
+
+
 def test_the_idle_benchmark_counts_cpu_and_wake_ups_of_a_whole_session() -> None:
     """A child that wakes 50 times a second in its own session is seen doing so."""
     import subprocess

@@ -417,10 +417,17 @@ def measure(
     fresh: bool = False,
     progress: bool = True,
     simultaneous: bool = False,
+    restart_every: int = 0,
 ) -> List[RunResult]:
     """All rounds. Per app, one server per configuration lives through all its rounds
     (``fresh``: a new server for every run instead, slower and no less noisy here;
-    ``simultaneous``: the configurations of a round are loaded at the same time)."""
+    ``simultaneous``: the configurations of a round are loaded at the same time;
+    ``restart_every``: new servers every that many rounds).
+
+    Why restart: two starts of the same server differ by up to ~1 % in requests/s for as
+    long as they live (hash seed, address layout), so the servers of one run are one draw
+    each. Restarting every few rounds puts several draws into the rounds, and their spread
+    into the interval, instead of one draw's luck into the ratio."""
     otel_dir = otel_sitecustomize_dir(python) if "otel" in configs else None
     logdir.mkdir(parents=True, exist_ok=True)
     results = []
@@ -452,9 +459,13 @@ def measure(
             continue
         lives: Dict[str, Live] = {}
         try:
-            for config in configs:
-                lives[config] = Live(python, app, config, otel_dir, logdir, use_wrk)
             for r in range(rounds):
+                if not lives or (restart_every > 0 and r % restart_every == 0 and r > 0):
+                    for live in lives.values():
+                        live.stop()
+                    lives.clear()
+                    for config in configs:
+                        lives[config] = Live(python, app, config, otel_dir, logdir, use_wrk)
                 if simultaneous:
                     for res in measure_together([lives[c] for c in rotated(configs, r)], r, duration, warmup):
                         note(res, r)
@@ -584,6 +595,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         action="store_true",
         help="load the configurations of a round at the same time (they share the server CPU)",
     )
+    parser.add_argument(
+        "--restart-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="new servers every N rounds (0: one server per configuration for the whole run)",
+    )
     parser.add_argument("--logdir", type=Path, default=Path("build") / "bench" / "logs")
     parser.add_argument("--json", type=Path, help="also write raw results here")
     args = parser.parse_args(argv)
@@ -600,6 +618,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         args.logdir,
         fresh=args.fresh,
         simultaneous=args.simultaneous,
+        restart_every=max(0, args.restart_every),
     )
     print("Load generator: %s\n" % ("wrk -t1" if use_wrk else "hack/bench/loadgen.py"))
     print(rps_table(results))
