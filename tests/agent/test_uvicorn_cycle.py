@@ -219,3 +219,79 @@ def test_the_recompiled_run_asgi_runs_the_same_body_and_survives_a_failing_count
         assert seen == [Cycle.scope] and cycle.done
     finally:
         uvicorn_cycle.forget_apps()
+
+
+def test_the_usual_request_is_counted_from_the_cache_which_goes_when_its_inputs_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first usual request fills the cache; later ones are counted by the added lines
+    alone; a probe or a tag header still goes the ordinary way; a slot change, a header-name
+    change or offline drops the cache, and in-flight is right throughout."""
+    import asyncio
+    import os
+    import uuid
+
+    from pilotfish import shared
+    from pilotfish.inbound import asgi
+
+    segment = shared.Segment.create("test-" + uuid.uuid4().hex[:8])
+    index = segment.claim_slot(os.getpid())
+    assert index is not None
+    slot = shared.Slot(segment, index, private=True)
+    monkeypatch.setattr(shared, "process_slot", slot)
+    monkeypatch.setattr(asgi, "always_full", False)
+    inside: List[int] = []
+
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        inside.append(in_flight())
+
+    def in_flight() -> int:
+        [(_index, values, _tags)] = segment.read_slots()
+        return int(values[1])
+
+    class Cycle:
+        def __init__(self, *headers: tuple) -> None:
+            self.scope = {"type": "http", "path": "/", "headers": [(b"host", b"x"), *headers]}
+            self.done = False
+
+        async def send(self, message: dict) -> None:
+            pass
+
+    calls: List[str] = []
+    ordinary = uvicorn_cycle.begin
+
+    def counted_begin(cycle, app):  # type: ignore[no-untyped-def]
+        calls.append("begin")
+        return ordinary(cycle, app)
+
+    uvicorn_cycle.count_app(app)
+    try:
+        # rebuild with the spy bound as the ordinary path
+        monkeypatch.setattr(uvicorn_cycle, "begin", counted_begin)
+        counting = uvicorn_cycle.counting_run_asgi(run_asgi)
+        assert counting is not None
+        for _ in range(3):  # the first claims the thread's cell, the second fills the cache
+            asyncio.run(counting(Cycle(), app))
+        assert calls == ["begin", "begin"] and isinstance(uvicorn_cycle._cache[0], uvicorn_cycle.Fast)
+        asyncio.run(counting(Cycle((b"user-agent", b"curl/8")), app))
+        assert calls == ["begin", "begin"], "a User-Agent that is not a probe's is usual"
+        asyncio.run(counting(Cycle((b"user-agent", b"kube-probe/1.32")), app))
+        asyncio.run(counting(Cycle((b"x-pilotfish-tag", b"gray")), app))
+        assert calls == ["begin"] * 4
+        assert inside == [1, 1, 1, 1, 0, 1] and in_flight() == 0
+
+        shared.changed()  # e.g. a new slot after fork, or a dead thread's cell handed back
+        assert uvicorn_cycle._cache[0] is None
+        asyncio.run(counting(Cycle(), app))
+        assert isinstance(uvicorn_cycle._cache[0], uvicorn_cycle.Fast)
+        asgi.refresh()  # the header names to notice may have changed
+        assert uvicorn_cycle._cache[0] is None
+
+        slot.words[shared.OFFLINE_WORD] = 1  # offline: every request the ordinary way
+        asyncio.run(counting(Cycle(), app))
+        asyncio.run(counting(Cycle(), app))
+        assert uvicorn_cycle._cache[0] is None and calls[-2:] == ["begin", "begin"]
+        assert in_flight() == 0
+    finally:
+        uvicorn_cycle.forget_apps()
+        segment.close()
