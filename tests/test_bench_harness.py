@@ -250,28 +250,9 @@ def test_a_real_server_run_checks_its_configuration_and_measures_requests(
         assert result.status is not None and result.status["requests_total"] >= result.requests
 
 
-def test_a_simultaneous_round_loads_every_server_at_once_and_pairs_them(tmp_path: Path) -> None:
-    """Both servers are loaded in the same round, one result each, paired for the ratio."""
-    _dev_python_has("fastapi", "uvicorn")
-    results = rps.measure(
-        sys.executable,
-        ["fastapi-uvicorn"],
-        ["bare", "pilotfish"],
-        rounds=1,
-        duration=2.0,
-        warmup=0.0,
-        use_wrk=False,
-        logdir=tmp_path,
-        progress=False,
-        simultaneous=True,
-    )
-    assert sorted(r.config for r in results) == ["bare", "pilotfish"]
-    assert all(r.requests > 0 and r.errors == 0 and r.round == 0 for r in results)
-    assert len(rps.ratios(results, "fastapi-uvicorn", "pilotfish")) == 1
-
-
-def test_restarting_every_n_rounds_measures_new_servers_each_time(tmp_path: Path) -> None:
-    """--restart-every 2 over 3 rounds: rounds 0-1 share their servers, round 2 has new ones."""
+def test_simultaneous_rounds_pair_the_servers_and_restart_them_every_n_rounds(tmp_path: Path) -> None:
+    """Both servers are loaded in the same round, one result each, paired for the ratio; with
+    --restart-every 2 over 3 rounds, rounds 0-1 share their servers and round 2 has new ones."""
     _dev_python_has("fastapi", "uvicorn")
     results = rps.measure(
         sys.executable,
@@ -286,6 +267,9 @@ def test_restarting_every_n_rounds_measures_new_servers_each_time(tmp_path: Path
         simultaneous=True,
         restart_every=2,
     )
+    for r in range(3):
+        assert sorted(res.config for res in results if res.round == r) == ["bare", "pilotfish"]
+    assert all(res.requests > 0 and res.errors == 0 for res in results)
     pids = {(r.round, r.config): r.status["pid"] for r in results if r.status is not None}
     assert set(pids) == {(0, "pilotfish"), (1, "pilotfish"), (2, "pilotfish")}
     assert pids[(0, "pilotfish")] == pids[(1, "pilotfish")] != pids[(2, "pilotfish")]

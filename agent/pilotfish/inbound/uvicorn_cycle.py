@@ -147,12 +147,8 @@ def _begin(cycle: Any, app: Any) -> Optional[State]:
         if send is not original:
             cycle.send = send
         return None if counter is None else (counter, cell)
-    cell = current.per_thread.cell
+    cell = current.begin(None)  # > 0: this thread's own cell (0 the first time, or shared)
     counts = current.words
-    if cell > 0:
-        counts[cell] += 1
-    else:
-        cell = current.begin(None)
     if counts[_OFFLINE_WORD]:
         cycle.send = _asgi.offline_send(cycle.send)
     elif cell > 0 and not _asgi.always_full and noticed is _asgi.noticed_headers:
