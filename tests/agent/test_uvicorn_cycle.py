@@ -224,9 +224,10 @@ def test_the_recompiled_run_asgi_runs_the_same_body_and_survives_a_failing_count
 def test_the_usual_request_is_counted_from_the_cache_which_goes_when_its_inputs_change(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The first usual request fills the cache; later ones are counted by the added lines
-    alone; a probe or a tag header still goes the ordinary way; a slot change, a header-name
-    change or offline drops the cache, and in-flight is right throughout."""
+    """The first usual request fills the cache; later ones on the same event loop are counted
+    by the added lines alone; a probe, a tag header or another loop still goes the ordinary
+    way; a slot change, a header-name change or offline drops the cache, and in-flight is
+    right throughout."""
     import asyncio
     import os
     import uuid
@@ -264,6 +265,8 @@ def test_the_usual_request_is_counted_from_the_cache_which_goes_when_its_inputs_
         calls.append("begin")
         return ordinary(cycle, app)
 
+    loop = asyncio.new_event_loop()
+    run = loop.run_until_complete
     uvicorn_cycle.count_app(app)
     try:
         # rebuild with the spy bound as the ordinary path
@@ -271,27 +274,30 @@ def test_the_usual_request_is_counted_from_the_cache_which_goes_when_its_inputs_
         counting = uvicorn_cycle.counting_run_asgi(run_asgi)
         assert counting is not None
         for _ in range(3):  # the first claims the thread's cell, the second fills the cache
-            asyncio.run(counting(Cycle(), app))
+            run(counting(Cycle(), app))
         assert calls == ["begin", "begin"] and isinstance(uvicorn_cycle._cache[0], uvicorn_cycle.Fast)
-        asyncio.run(counting(Cycle((b"user-agent", b"curl/8")), app))
+        run(counting(Cycle((b"user-agent", b"curl/8")), app))
         assert calls == ["begin", "begin"], "a User-Agent that is not a probe's is usual"
-        asyncio.run(counting(Cycle((b"user-agent", b"kube-probe/1.32")), app))
-        asyncio.run(counting(Cycle((b"x-pilotfish-tag", b"gray")), app))
+        run(counting(Cycle((b"user-agent", b"kube-probe/1.32")), app))
+        run(counting(Cycle((b"x-pilotfish-tag", b"gray")), app))
         assert calls == ["begin"] * 4
-        assert inside == [1, 1, 1, 1, 0, 1] and in_flight() == 0
+        asyncio.run(counting(Cycle(), app))  # another event loop
+        assert calls == ["begin"] * 5
+        assert inside == [1, 1, 1, 1, 0, 1, 1] and in_flight() == 0
 
         shared.changed()  # e.g. a new slot after fork, or a dead thread's cell handed back
         assert uvicorn_cycle._cache[0] is None
-        asyncio.run(counting(Cycle(), app))
+        run(counting(Cycle(), app))
         assert isinstance(uvicorn_cycle._cache[0], uvicorn_cycle.Fast)
         asgi.refresh()  # the header names to notice may have changed
         assert uvicorn_cycle._cache[0] is None
 
         slot.words[shared.OFFLINE_WORD] = 1  # offline: every request the ordinary way
-        asyncio.run(counting(Cycle(), app))
-        asyncio.run(counting(Cycle(), app))
+        run(counting(Cycle(), app))
+        run(counting(Cycle(), app))
         assert uvicorn_cycle._cache[0] is None and calls[-2:] == ["begin", "begin"]
         assert in_flight() == 0
     finally:
         uvicorn_cycle.forget_apps()
+        loop.close()
         segment.close()

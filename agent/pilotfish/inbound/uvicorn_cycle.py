@@ -38,7 +38,6 @@ integration wraps the app with :func:`asgi.wrap_asgi` as for any server.
 from __future__ import annotations
 
 import inspect
-from _thread import get_ident
 from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple, Union
 
 from .. import log, shared
@@ -57,27 +56,30 @@ _last: Any = None  # the last registered: one app per process is the usual case
 
 
 class Fast:
-    """What the usual request needs, in one object: the short path's cache for one thread.
+    """What the usual request needs, in one object: the short path's cache for one event loop.
 
     Measured in a loaded uvicorn, the short path's cost was not its instructions but the
     memory it touched between two requests (three module dicts, the slot, a
     ``threading.local`` and its per-thread dict): each read that misses the CPU cache
-    costs more than the arithmetic. So the first request a thread serves the usual way
-    fills one of these (the app, the thread, the slot's counter list and the thread's
-    cell in it, the header names to notice), and every later one reads only it.
+    costs more than the arithmetic. So the first request a loop serves the usual way
+    fills one of these (the app, the loop, the slot's counter list and the cell of the
+    loop's thread in it, the header names to notice), and every later one reads only it.
 
-    Valid for one thread (``ident``): a request on another thread takes the ordinary
-    path. Dropped (:func:`forget`) when the slot or a cell may have changed
+    Valid for one event loop (``loop``): a request on another loop takes the ordinary
+    path. A loop runs on one thread at a time, and uvicorn runs each of its loops on
+    one thread for the loop's life, so the cell stays written by its own thread only;
+    the running loop costs a request no allocation, where the thread's identifier is a
+    new int each time. Dropped (:func:`forget`) when the slot or a cell may have changed
     (:func:`shared.on_change`: claim, fork, a dead thread's cell handed back, whose
     identifier a new thread may reuse) and when the header names or "always full" change
     (:data:`asgi.refreshed`).
     """
 
-    __slots__ = ("app", "ident", "words", "begun", "ended", "noticed")
+    __slots__ = ("app", "loop", "words", "begun", "ended", "noticed")
 
-    def __init__(self, app: Any, ident: int, words: Any, cell: int, noticed: FrozenSet[bytes]) -> None:
+    def __init__(self, app: Any, loop: Any, words: Any, cell: int, noticed: FrozenSet[bytes]) -> None:
         self.app = app
-        self.ident = ident
+        self.loop = loop
         self.words = words
         self.begun = cell
         self.ended = cell + 1
@@ -88,6 +90,23 @@ _cache: List[Optional[Fast]] = [None]
 """``_cache[0]``: the short path's cache (None: the next usual request fills it). A list, bound
 into the recompiled ``run_asgi``, so that reading it touches nothing else."""
 _generation = 0  # changes on every forget(): a Fast built from older state is not kept
+
+
+def _no_loop() -> Any:
+    return None
+
+
+running_loop: Callable[[], Any] = _no_loop
+"""The running event loop or None: asyncio's ``_get_running_loop``, bound when ``run_asgi``
+is recompiled (asyncio is loaded by then; this module does not import it for other apps)."""
+
+
+def _loop_function() -> Callable[[], Any]:
+    try:
+        from _asyncio import _get_running_loop  # C: no allocation, no lookup
+    except ImportError:
+        from asyncio.events import _get_running_loop
+    return _get_running_loop
 
 
 def forget() -> None:
@@ -152,9 +171,11 @@ def _begin(cycle: Any, app: Any) -> Optional[State]:
     if counts[_OFFLINE_WORD]:
         cycle.send = _asgi.offline_send(cycle.send)
     elif cell > 0 and not _asgi.always_full and noticed is _asgi.noticed_headers:
-        _cache[0] = Fast(app, get_ident(), counts, cell, noticed)
-        if generation != _generation:  # forgotten meanwhile: built from what may be stale
-            _cache[0] = None
+        loop = running_loop()
+        if loop is not None:
+            _cache[0] = Fast(app, loop, counts, cell, noticed)
+            if generation != _generation:  # forgotten meanwhile: built from what may be stale
+                _cache[0] = None
     return current, cell
 
 
@@ -180,7 +201,7 @@ try:
     if (
         {state} is not None
         and app is {state}.app
-        and _pilotfish_ident() == {state}.ident
+        and _pilotfish_loop() is {state}.loop
         and not {state}.words[{offline}]
     ):
         _pilotfish_noticed = {state}.noticed
@@ -210,7 +231,7 @@ finally:
 """
 _NAMES = (
     "_pilotfish_cache",
-    "_pilotfish_ident",
+    "_pilotfish_loop",
     "_pilotfish_Fast",
     "_pilotfish_begin",
     "_pilotfish_end",
@@ -264,7 +285,9 @@ def counting_run_asgi(function: Any) -> Optional[Callable[..., Any]]:
     # The body keeps its own lines (uvicorn's file, uvicorn's line numbers); the added lines
     # take the line of the ``async def``.
     maker = rebuild(function, definition, first, added, definition, keep=body, names=_NAMES)
-    made: Callable[..., Any] = maker(_cache, get_ident, Fast, begin, end, failed)
+    global running_loop
+    running_loop = _loop_function()
+    made: Callable[..., Any] = maker(_cache, running_loop, Fast, begin, end, failed)
     made.__qualname__ = function.__qualname__
     made.__module__ = function.__module__
     return made
