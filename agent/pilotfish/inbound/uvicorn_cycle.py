@@ -11,14 +11,14 @@ uvicorn's own source with lines added around its body (``_ADDED``)::
     try:
         <run_asgi's body, unchanged>
     finally:
-        <counted out here, or end(_pilotfish_state)>
+        <counted out here, or recompile.count_out(_pilotfish_state)>
 
 Same file name and line numbers as uvicorn's (tracebacks read the same), same
 module globals. A coroutine layer costs every resumption of the task a frame of
 its own; the added lines cost the request a few reads of one object.
 
-The usual request (the app and thread of the cache, not offline, no header to
-notice) is counted by the added lines themselves, from :class:`Fast`: no call.
+The usual request (the app and event loop of the cache, not offline, no header
+to notice) is counted by the added lines themselves, from :class:`Fast`: no call.
 Measured in a loaded server, what cost was not the instructions but the memory
 each request read (module dicts, the slot, a ``threading.local``), cold again by
 the next request; the added lines read one cached object. :func:`begin` does the
@@ -38,7 +38,7 @@ integration wraps the app with :func:`asgi.wrap_asgi` as for any server.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple
 
 from .. import log, shared
 from . import asgi as _asgi
@@ -70,8 +70,8 @@ class Fast:
     one thread for the loop's life, so the cell stays written by its own thread only;
     the running loop costs a request no allocation, where the thread's identifier is a
     new int each time. Dropped (:func:`forget`) when the slot or a cell may have changed
-    (:func:`shared.on_change`: claim, fork, a dead thread's cell handed back, whose
-    identifier a new thread may reuse) and when the header names or "always full" change
+    (:func:`shared.on_change`: claim, fork, a dead thread's cell handed back to another
+    thread) and when the header names or "always full" change
     (:data:`asgi.refreshed`).
     """
 
@@ -135,12 +135,9 @@ def forget_apps() -> None:
     forget()
 
 
-State = Union[Fast, Tuple[shared.Slot, int]]
-
-
-def begin(cycle: Any, app: Any) -> Optional[State]:
-    """Count a request in the ordinary way: any app, thread or request; what :func:`end`
-    needs, or None. Fills the short path's cache when it can."""
+def begin(cycle: Any, app: Any) -> Optional[Tuple[shared.Slot, int]]:
+    """Count a request in the ordinary way: any app, loop or request; what
+    :func:`recompile.count_out` needs, or None. Fills the short path's cache when it can."""
     try:
         return _begin(cycle, app)
     except Exception:
@@ -148,7 +145,7 @@ def begin(cycle: Any, app: Any) -> Optional[State]:
         return None
 
 
-def _begin(cycle: Any, app: Any) -> Optional[State]:
+def _begin(cycle: Any, app: Any) -> Optional[Tuple[shared.Slot, int]]:
     if app is not _last and _apps.get(id(app)) is not app:
         return None
     generation = _generation
@@ -179,22 +176,14 @@ def _begin(cycle: Any, app: Any) -> Optional[State]:
     return current, cell
 
 
-def end(state: State) -> None:
-    """Count a request out (on the thread that counted it in: the task's loop thread)."""
-    if state.__class__ is Fast:
-        state.words[state.ended] += 1
-    else:
-        count_out(state)  # type: ignore[arg-type]
-
-
 def failed() -> None:
     """The added lines of ``run_asgi`` raised: log once; the request is served uncounted."""
     log.exception_once("uvicorn-cycle", "inbound accounting failed for a request; served unmodified")
 
 
-# Added to ``run_asgi`` around its body. The usual request (the cached app and thread, not
+# Added to ``run_asgi`` around its body. The usual request (the cached app and event loop, not
 # offline, no header to notice) is counted in and out here, by the cycle itself: no call, and
-# nothing read but the cache. Anything else goes through begin() and end().
+# nothing read but the cache. Anything else goes through begin() and recompile.count_out().
 _ADDED = """\
 {state} = _pilotfish_cache[0]
 try:
@@ -287,7 +276,7 @@ def counting_run_asgi(function: Any) -> Optional[Callable[..., Any]]:
     maker = rebuild(function, definition, first, added, definition, keep=body, names=_NAMES)
     global running_loop
     running_loop = _loop_function()
-    made: Callable[..., Any] = maker(_cache, running_loop, Fast, begin, end, failed)
+    made: Callable[..., Any] = maker(_cache, running_loop, Fast, begin, count_out, failed)
     made.__qualname__ = function.__qualname__
     made.__module__ = function.__module__
     return made
