@@ -167,7 +167,7 @@ def _begin(cycle: Any, app: Any) -> Optional[Tuple[shared.Slot, int]]:
     counts = current.words
     if counts[_OFFLINE_WORD]:
         cycle.send = _asgi.offline_send(cycle.send)
-    elif cell > 0 and not _asgi.always_full and noticed is _asgi.noticed_headers:
+    elif cell > 0:  # always_full and noticed were read after `generation`: a refresh since shows
         loop = running_loop()
         if loop is not None:
             _cache[0] = Fast(app, loop, counts, cell, noticed)
