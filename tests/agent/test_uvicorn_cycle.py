@@ -224,12 +224,13 @@ def test_the_recompiled_run_asgi_runs_the_same_body_and_survives_a_failing_count
 def test_the_usual_request_is_counted_from_the_cache_which_goes_when_its_inputs_change(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The first usual request fills the cache; later ones on the same event loop are counted
-    by the added lines alone; a probe, a tag header or another loop still goes the ordinary
-    way; a slot change, a header-name change or offline drops the cache, and in-flight is
-    right throughout."""
+    """The first usual request fills the cache; later ones on the same thread are counted
+    by the added lines alone (another event loop on that thread too); a probe, a tag header
+    or another thread still goes the ordinary way; a slot change, a header-name change or
+    offline drops the cache, and in-flight is right throughout."""
     import asyncio
     import os
+    import threading
     import uuid
 
     from pilotfish import shared
@@ -281,21 +282,25 @@ def test_the_usual_request_is_counted_from_the_cache_which_goes_when_its_inputs_
         run(counting(Cycle((b"user-agent", b"kube-probe/1.32")), app))
         run(counting(Cycle((b"x-pilotfish-tag", b"gray")), app))
         assert calls == ["begin"] * 4
-        asyncio.run(counting(Cycle(), app))  # another event loop
-        assert calls == ["begin"] * 5
-        assert inside == [1, 1, 1, 1, 0, 1, 1] and in_flight() == 0
+        asyncio.run(counting(Cycle(), app))  # another event loop, same thread: same cell
+        assert calls == ["begin"] * 4
+        other = threading.Thread(target=lambda: asyncio.run(counting(Cycle(), app)))
+        other.start()
+        other.join()
+        assert calls == ["begin"] * 5, "another thread has a cell of its own"
+        assert inside == [1, 1, 1, 1, 0, 1, 1, 1] and in_flight() == 0
 
         shared.changed()  # e.g. a new slot after fork, or a dead thread's cell handed back
-        assert uvicorn_cycle._cache[0] is None
+        assert uvicorn_cycle._cache[0] is uvicorn_cycle.EMPTY
         run(counting(Cycle(), app))
         assert isinstance(uvicorn_cycle._cache[0], uvicorn_cycle.Fast)
         asgi.refresh()  # the header names to notice may have changed
-        assert uvicorn_cycle._cache[0] is None
+        assert uvicorn_cycle._cache[0] is uvicorn_cycle.EMPTY
 
         slot.words[shared.OFFLINE_WORD] = 1  # offline: every request the ordinary way
         run(counting(Cycle(), app))
         run(counting(Cycle(), app))
-        assert uvicorn_cycle._cache[0] is None and calls[-2:] == ["begin", "begin"]
+        assert uvicorn_cycle._cache[0] is uvicorn_cycle.EMPTY and calls[-2:] == ["begin", "begin"]
         assert in_flight() == 0
     finally:
         uvicorn_cycle.forget_apps()

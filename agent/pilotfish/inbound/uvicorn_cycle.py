@@ -7,18 +7,18 @@ ASGI wrapper would (in the request's own task, around the app), so instead of a
 coroutine of ours around the app, the cycle's ``run_asgi`` is recompiled from
 uvicorn's own source with lines added around its body (``_ADDED``)::
 
-    _pilotfish_state = <the usual request: counted in here, else begin(self, app)>
+    <the usual request: counted in here; else _pilotfish_ordinary = begin(self, app)>
     try:
         <run_asgi's body, unchanged>
     finally:
-        <counted out here, or recompile.count_out(_pilotfish_state)>
+        <counted out here; else recompile.count_out(_pilotfish_ordinary)>
 
 Same file name and line numbers as uvicorn's (tracebacks read the same), same
 module globals. A coroutine layer costs every resumption of the task a frame of
 its own; the added lines cost the request a few reads of one object.
 
-The usual request (the app and event loop of the cache, not offline, no header
-to notice) is counted by the added lines themselves, from :class:`Fast`: no call.
+The usual request (the app and thread of the cache, not offline, no header to
+notice) is counted by the added lines themselves, from :class:`Fast`: no call.
 Measured in a loaded server, what cost was not the instructions but the memory
 each request read (module dicts, the slot, a ``threading.local``), cold again by
 the next request; the added lines read one cached object. :func:`begin` does the
@@ -38,6 +38,7 @@ integration wraps the app with :func:`asgi.wrap_asgi` as for any server.
 from __future__ import annotations
 
 import inspect
+from _thread import get_ident
 from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple
 
 from .. import log, shared
@@ -49,6 +50,7 @@ _USER_AGENT = _asgi.USER_AGENT
 _PROBE_AGENT = rq.PROBE_AGENT_BYTES
 _OFFLINE_WORD = shared.OFFLINE_WORD
 STATE = "_pilotfish_state"
+ORDINARY = "_pilotfish_ordinary"
 
 # id(app) -> app: the apps counted in the cycle (the ones uvicorn's Config.load made).
 _apps: Dict[int, Any] = {}
@@ -56,64 +58,51 @@ _last: Any = None  # the last registered: one app per process is the usual case
 
 
 class Fast:
-    """What the usual request needs, in one object: the short path's cache for one event loop.
+    """What the usual request needs, in one object: the short path's cache for one thread.
 
     Measured in a loaded uvicorn, the short path's cost was not its instructions but the
     memory it touched between two requests (three module dicts, the slot, a
     ``threading.local`` and its per-thread dict): each read that misses the CPU cache
-    costs more than the arithmetic. So the first request a loop serves the usual way
-    fills one of these (the app, the loop, the slot's counter list and the cell of the
-    loop's thread in it, the header names to notice), and every later one reads only it.
+    costs more than the arithmetic. So the first request a thread serves the usual way
+    fills one of these (the app, the thread, the slot's counter list and the thread's
+    cell in it, the header names to notice), and every later one reads only it.
 
-    Valid for one event loop (``loop``): a request on another loop takes the ordinary
-    path. A loop runs on one thread at a time, and uvicorn runs each of its loops on
-    one thread for the loop's life, so the cell stays written by its own thread only;
-    the running loop costs a request no allocation, where the thread's identifier is a
-    new int each time. Dropped (:func:`forget`) when the slot or a cell may have changed
+    Valid for one thread (``thread``, its identifier): a request on another thread takes
+    the ordinary path, so a cell is only ever written by its own thread. Not keyed on
+    the running event loop, although that allocates nothing: asyncio's
+    ``_get_running_loop`` checks the loop's process with ``getpid()``, a system call on
+    every request, which cost more time than the identifier's new int (and which
+    instruction counts do not show). Dropped (:func:`forget`) when the slot or a cell may have changed
     (:func:`shared.on_change`: claim, fork, a dead thread's cell handed back to another
     thread) and when the header names or "always full" change
     (:data:`asgi.refreshed`).
     """
 
-    __slots__ = ("app", "loop", "words", "begun", "ended", "noticed")
+    __slots__ = ("app", "thread", "words", "begun", "ended", "noticed")
 
-    def __init__(self, app: Any, loop: Any, words: Any, cell: int, noticed: FrozenSet[bytes]) -> None:
+    def __init__(self, app: Any, thread: int, words: Any, cell: int, noticed: FrozenSet[bytes]) -> None:
         self.app = app
-        self.loop = loop
+        self.thread = thread
         self.words = words
         self.begun = cell
         self.ended = cell + 1
         self.noticed = noticed
 
 
-_cache: List[Optional[Fast]] = [None]
-"""``_cache[0]``: the short path's cache (None: the next usual request fills it). A list, bound
-into the recompiled ``run_asgi``, so that reading it touches nothing else."""
+EMPTY = Fast(object(), 0, None, 0, frozenset())
+"""No cache: an app that no request has, so every request goes the ordinary way (and the next
+usual one fills the cache). Not None, so the added lines test the app only."""
+_cache: List[Fast] = [EMPTY]
+"""``_cache[0]``: the short path's cache, or :data:`EMPTY`. A list, bound into the recompiled
+``run_asgi``, so that reading it touches nothing else."""
 _generation = 0  # changes on every forget(): a Fast built from older state is not kept
-
-
-def _no_loop() -> Any:
-    return None
-
-
-running_loop: Callable[[], Any] = _no_loop
-"""The running event loop or None: asyncio's ``_get_running_loop``, bound when ``run_asgi``
-is recompiled (asyncio is loaded by then; this module does not import it for other apps)."""
-
-
-def _loop_function() -> Callable[[], Any]:
-    try:
-        from _asyncio import _get_running_loop  # C: no allocation, no lookup
-    except ImportError:
-        from asyncio.events import _get_running_loop
-    return _get_running_loop
 
 
 def forget() -> None:
     """Drop the short path's cache (the next usual request fills it again)."""
     global _generation
     _generation += 1
-    _cache[0] = None
+    _cache[0] = EMPTY
 
 
 shared.on_change(forget)
@@ -136,7 +125,7 @@ def forget_apps() -> None:
 
 
 def begin(cycle: Any, app: Any) -> Optional[Tuple[shared.Slot, int]]:
-    """Count a request in the ordinary way: any app, loop or request; what
+    """Count a request in the ordinary way: any app, thread or request; what
     :func:`recompile.count_out` needs, or None. Fills the short path's cache when it can."""
     try:
         return _begin(cycle, app)
@@ -168,11 +157,9 @@ def _begin(cycle: Any, app: Any) -> Optional[Tuple[shared.Slot, int]]:
     if counts[_OFFLINE_WORD]:
         cycle.send = _asgi.offline_send(cycle.send)
     elif cell > 0:  # always_full and noticed were read after `generation`: a refresh since shows
-        loop = running_loop()
-        if loop is not None:
-            _cache[0] = Fast(app, loop, counts, cell, noticed)
-            if generation != _generation:  # forgotten meanwhile: built from what may be stale
-                _cache[0] = None
+        _cache[0] = Fast(app, get_ident(), counts, cell, noticed)
+        if generation != _generation:  # forgotten meanwhile: built from what may be stale
+            _cache[0] = EMPTY
     return current, cell
 
 
@@ -181,16 +168,17 @@ def failed() -> None:
     log.exception_once("uvicorn-cycle", "inbound accounting failed for a request; served unmodified")
 
 
-# Added to ``run_asgi`` around its body. The usual request (the cached app and event loop, not
+# Added to ``run_asgi`` around its body. The usual request (the cached app and thread, not
 # offline, no header to notice) is counted in and out here, by the cycle itself: no call, and
-# nothing read but the cache. Anything else goes through begin() and recompile.count_out().
+# nothing read but the cache; {state} stays the cache's Fast, to count out. Anything else goes
+# through begin() and recompile.count_out() with {ordinary} ({state} None). As few steps as
+# can be: the cache is never None (EMPTY), and counting out tests {state} only.
 _ADDED = """\
 {state} = _pilotfish_cache[0]
 try:
     if (
-        {state} is not None
-        and app is {state}.app
-        and _pilotfish_loop() is {state}.loop
+        app is {state}.app
+        and _pilotfish_thread() == {state}.thread
         and not {state}.words[{offline}]
     ):
         _pilotfish_noticed = {state}.noticed
@@ -198,30 +186,31 @@ try:
             if _pilotfish_name in _pilotfish_noticed and (
                 _pilotfish_name != {agent!r} or _pilotfish_value.startswith({probe!r})
             ):
-                {state} = _pilotfish_begin(self, app)
+                {state} = None
+                {ordinary} = _pilotfish_begin(self, app)
                 break
         else:
             {state}.words[{state}.begun] += 1
     else:
-        {state} = _pilotfish_begin(self, app)
+        {state} = None
+        {ordinary} = _pilotfish_begin(self, app)
 except Exception:
-    {state} = _pilotfish_failed()
+    {state} = None
+    {ordinary} = _pilotfish_failed()
 try:
     pass
 finally:
-    if {state} is not None:
-        try:
-            if {state}.__class__ is _pilotfish_Fast:
-                {state}.words[{state}.ended] += 1
-            else:
-                _pilotfish_end({state})
-        except Exception:
-            _pilotfish_failed()
+    try:
+        if {state} is not None:
+            {state}.words[{state}.ended] += 1
+        elif {ordinary} is not None:
+            _pilotfish_end({ordinary})
+    except Exception:
+        _pilotfish_failed()
 """
 _NAMES = (
     "_pilotfish_cache",
-    "_pilotfish_loop",
-    "_pilotfish_Fast",
+    "_pilotfish_thread",
     "_pilotfish_begin",
     "_pilotfish_end",
     "_pilotfish_failed",
@@ -236,6 +225,7 @@ def rewritable(function: Any) -> bool:
         and list(inspect.signature(function).parameters) == ["self", "app"]
         and not function.__code__.co_freevars
         and STATE not in function.__code__.co_varnames
+        and ORDINARY not in function.__code__.co_varnames
     )
 
 
@@ -264,7 +254,9 @@ def counting_run_asgi(function: Any) -> Optional[Callable[..., Any]]:
     ):
         return None
     added = ast.parse(
-        _ADDED.format(state=STATE, offline=_OFFLINE_WORD, agent=_USER_AGENT, probe=_PROBE_AGENT)
+        _ADDED.format(
+            state=STATE, ordinary=ORDINARY, offline=_OFFLINE_WORD, agent=_USER_AGENT, probe=_PROBE_AGENT
+        )
     ).body
     guarded = added[2]
     assert isinstance(guarded, ast.Try) and not guarded.handlers
@@ -274,9 +266,7 @@ def counting_run_asgi(function: Any) -> Optional[Callable[..., Any]]:
     # The body keeps its own lines (uvicorn's file, uvicorn's line numbers); the added lines
     # take the line of the ``async def``.
     maker = rebuild(function, definition, first, added, definition, keep=body, names=_NAMES)
-    global running_loop
-    running_loop = _loop_function()
-    made: Callable[..., Any] = maker(_cache, running_loop, Fast, begin, count_out, failed)
+    made: Callable[..., Any] = maker(_cache, get_ident, begin, count_out, failed)
     made.__qualname__ = function.__qualname__
     made.__module__ = function.__module__
     return made
