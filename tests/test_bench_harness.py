@@ -373,3 +373,33 @@ def test_every_step_of_the_inbound_path_is_timed() -> None:
     assert rows["shared.py:Slot.begin + Slot.end"] is not None
     assert all(us is None or us > 0 for us in rows.values())
     assert rows["trivial WSGI app, wrap_wsgi"] > rows["trivial WSGI app, bare"]  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("mode", ["bare", "agent"])
+def test_the_cycle_micro_benchmark_drives_the_recompiled_run_asgi_through_its_short_path(
+    agent_tree: Path, mode: str, tmp_path: Path
+) -> None:
+    """``cycle_instructions`` measures the added lines only if, in its driver, the agent woke,
+    recompiled ``run_asgi`` and counted the usual request from the cache: the driver says so
+    or fails (here without valgrind, which only counts what the same driver runs)."""
+    import os
+    import subprocess
+
+    from hack.bench import cycle_instructions
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PILOTFISH_") and k != "PYTHONPATH"}
+    if mode == "agent":
+        env.update(
+            PYTHONPATH=str(agent_tree / "bootstrap"),
+            PILOTFISH_STATUS_HOST="127.0.0.1",
+            PILOTFISH_STATUS_PORT=str(rps.free_port()),
+        )
+    done = subprocess.run(
+        [sys.executable, str(cycle_instructions.write_driver(tmp_path)), mode, "50", "3"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
