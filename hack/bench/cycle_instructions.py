@@ -18,7 +18,6 @@ two agents: ``--trees build/agent-tree,/tmp/old-tree``.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
 import subprocess
@@ -27,7 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import List, Optional
 
-from .common import BOOTSTRAP, bench_python, markdown_table
+from .common import BOOTSTRAP, TREE_CONFIG, bench_python, config_env, markdown_table
 from .rps import free_port
 
 _WARM = 1000
@@ -107,12 +106,12 @@ def write_driver(directory: Path) -> Path:
 
 def _total(python: str, tree: Optional[Path], calls: int, headers: int) -> int:
     outdir = Path(tempfile.mkdtemp(prefix="pilotfish-cycle-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PILOTFISH_") and k != "PYTHONPATH"}
+    if tree is None:
+        env = config_env("bare", None)
+    else:
+        status = {"PILOTFISH_STATUS_HOST": "127.0.0.1", "PILOTFISH_STATUS_PORT": str(free_port())}
+        env = config_env(TREE_CONFIG + str(tree), None, status)
     env["PYTHONHASHSEED"] = "0"
-    if tree is not None:
-        env["PYTHONPATH"] = str(tree / "bootstrap")
-        env["PILOTFISH_STATUS_HOST"] = "127.0.0.1"
-        env["PILOTFISH_STATUS_PORT"] = str(free_port())
     try:
         done = subprocess.run(
             [
