@@ -214,7 +214,9 @@ def test_a_server_bound_to_a_unix_socket_on_purpose_still_wakes_the_agent(
         assert path in status["runtime"]["app_addresses"]
         for _ in range(6):
             assert _unix_get(path) == 200
-        status = app.wait_status(lambda s: s["requests_total"] >= 6)
+        # gunicorn forks its workers a random 0-0.1 s apart: the pod may be ready (and
+        # serve all six) before the second worker exists, so wait for it rather than assume it
+        status = app.wait_status(lambda s: s["requests_total"] >= 6 and len(s["workers"]) >= processes)
         assert status["requests_total"] == 6
         assert len(status["workers"]) == processes
 
