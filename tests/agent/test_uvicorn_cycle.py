@@ -224,10 +224,11 @@ def test_the_recompiled_run_asgi_runs_the_same_body_and_survives_a_failing_count
 def test_the_usual_request_is_counted_from_the_cache_which_goes_when_its_inputs_change(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The first usual request fills the cache; later ones on the same thread are counted
-    by the added lines alone (another event loop on that thread too); a probe, a tag header
-    or another thread still goes the ordinary way; a slot change, a header-name change or
-    offline drops the cache, and in-flight is right throughout."""
+    """The first usual request fills the cache; later ones of the same server are counted by
+    the added lines alone; a probe, a tag header, another server (on another thread) or the
+    server's new default headers (its tick, every second) still go the ordinary way; a slot
+    change, a header-name change or offline drops the cache, and in-flight is right
+    throughout."""
     import asyncio
     import os
     import threading
@@ -251,9 +252,13 @@ def test_the_usual_request_is_counted_from_the_cache_which_goes_when_its_inputs_
         [(_index, values, _tags)] = segment.read_slots()
         return int(values[1])
 
+    # uvicorn's ServerState.default_headers: one list per server, replaced by its tick
+    servers = {"main": [(b"server", b"uvicorn")], "other": [(b"server", b"uvicorn")]}
+
     class Cycle:
-        def __init__(self, *headers: tuple) -> None:
+        def __init__(self, *headers: tuple, server: str = "main") -> None:
             self.scope = {"type": "http", "path": "/", "headers": [(b"host", b"x"), *headers]}
+            self.default_headers = servers[server]
             self.done = False
 
         async def send(self, message: dict) -> None:
@@ -282,13 +287,23 @@ def test_the_usual_request_is_counted_from_the_cache_which_goes_when_its_inputs_
         run(counting(Cycle((b"user-agent", b"kube-probe/1.32")), app))
         run(counting(Cycle((b"x-pilotfish-tag", b"gray")), app))
         assert calls == ["begin"] * 4
-        asyncio.run(counting(Cycle(), app))  # another event loop, same thread: same cell
-        assert calls == ["begin"] * 4
-        other = threading.Thread(target=lambda: asyncio.run(counting(Cycle(), app)))
+        servers["main"] = [(b"server", b"uvicorn")]  # the tick: a new list, once a second
+        run(counting(Cycle(), app))
+        run(counting(Cycle(), app))
+        assert calls == ["begin"] * 5
+
+        def other_server() -> None:
+            for _ in range(2):  # the first claims this thread's cell, the second fills the cache
+                asyncio.run(counting(Cycle(server="other"), app))
+
+        other = threading.Thread(target=other_server)
         other.start()
         other.join()
-        assert calls == ["begin"] * 5, "another thread has a cell of its own"
-        assert inside == [1, 1, 1, 1, 0, 1, 1, 1] and in_flight() == 0
+        assert calls == ["begin"] * 7, "another server on another thread: its own cell and cache"
+        run(counting(Cycle(), app))
+        run(counting(Cycle(), app))
+        assert calls == ["begin"] * 8, "the cache another server filled is not this server's"
+        assert inside == [1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1] and in_flight() == 0
 
         shared.changed()  # e.g. a new slot after fork, or a dead thread's cell handed back
         assert uvicorn_cycle._cache[0] is uvicorn_cycle.EMPTY
@@ -296,6 +311,17 @@ def test_the_usual_request_is_counted_from_the_cache_which_goes_when_its_inputs_
         assert isinstance(uvicorn_cycle._cache[0], uvicorn_cycle.Fast)
         asgi.refresh()  # the header names to notice may have changed
         assert uvicorn_cycle._cache[0] is uvicorn_cycle.EMPTY
+
+        def shapeless() -> Cycle:  # a cycle with no server's default headers: never cached
+            cycle = Cycle()
+            del cycle.default_headers
+            return cycle
+
+        before = len(calls)
+        for _ in range(3):
+            run(counting(shapeless(), app))
+        assert uvicorn_cycle._cache[0] is uvicorn_cycle.EMPTY and len(calls) == before + 3
+        assert inside[-3:] == [1, 1, 1] and in_flight() == 0
 
         slot.words[shared.OFFLINE_WORD] = 1  # offline: every request the ordinary way
         run(counting(Cycle(), app))

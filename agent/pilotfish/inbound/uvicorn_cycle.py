@@ -17,7 +17,7 @@ Same file name and line numbers as uvicorn's (tracebacks read the same), same
 module globals. A coroutine layer costs every resumption of the task a frame of
 its own; the added lines cost the request a few reads of one object.
 
-The usual request (the app and thread of the cache, not offline, no header to
+The usual request (the app and server of the cache, not offline, no header to
 notice) is counted by the added lines themselves, from :class:`Fast`: no call.
 Measured in a loaded server, what cost was not the instructions but the memory
 each request read (module dicts, the slot, a ``threading.local``), cold again by
@@ -38,7 +38,6 @@ integration wraps the app with :func:`asgi.wrap_asgi` as for any server.
 from __future__ import annotations
 
 import inspect
-from _thread import get_ident
 from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple
 
 from .. import log, shared
@@ -58,38 +57,43 @@ _last: Any = None  # the last registered: one app per process is the usual case
 
 
 class Fast:
-    """What the usual request needs, in one object: the short path's cache for one thread.
+    """What the usual request needs, in one object: the short path's cache for one server.
 
     Measured in a loaded uvicorn, the short path's cost was not its instructions but the
     memory it touched between two requests (three module dicts, the slot, a
     ``threading.local`` and its per-thread dict): each read that misses the CPU cache
-    costs more than the arithmetic. So the first request a thread serves the usual way
-    fills one of these (the app, the thread, the slot's counter list and the thread's
-    cell in it, the header names to notice), and every later one reads only it.
+    costs more than the arithmetic. So the first request a server's thread serves the
+    usual way fills one of these (the app, the server, the slot's counter list and the
+    thread's cell in it, the header names to notice), and every later one reads only it.
 
-    Valid for one thread (``thread``, its identifier): a request on another thread takes
-    the ordinary path, so a cell is only ever written by its own thread. Not keyed on
-    the running event loop, although that allocates nothing: asyncio's
-    ``_get_running_loop`` checks the loop's process with ``getpid()``, a system call on
-    every request, which cost more time than the identifier's new int (and which
-    instruction counts do not show). Dropped (:func:`forget`) when the slot or a cell may have changed
+    A cell is written only by its own thread, so the cache must not serve a request on
+    another thread. ``server`` is the key that says so at no cost: the list of default
+    headers the cycle was given (``self.default_headers``, uvicorn's
+    ``ServerState.default_headers``). Each uvicorn ``Server`` has its own, and a server
+    runs on one event loop, so on one thread; its tick replaces the list every second,
+    which costs one request a second the ordinary way (which takes its own thread's cell). The
+    earlier keys cost more: ``_thread.get_ident()`` is a call that makes a new int each
+    request (~0.5k instructions with the comparison), and asyncio's ``_get_running_loop``
+    checks the loop's process with ``getpid()``, a system call on every request (which
+    instruction counts do not show). A cycle with no such list is never cached.
+
+    Dropped (:func:`forget`) when the slot or a cell may have changed
     (:func:`shared.on_change`: claim, fork, a dead thread's cell handed back to another
-    thread) and when the header names or "always full" change
-    (:data:`asgi.refreshed`).
+    thread) and when the header names or "always full" change (:data:`asgi.refreshed`).
     """
 
-    __slots__ = ("app", "thread", "words", "begun", "ended", "noticed")
+    __slots__ = ("app", "server", "words", "begun", "ended", "noticed")
 
-    def __init__(self, app: Any, thread: int, words: Any, cell: int, noticed: FrozenSet[bytes]) -> None:
+    def __init__(self, app: Any, server: Any, words: Any, cell: int, noticed: FrozenSet[bytes]) -> None:
         self.app = app
-        self.thread = thread
+        self.server = server
         self.words = words
         self.begun = cell
         self.ended = cell + 1
         self.noticed = noticed
 
 
-EMPTY = Fast(object(), 0, None, 0, frozenset())
+EMPTY = Fast(object(), None, None, 0, frozenset())
 """No cache: an app that no request has, so every request goes the ordinary way (and the next
 usual one fills the cache). Not None, so the added lines test the app only."""
 _cache: List[Fast] = [EMPTY]
@@ -156,8 +160,9 @@ def _begin(cycle: Any, app: Any) -> Optional[Tuple[shared.Slot, int]]:
     counts = current.words
     if counts[_OFFLINE_WORD]:
         cycle.send = _asgi.offline_send(cycle.send)
-    elif cell > 0:  # always_full and noticed were read after `generation`: a refresh since shows
-        _cache[0] = Fast(app, get_ident(), counts, cell, noticed)
+    elif cell > 0 and type(getattr(cycle, "default_headers", None)) is list:
+        # always_full and noticed were read after `generation`: a refresh since shows
+        _cache[0] = Fast(app, cycle.default_headers, counts, cell, noticed)
         if generation != _generation:  # forgotten meanwhile: built from what may be stale
             _cache[0] = EMPTY
     return current, cell
@@ -168,7 +173,7 @@ def failed() -> None:
     log.exception_once("uvicorn-cycle", "inbound accounting failed for a request; served unmodified")
 
 
-# Added to ``run_asgi`` around its body. The usual request (the cached app and thread, not
+# Added to ``run_asgi`` around its body. The usual request (the cached app and server, not
 # offline, no header to notice) is counted in and out here, by the cycle itself: no call, and
 # nothing read but the cache; {state} stays the cache's Fast, to count out. Anything else goes
 # through begin() and recompile.count_out() with {ordinary} ({state} None). As few steps as
@@ -178,7 +183,7 @@ _ADDED = """\
 try:
     if (
         app is {state}.app
-        and _pilotfish_thread() == {state}.thread
+        and self.default_headers is {state}.server
         and not {state}.words[{offline}]
     ):
         _pilotfish_noticed = {state}.noticed
@@ -210,7 +215,6 @@ finally:
 """
 _NAMES = (
     "_pilotfish_cache",
-    "_pilotfish_thread",
     "_pilotfish_begin",
     "_pilotfish_end",
     "_pilotfish_failed",
@@ -266,7 +270,7 @@ def counting_run_asgi(function: Any) -> Optional[Callable[..., Any]]:
     # The body keeps its own lines (uvicorn's file, uvicorn's line numbers); the added lines
     # take the line of the ``async def``.
     maker = rebuild(function, definition, first, added, definition, keep=body, names=_NAMES)
-    made: Callable[..., Any] = maker(_cache, get_ident, begin, count_out, failed)
+    made: Callable[..., Any] = maker(_cache, begin, count_out, failed)
     made.__qualname__ = function.__qualname__
     made.__module__ = function.__module__
     return made
