@@ -258,11 +258,14 @@ class Segment:
         slots = []
         ints, floats = self.ints, self.floats
         me = os.getpid()
-        for index in range(SLOTS):
-            offset = slot_offset(index)
-            pid = ints[offset // 8]
+        # The owner reads every slot once a second (readiness gates): the pid words of all
+        # 256 slots in one strided slice, then only the occupied ones, instead of a Python
+        # step per slot (~0.25 ms of CPU a second in an idle pod).
+        pids = ints[_FIRST_PID : _FIRST_PID + SLOTS * _SLOT_WORDS : _SLOT_WORDS].tolist()
+        for index, pid in enumerate(pids):
             if pid == 0:
                 continue
+            offset = slot_offset(index)
             cells: Sequence[int] = ints
             first = (offset + CELLS_AT) // 8
             private = self.private.get(index)
@@ -406,6 +409,11 @@ def remove_stale(key: str, directory: Optional[str] = None) -> int:
     return removed
 
 
+_FIRST_PID = HEADER.size // 8  # index in Segment.ints of slot 0's pid word
+assert HEADER.size % 8 == 0 and SLOT_SIZE % 8 == 0
+_SLOT_WORDS = SLOT_SIZE // 8
+
+
 def slot_offset(index: int) -> int:
     return HEADER.size + index * SLOT_SIZE
 
@@ -421,8 +429,14 @@ def process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     try:
-        with open("/proc/%d/stat" % pid, "rb") as stat:
-            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+        # os.open/os.read, not open(): the owner asks about every worker each second, and a
+        # buffered file object costs more than the two system calls it wraps.
+        fd = os.open("/proc/%d/stat" % pid, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            stat = os.read(fd, 4096)
+        finally:
+            os.close(fd)
+        return stat.rsplit(b")", 1)[1].split()[0] != b"Z"
     except (OSError, IndexError):
         return True
 

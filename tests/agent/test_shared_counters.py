@@ -178,3 +178,18 @@ def test_private_cells_are_read_only_by_the_process_that_counts_in_them() -> Non
         os.close(read)
     finally:
         segment.close()
+
+
+def test_a_process_is_alive_until_it_exits_and_a_zombie_counts_as_dead() -> None:
+    assert shared.process_alive(os.getpid())
+    assert not shared.process_alive(0) and not shared.process_alive(-1)
+    child = os.fork()
+    if child == 0:
+        os._exit(0)
+    try:
+        # Wait for it to exit without reaping it: a zombie, which no longer serves anything.
+        os.waitid(os.P_PID, child, os.WEXITED | os.WNOWAIT)
+        assert not shared.process_alive(child)
+    finally:
+        os.waitpid(child, 0)
+    assert not shared.process_alive(child)
