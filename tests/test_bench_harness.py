@@ -8,15 +8,26 @@ broken harness cannot silently publish numbers of the wrong configuration.
 from __future__ import annotations
 
 import http.server
+import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Iterator, List, Tuple
+from typing import Dict, Iterator, List, Tuple
 
 import pytest
 
-from hack.bench import common, idle, loadgen, profile_share, rps, startup, wrapper, wrapper_parts
+from hack.bench import (
+    common,
+    idle,
+    instructions,
+    loadgen,
+    profile_share,
+    rps,
+    startup,
+    wrapper,
+    wrapper_parts,
+)
 
 
 def test_percentile_interpolates_like_numpy_default() -> None:
@@ -323,6 +334,69 @@ def test_another_agent_tree_is_a_configuration_of_its_own(tmp_path: Path) -> Non
     assert env["PYTHONPATH"] == str(tmp_path.resolve() / "bootstrap")
     assert common.is_pilotfish(common.TREE_CONFIG + str(tmp_path)) and common.is_pilotfish("pilotfish")
     assert not common.is_pilotfish("bare") and not common.is_pilotfish("otel")
+
+
+_TAG_PROBE = (
+    "import _testcapi\n"
+    "class Probe(object):\n"
+    "    pass\n"
+    "getattr(Probe, 'missing', None)\n"
+    "print(_testcapi.type_get_version(Probe))\n"
+)
+
+
+def _next_type_version(env: Dict[str, str]) -> int:
+    out = subprocess.run(
+        [sys.executable, "-c", _TAG_PROBE], env=env, capture_output=True, text=True, timeout=60, check=True
+    )
+    return int(out.stdout)
+
+
+def test_a_layout_shift_is_bare_with_the_type_version_tags_moved_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("_testcapi", reason="this interpreter has no _testcapi to read a type's version tag")
+    monkeypatch.setattr(common, "SHIFT_DIR", tmp_path)
+    env = common.config_env("shift@1200", None)
+    assert env["PYTHONPATH"] == str(tmp_path / "1200")
+    assert not common.is_pilotfish("shift@1200")
+    bare = _next_type_version(common.config_env("bare", None))
+    shifted = _next_type_version(env)
+    # 1200 re-tags over three classes (a class takes at most 1000 tags on 3.12+), give or take
+    # the few the loop itself touches.
+    assert abs(shifted - bare - 1200) < 50
+    assert _next_type_version(common.config_env("shift@0", None)) - bare < 50
+
+
+@pytest.mark.parametrize("config", ["shift@", "shift@-3", "shift@many", "shift@99999999"])
+def test_a_layout_shift_must_be_a_count(config: str) -> None:
+    with pytest.raises(SystemExit, match=config):
+        common.config_env(config, None)
+
+
+def test_type_cache_misses_are_read_from_callgrind_calls_with_compressed_names(tmp_path: Path) -> None:
+    dump = tmp_path / "cg.1"
+    dump.write_text(
+        "events: Ir\n"
+        "fn=(1) _PyEval_EvalFrameDefault\n"
+        "10 5\n"
+        "cfn=(2) find_name_in_mro\n"
+        "calls=3 0\n"
+        "11 300\n"
+        "cfn=(3) _PyType_Lookup\n"
+        "calls=7 0\n"
+        "12 70\n"
+        "fn=(4) slot_tp_call\n"
+        "cfn=(2)\n"
+        "calls=2 0\n"
+        "13 200\n"
+        "fn=(2)\n"
+        "14 500\n"
+        "totals: 1075\n"
+    )
+    assert instructions.type_cache_misses(dump) == 5
+    (tmp_path / "cg.2").write_text("events: Ir\nfn=(1) main\n1 5\ntotals: 5\n")
+    assert instructions.type_cache_misses(tmp_path / "cg.2") is None
 
 
 def test_an_agent_that_did_not_count_the_load_is_refused() -> None:

@@ -41,6 +41,52 @@ TREE_CONFIG = "pilotfish@"
 --out DIR``), to compare two trees side by side in one run."""
 
 
+SHIFT_CONFIG = "shift@"
+"""``shift@N``: bare, with CPython's type version tags moved on by N before anything else runs.
+
+No agent at all: a ``sitecustomize`` that only re-tags a throwaway class N times. CPython caches
+attribute lookups through a type in a table of 4096 slots indexed by the type's version tag
+(handed out in order as types are first looked up) and the attribute name's address, so any
+code that runs before the app (an agent, a different ``sitecustomize``, one more import) moves
+which of the app's lookups share a slot and miss on every request. ``bare,shift@1000,shift@2500``
+measures what that alone costs an app: the layout draw the agent's own cost is read against
+(docs/benchmarks.md, "The layout draw")."""
+SHIFT_DIR = ROOT / "build" / "bench" / "shift"
+_RETAGS_PER_CLASS = 500  # CPython 3.12+ gives one class at most 1000 version tags
+
+_SHIFT_SOURCE = """\
+# Written by hack/bench/common.py for the shift@%(count)d configuration: bare, with the
+# interpreter's type version tags moved on by %(count)d. Changing a class drops its version
+# tag; the next lookup through it takes a new one.
+for _pilotfish_bench_n in range(0, %(count)d, %(per)d):
+    class _PilotfishBenchShift(object):
+        pass
+
+    for _pilotfish_bench_i in range(min(%(per)d, %(count)d - _pilotfish_bench_n)):
+        _PilotfishBenchShift.x = _pilotfish_bench_i
+        _PilotfishBenchShift.x
+"""
+
+
+def shift_count(config: str) -> int:
+    """N of ``shift@N``; SystemExit naming the configuration when N is not a count."""
+    text = config[len(SHIFT_CONFIG) :]
+    if not text.isdigit() or int(text) > 1_000_000:
+        raise SystemExit("%s: expected shift@N with N a whole number of version tags (0-1000000)" % config)
+    return int(text)
+
+
+def shift_dir(count: int) -> Path:
+    """The ``PYTHONPATH`` entry of ``shift@count`` (written once, under build/bench/shift)."""
+    where = SHIFT_DIR / str(count)
+    source = _SHIFT_SOURCE % {"count": count, "per": _RETAGS_PER_CLASS}
+    target = where / "sitecustomize.py"
+    if not target.exists() or target.read_text() != source:
+        where.mkdir(parents=True, exist_ok=True)
+        target.write_text(source)
+    return where
+
+
 def is_pilotfish(config: str) -> bool:
     """Whether a configuration runs the agent (from build/agent-tree or another tree)."""
     return config == "pilotfish" or config.startswith(TREE_CONFIG)
@@ -125,6 +171,8 @@ def config_env(
         env["PYTHONPATH"] = str(BOOTSTRAP)
     elif config.startswith(TREE_CONFIG):
         env["PYTHONPATH"] = str(Path(config[len(TREE_CONFIG) :]).resolve() / "bootstrap")
+    elif config.startswith(SHIFT_CONFIG):
+        env["PYTHONPATH"] = str(shift_dir(shift_count(config)))
     elif config == "otel":
         if not otel_dir:
             raise SystemExit("otel configuration requested but OpenTelemetry is not installed (make bench)")
@@ -133,7 +181,10 @@ def config_env(
         env["PYTHONPATH"] = os.pathsep.join(p for p in (otel_dir, root) if p)
         env.update(OTEL_ENV)
     elif config != "bare":
-        raise ValueError("unknown configuration %r (expected one of %s)" % (config, ", ".join(CONFIGS)))
+        raise ValueError(
+            "unknown configuration %r (expected one of %s, %sDIR or %sN)"
+            % (config, ", ".join(CONFIGS), TREE_CONFIG, SHIFT_CONFIG)
+        )
     env.update(extra or {})
     return env
 

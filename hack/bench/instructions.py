@@ -26,6 +26,12 @@ differences to bare.
 Instructions are not time (cache misses and branch mispredictions are not
 counted), so this is a check on the requests/s tables, not a replacement.
 
+The table also gives CPython's type-cache misses per request (calls into
+``find_name_in_mro``, where a lookup through a type goes when the type cache has not got
+it). They show the layout draw: anything that runs before the app moves which of its
+lookups share a cache slot, and a configuration that only does that (``shift@N``, see
+``common.SHIFT_CONFIG``) can add several misses per request to an app where bare has none.
+
 Reproduce: ``make bench`` once (bench venv), then
 ``.venv/bin/python -m hack.bench.instructions --app fastapi-uvicorn --requests 2000``, or to
 compare two agents: ``--configs bare,pilotfish,pilotfish@/tmp/old-tree --repeat 3``.
@@ -45,7 +51,16 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from .common import TREE_CONFIG, bench_python, config_env, is_pilotfish, markdown_table, rotated
+from .common import (
+    SHIFT_CONFIG,
+    TREE_CONFIG,
+    bench_python,
+    config_env,
+    is_pilotfish,
+    markdown_table,
+    rotated,
+    shift_count,
+)
 from .rps import APPS, free_port
 
 
@@ -77,8 +92,9 @@ def _wait_up(port: int, server: subprocess.Popen[bytes], timeout: float = 240.0)
     raise SystemExit("server did not answer within %.0f s" % timeout)
 
 
-def _exit_totals(outdir: Path, root: int, threads: str, dumped: bool = False) -> int:
-    """Ir of the process that served: from the dumps at exit, or the ones requested (``dumped``).
+def _serving_dumps(outdir: Path, root: int, threads: str, dumped: bool = False) -> List[Path]:
+    """The callgrind files of the process that served: from the dumps at exit, or the ones
+    requested (``dumped``).
 
     A gunicorn arbiter forks its worker: the worker served, so the root's own
     dumps are left out whenever there are others. ``threads="main"`` keeps only
@@ -86,7 +102,7 @@ def _exit_totals(outdir: Path, root: int, threads: str, dumped: bool = False) ->
     agent's status server polls twice a second) keep wall-clock timers while
     valgrind runs the server ~50x slower, which would inflate them ~50x per request.
     """
-    totals: Dict[int, int] = {}
+    by_pid: Dict[int, List[Path]] = {}
     for path in outdir.iterdir():
         match = re.match(r"cg\.(\d+)(\.\d+)?(?:-(\d+))?$", path.name)
         if (
@@ -95,13 +111,50 @@ def _exit_totals(outdir: Path, root: int, threads: str, dumped: bool = False) ->
             or (threads == "main" and match.group(3) not in (None, "01"))
         ):
             continue
-        found = re.search(r"^(?:totals|summary):\s+(\d+)", path.read_text(errors="replace"), re.M)
-        if found:
-            pid = int(match.group(1))
-            totals[pid] = totals.get(pid, 0) + int(found.group(1))
-    if len(totals) > 1:
-        totals.pop(root, None)
-    return sum(totals.values())
+        by_pid.setdefault(int(match.group(1)), []).append(path)
+    if len(by_pid) > 1:
+        by_pid.pop(root, None)
+    return [path for paths in by_pid.values() for path in paths]
+
+
+def _total(dump: Path) -> int:
+    found = re.search(r"^(?:totals|summary):\s+(\d+)", dump.read_text(errors="replace"), re.M)
+    return int(found.group(1)) if found else 0
+
+
+TYPE_CACHE_MISS = "find_name_in_mro"
+"""The CPython function a type-attribute lookup runs when CPython's type cache misses (the walk
+of the class's MRO dicts; 3.8-3.13). Its calls per request show the layout draw (see
+``common.SHIFT_CONFIG``)."""
+
+
+def type_cache_misses(dump: Path) -> Optional[int]:
+    """Calls into :data:`TYPE_CACHE_MISS` recorded in one callgrind file, or None when the
+    interpreter has no such symbol (stripped, or another implementation)."""
+    names: Dict[str, str] = {}
+    calls = 0
+    seen = False
+    callee: Optional[str] = None
+    with dump.open(errors="replace") as lines:
+        for line in lines:
+            if line.startswith(("fn=", "cfn=")):
+                # Callgrind names a function once, "(id) name", then by "(id)" alone.
+                ident, _, name = line.partition("=")[2].strip().partition(" ")
+                if name:
+                    names[ident] = name
+                    seen = seen or name == TYPE_CACHE_MISS
+                callee = names.get(ident) if line.startswith("cfn=") else None
+            elif line.startswith("calls=") and callee == TYPE_CACHE_MISS:
+                calls += int(line[len("calls=") :].split()[0])
+    return calls if seen else None
+
+
+def _exit_totals(outdir: Path, root: int, threads: str, dumped: bool = False) -> Tuple[int, Optional[int]]:
+    """Instructions and type-cache misses of the process that served (see :func:`_serving_dumps`)."""
+    dumps = _serving_dumps(outdir, root, threads, dumped)
+    misses = [type_cache_misses(dump) for dump in dumps]
+    known = [m for m in misses if m is not None]
+    return sum(_total(dump) for dump in dumps), (sum(known) if known else None)
 
 
 def _control(*args: str) -> None:
@@ -115,8 +168,11 @@ def _children(pid: int) -> List[int]:
         return []
 
 
-def _run_once(app: str, env: Dict[str, str], warmup: int, requests: int, threads: str) -> int:
-    """Start the server under callgrind, send requests, return the instructions they took.
+def _run_once(
+    app: str, env: Dict[str, str], warmup: int, requests: int, threads: str
+) -> Tuple[int, Optional[int]]:
+    """Start the server under callgrind, send requests, return the instructions they took and
+    the type-cache misses among them (None where the interpreter's symbols do not show them).
 
     A single-process server (uvicorn) is zeroed after the warm-up and dumped after
     the measured requests (``callgrind_control``), which is exact. A forked worker
@@ -167,8 +223,9 @@ def measure(
     warmup: int,
     tree: Optional[Path],
     threads: str,
-) -> int:
-    """Instructions per request of one server in one configuration."""
+) -> Tuple[int, Optional[float]]:
+    """Instructions per request of one server in one configuration, and its type-cache misses
+    per request (:data:`TYPE_CACHE_MISS`; None when they cannot be seen)."""
     env = config_env(config, None, extra)
     # A fixed hash seed: str/bytes hashes, and so dict and set layouts, repeat from run
     # to run. With a random seed the count moves by ~1k instructions per request.
@@ -179,10 +236,13 @@ def measure(
         env.setdefault("PILOTFISH_STATUS_HOST", "127.0.0.1")
         env.setdefault("PILOTFISH_STATUS_PORT", str(free_port()))
     if APPS[app].name != "flask-gunicorn":
-        return _run_once(app, env, warmup, requests, threads) // requests
-    whole = _run_once(app, env, warmup, requests, threads)
-    warmup_only = _run_once(app, env, warmup, 0, threads)
-    return (whole - warmup_only) // requests
+        count, misses = _run_once(app, env, warmup, requests, threads)
+        return count // requests, None if misses is None else misses / requests
+    whole, whole_misses = _run_once(app, env, warmup, requests, threads)
+    warmup_only, warmup_misses = _run_once(app, env, warmup, 0, threads)
+    if whole_misses is None or warmup_misses is None:
+        return (whole - warmup_only) // requests, None
+    return (whole - warmup_only) // requests, (whole_misses - warmup_misses) / requests
 
 
 def _parse_extra(items: List[str]) -> List[Tuple[str, Dict[str, str]]]:
@@ -207,17 +267,22 @@ def _parse_configs(text: str, no_bare: bool) -> List[Tuple[str, str, Dict[str, s
     for name in (c.strip() for c in text.split(",")):
         if not name or (no_bare and name == "bare"):
             continue
-        if name not in ("bare", "pilotfish") and not name.startswith(TREE_CONFIG):
-            raise SystemExit("--configs takes bare, pilotfish or pilotfish@DIR, got %r" % name)
+        if name not in ("bare", "pilotfish") and not name.startswith((TREE_CONFIG, SHIFT_CONFIG)):
+            raise SystemExit("--configs takes bare, pilotfish, pilotfish@DIR or shift@N, got %r" % name)
+        if name.startswith(SHIFT_CONFIG):
+            shift_count(name)
         if name.startswith(TREE_CONFIG) and not (Path(name[len(TREE_CONFIG) :]) / "bootstrap").is_dir():
             raise SystemExit("%s: no agent tree there (python -m hack.build_agent_tree --out DIR)" % name)
         configs.append((name, name, {}))
     return configs
 
 
-def table_rows(label: str, counts: Dict[str, List[int]]) -> List[List[str]]:
+def table_rows(
+    label: str, counts: Dict[str, List[int]], misses: Optional[Dict[str, List[Optional[float]]]] = None
+) -> List[List[str]]:
     """One row per configuration: median, min–max over rounds, added to bare (median of per-round
-    differences, rounds paired), ratio of medians."""
+    differences, rounds paired), ratio of medians, and type-cache misses per request (median;
+    "—" where the interpreter does not show them)."""
     rows = []
     bare = counts.get("bare")
     bare_mid = _median(bare) if bare else 0.0
@@ -228,6 +293,7 @@ def table_rows(label: str, counts: Dict[str, List[int]]) -> List[List[str]]:
         else:
             diffs = [v - b for v, b in zip(values, bare)]
             added = "%+.0f (%+d…%+d)" % (_median(diffs), min(diffs), max(diffs))
+        seen = [m for m in (misses or {}).get(name, []) if m is not None]
         rows.append(
             [
                 label,
@@ -236,9 +302,16 @@ def table_rows(label: str, counts: Dict[str, List[int]]) -> List[List[str]]:
                 "%d–%d" % (min(values), max(values)),
                 added,
                 "1" if name == "bare" else "%.4f" % (mid / bare_mid) if bare_mid else "—",
+                "%.1f (%.1f–%.1f)" % (_median_float(seen), min(seen), max(seen)) if seen else "—",
             ]
         )
     return rows
+
+
+def _median_float(values: List[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2.0
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -253,7 +326,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument(
         "--configs",
         default="bare,pilotfish",
-        help="comma-separated: bare, pilotfish, pilotfish@DIR (an agent tree built with --out DIR)",
+        help="comma-separated: bare, pilotfish, pilotfish@DIR (an agent tree built with --out DIR), "
+        "shift@N (bare with type version tags moved on by N)",
     )
     parser.add_argument(
         "--repeat", type=int, default=2, help="rounds; each runs every configuration once, interleaved"
@@ -277,17 +351,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     rows = []
     for app in args.app or sorted(APPS):
         counts: Dict[str, List[int]] = {name: [] for name in names}
+        misses: Dict[str, List[Optional[float]]] = {name: [] for name in names}
         for round_index in range(args.repeat):
             for name in rotated(names, round_index):
                 config, env = by_name[name]
-                count = measure(app, config, env, args.requests, args.warmup, args.tree, args.threads)
+                count, missed = measure(app, config, env, args.requests, args.warmup, args.tree, args.threads)
                 counts[name].append(count)
+                misses[name].append(missed)
                 print(
-                    "%s round %d %s: %d instructions/request" % (app, round_index + 1, name, count),
+                    "%s round %d %s: %d instructions/request, type-cache misses/request %s"
+                    % (app, round_index + 1, name, count, "—" if missed is None else "%.2f" % missed),
                     file=sys.stderr,
                     flush=True,
                 )
-        rows += table_rows(APPS[app].label, counts)
+        rows += table_rows(APPS[app].label, counts, misses)
     print(
         markdown_table(
             [
@@ -297,6 +374,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 "rounds (min–max)",
                 "added to bare (median of paired rounds, min…max)",
                 "ratio to bare",
+                "type-cache misses/request (median, min–max)",
             ],
             rows,
         )
