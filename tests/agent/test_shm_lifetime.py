@@ -149,7 +149,8 @@ def test_files_of_owners_that_are_gone_are_removed_at_start_and_no_others(tmp_pa
         fcntl.flock(held, fcntl.LOCK_SH)
         server.start()
         try:
-            owner = server.status()["pid"]
+            # the app can answer before its agent has woken and bound the status port
+            owner = server.wait_status(lambda s: s["ready"], timeout=30)["pid"]
             assert _ours(shm) == sorted(kept + ["pilotfish-%d-%d.shm" % (port, owner)])
         finally:
             server.stop()
