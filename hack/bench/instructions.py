@@ -58,6 +58,7 @@ from .common import (
     config_env,
     is_pilotfish,
     markdown_table,
+    median,
     rotated,
     shift_count,
 )
@@ -302,16 +303,10 @@ def table_rows(
                 "%d–%d" % (min(values), max(values)),
                 added,
                 "1" if name == "bare" else "%.4f" % (mid / bare_mid) if bare_mid else "—",
-                "%.1f (%.1f–%.1f)" % (_median_float(seen), min(seen), max(seen)) if seen else "—",
+                "%.1f (%.1f–%.1f)" % (median(seen), min(seen), max(seen)) if seen else "—",
             ]
         )
     return rows
-
-
-def _median_float(values: List[float]) -> float:
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2.0
 
 
 def main(argv: Optional[List[str]] = None) -> int:
