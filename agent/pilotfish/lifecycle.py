@@ -26,10 +26,16 @@ registrar, the app probe, the readiness check) and plugs it into the status serv
 
 Everything runs in the owner process, on one daemon thread; nothing here is on
 a request path. The thread ticks every :data:`TICK_SECONDS` while a clock moves
-the state (``delaying``, ``registered``) and every :data:`IDLE_TICK_SECONDS`
-otherwise: a pod that is ready and idle should not wake ten times a second for
-us (each wake-up of a sleeping thread costs ~0.2 ms of CPU on a VM, as much as
-uvicorn's own main-loop tick). The app's ``listen()`` wakes the thread at once.
+the state (``delaying``, ``registered``). Otherwise it sleeps: a pod that is
+ready and idle should not wake up for us (each wake-up of a sleeping thread
+costs ~0.2 ms of CPU on a VM, as much as uvicorn's own main-loop tick, and the
+gates it would evaluate run with cold caches). In ``starting``, ``offline`` and
+``drained`` no clock moves anything, so it waits to be woken (the app's
+``listen()`` wakes it at once). In ``ready`` a fall-back to ``registered`` is
+recorded whenever anyone evaluates the gates (:meth:`Lifecycle.observe`, plugged
+into the status server: kubelet's ``/readiness``, ``/status``, ``/metrics``), so
+the thread only ticks every :data:`READY_TICK_SECONDS` as a backstop, or every
+:data:`MARKER_TICK_SECONDS` while it waits for a worker's warm-up marker.
 """
 
 from __future__ import annotations
@@ -51,10 +57,15 @@ STARTING, DELAYING, REGISTERED, READY, OFFLINE, DRAINED = (
 )
 STATES = (STARTING, DELAYING, REGISTERED, READY, OFFLINE, DRAINED)
 TICK_SECONDS = 0.1
-IDLE_TICK_SECONDS = 1.0
-"""Tick period in ``starting``, ``ready``, ``offline`` and ``drained``. ``/readiness``
-evaluates the gates live, so this only bounds how late ``/status`` records a
-``ready`` → ``registered`` fall-back (and sees a worker's warm-up marker)."""
+"""Tick period in ``delaying`` and ``registered``, where a clock moves the state."""
+READY_TICK_SECONDS = 10.0
+"""Tick period in ``ready``: a backstop only. Every evaluation of the gates records a
+``ready`` → ``registered`` fall-back as it sees it (:meth:`Lifecycle.observe`), and kubelet
+evaluates them every ``periodSeconds`` (10 s by default); this bounds how late the fall-back is
+recorded in a pod nobody probes."""
+MARKER_TICK_SECONDS = 1.0
+"""Tick period in ``ready`` while ``warmup_start=first-request`` waits for the first
+consumer-marked request of a worker process (a file the owner must look for)."""
 CONFIG_WAIT_SECONDS = 5.0
 """How long, from the app's listen(), the registration delay waits for the first answer of the
 config service. The policy's ``delay_register_seconds`` is judged only after it (or after this
@@ -176,11 +187,19 @@ class Lifecycle:
                 self.register_thread.start()
             if state in (REGISTERED, READY):
                 self._check_marker()
-                ready = self._ready_now()
-                if state == REGISTERED and ready:
-                    self._record(READY, "every readiness gate holds")
-                elif state == READY and not ready:
-                    self._record(REGISTERED, "a readiness gate failed: %s" % self._failing())
+                self.observe(self._ready_now())
+
+    def observe(self, ready: bool, report: Optional[Dict[str, Dict[str, Any]]] = None) -> None:
+        """Record ``registered`` → ``ready`` or back when an evaluation of the gates says so.
+
+        Called by the tick and, through the status server, by every other evaluation
+        (``report`` is then the status server's, which names the failing gates of every part
+        of the agent). Idempotent: a second observer of the same answer records nothing."""
+        with self._lock:
+            if self.state == REGISTERED and ready:
+                self._record(READY, "every readiness gate holds")
+            elif self.state == READY and not ready:
+                self._record(REGISTERED, "a readiness gate failed: %s" % self._failing(report))
 
     def _settle_config(self) -> bool:
         """True once the central config is what it will be at registration (see CONFIG_WAIT_SECONDS)."""
@@ -234,7 +253,7 @@ class Lifecycle:
             self.deregister()
 
     def _check_marker(self) -> None:
-        if self.warmup.started_at is None and self.marker_path:
+        if self._awaiting_marker():
             at = warmup.read_marker(self.marker_path)
             if at is not None:
                 self.warmup.marked_request(self.settings_fn().warmup_start, at)
@@ -332,9 +351,15 @@ class Lifecycle:
             log.exception_once("lifecycle-readiness", "could not evaluate readiness")
             return False
 
-    def _failing(self) -> str:
-        failing = [name + ": " + check()[1] for name, check in self.gates() if not check()[0]]
+    def _failing(self, report: Optional[Dict[str, Dict[str, Any]]] = None) -> str:
+        if report is not None:
+            failing = [name + ": " + str(gate["reason"]) for name, gate in report.items() if not gate["ok"]]
+        else:
+            failing = [name + ": " + reason for name, (ok, reason) in self._own_gate_results() if not ok]
         return "; ".join(failing) or "a gate of another part of the agent"
+
+    def _own_gate_results(self) -> List[Tuple[str, Gate]]:
+        return [(name, check()) for name, check in self.gates()]
 
     # -- reporting ------------------------------------------------------------------------
 
@@ -399,9 +424,18 @@ class Lifecycle:
 
     # -- the thread -----------------------------------------------------------------------
 
-    def tick_period(self) -> float:
-        """Seconds to the next tick: short while a clock moves the state, long while nothing does."""
-        return TICK_SECONDS if self.state in (DELAYING, REGISTERED) else IDLE_TICK_SECONDS
+    def tick_period(self) -> Optional[float]:
+        """Seconds to the next tick: short while a clock moves the state, long in ``ready`` (see
+        :data:`READY_TICK_SECONDS`), None (until woken) where nothing but an event moves it."""
+        state = self.state
+        if state in (DELAYING, REGISTERED):
+            return TICK_SECONDS
+        if state == READY:
+            return MARKER_TICK_SECONDS if self._awaiting_marker() else READY_TICK_SECONDS
+        return None
+
+    def _awaiting_marker(self) -> bool:
+        return self.warmup.started_at is None and bool(self.marker_path)
 
     def _loop(self) -> None:
         while True:

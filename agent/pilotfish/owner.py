@@ -165,6 +165,7 @@ def start_lifecycle(
         for name, check in machine.gates():
             if now.readiness_enabled or name == "online":
                 status_server.add_gate(name, check)
+        status_server.add_readiness_observer(machine.observe)
         status_server.add_status_section("lifecycle", machine.describe)
         status_server.add_metrics(machine.metrics)
         drain = offline.Drainer(machine, stats.totals, shared.set_offline, settings.current)

@@ -12,8 +12,8 @@ userinfo, credential-looking query values): the port answers anyone who can
 reach the pod.
 
 Other parts of the agent plug in through :func:`add_gate`,
-:func:`add_status_section`, :func:`add_metrics` and :func:`set_offline_handler`;
-this module knows nothing about lifecycle or config itself.
+:func:`add_readiness_observer`, :func:`add_status_section`, :func:`add_metrics` and
+:func:`set_offline_handler`; this module knows nothing about lifecycle or config itself.
 
 Hardening: a standard-library threaded server on a daemon thread; unknown paths
 404, wrong methods 405, request lines over 4 KiB 414, more than 64 header lines
@@ -54,6 +54,8 @@ Gate = Callable[[], Tuple[bool, str]]
 SectionProvider = Callable[[], Dict[str, Any]]
 MetricsProvider = Callable[[], List[str]]
 OfflineHandler = Callable[[bool], Tuple[int, Dict[str, Any]]]
+GateReport = Dict[str, Dict[str, Any]]
+ReadinessObserver = Callable[[bool, GateReport], None]
 
 TOKEN_HEADER = "X-Pilotfish-Token"
 MAX_REQUEST_LINE = 4096
@@ -68,6 +70,7 @@ REFUSED = (
 _DIGITS = re.compile(r"[0-9]{1,19}\Z")
 
 _gates: List[Tuple[str, Gate]] = []
+_observers: List[ReadinessObserver] = []
 _sections: List[Tuple[str, SectionProvider]] = []
 _metrics: List[MetricsProvider] = []
 _offline_handler: Optional[OfflineHandler] = None
@@ -79,6 +82,16 @@ def add_gate(name: str, check: Gate) -> None:
     """Add a readiness gate: ``check() -> (ok, reason)``. Replaces a gate of the same name."""
     global _gates
     _gates = [(n, c) for n, c in _gates if n != name] + [(name, check)]
+
+
+def add_readiness_observer(observer: ReadinessObserver) -> None:
+    """Call ``observer(ready, report)`` after every evaluation of the gates.
+
+    Whoever asks (kubelet's ``/readiness``, ``/status``, ``/metrics``, the lifecycle's own
+    tick), the lifecycle records a ``ready`` <-> ``registered`` change the moment it is seen,
+    so it need not wake up on its own to notice one."""
+    if observer not in _observers:
+        _observers.append(observer)
 
 
 def add_status_section(name: str, provider: SectionProvider) -> None:
@@ -98,9 +111,11 @@ def set_offline_handler(handler: OfflineHandler) -> None:
     _offline_handler = handler
 
 
-def evaluate_gates() -> Tuple[bool, Dict[str, Dict[str, Any]]]:
-    """Run every gate; a gate that raises counts as failing, with the error as reason."""
-    report: Dict[str, Dict[str, Any]] = {}
+def evaluate_gates() -> Tuple[bool, GateReport]:
+    """Run every gate, then tell the observers; a gate or observer that raises never escapes.
+
+    A gate that raises counts as failing, with the error as reason."""
+    report: GateReport = {}
     ready = True
     for name, check in list(_gates):
         try:
@@ -109,6 +124,11 @@ def evaluate_gates() -> Tuple[bool, Dict[str, Dict[str, Any]]]:
             ok, reason = False, "gate raised %s: %s" % (type(error).__name__, error)
         report[name] = {"ok": bool(ok), "reason": reason}
         ready = ready and bool(ok)
+    for observer in list(_observers):
+        try:
+            observer(ready, report)
+        except Exception:
+            log.exception_once("status-observer", "a readiness observer raised; the answer is unchanged")
     return ready, report
 
 

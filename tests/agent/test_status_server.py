@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import socket
 import time
+from typing import List, Tuple
 
 import pytest
+from pilotfish import status_server
 from support.interpreters import require_app_python
 from support.servers import RunningServer
 
@@ -78,3 +80,27 @@ def test_offline_token_is_never_shown_in_status(server: RunningServer) -> None:
     status = server.status()
     assert status["config"]["offline_token"] == "(set)"
     assert "s3cret" not in server.status_get("/status").body.decode()
+
+
+# In-process: the readiness observers (how the lifecycle hears of a fall-back without polling).
+
+
+def test_every_evaluation_of_the_gates_reaches_the_observers_and_a_raising_one_changes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(status_server, "_gates", [])
+    monkeypatch.setattr(status_server, "_observers", [])
+    seen: List[Tuple[bool, object]] = []
+
+    def broken(ready: bool, report: object) -> None:
+        raise RuntimeError("observer bug")
+
+    status_server.add_gate("flaky", lambda: (False, "not yet"))
+    status_server.add_readiness_observer(broken)
+    status_server.add_readiness_observer(lambda ready, report: seen.append((ready, report)))
+
+    ready, report = status_server.evaluate_gates()
+
+    assert ready is False
+    assert report == {"flaky": {"ok": False, "reason": "not yet"}}
+    assert seen == [(False, report)]

@@ -125,6 +125,24 @@ def test_a_failing_original_probe_keeps_readiness_503_and_names_the_gate(kind: s
         assert time.time() - recovered <= 1.0 + 0.6, "within one probe period"
 
 
+@pytest.mark.parametrize("kind", ["gunicorn-sync", "uvicorn"])
+def test_status_records_the_fall_back_kubelet_saw_without_waiting_for_a_tick(kind: str) -> None:
+    """The lifecycle thread sleeps in ready: the first /readiness that fails records the fall-back."""
+    server = make(kind)
+    server.env.update(probe_env(server, period=1))
+    with server:
+        server.wait_status(lambda s: s["lifecycle"]["state"] == "ready")
+        with open(server.probe_fail_file, "w"):
+            pass
+        eventually(lambda: server.readiness() == 503, 20, "readiness 503", context=server.output)
+        lifecycle = server.status()["lifecycle"]
+        assert lifecycle["state"] == "registered", lifecycle
+        assert "app-probe" in lifecycle["transitions"][-1]["why"], lifecycle
+        os.unlink(server.probe_fail_file)
+        eventually(lambda: server.readiness() == 200, 5, "readiness 200", context=server.output)
+        assert server.status()["lifecycle"]["state"] == "ready"
+
+
 def _fetch(server: Server, path: str, into: Dict[str, Any], timeline: Timeline) -> threading.Thread:
     def run() -> None:
         try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import Any, Optional, Tuple
 
 import pytest
@@ -315,8 +316,42 @@ def test_the_thread_ticks_fast_only_while_a_clock_moves_the_state() -> None:
         machine.state = state
         periods[state] = machine.tick_period()
     assert periods[DELAYING] == periods[REGISTERED] == lifecycle.TICK_SECONDS
-    assert periods[STARTING] == periods[READY] == periods[OFFLINE] == periods[DRAINED]
-    assert periods[READY] == lifecycle.IDLE_TICK_SECONDS > lifecycle.TICK_SECONDS
+    assert periods[READY] == lifecycle.READY_TICK_SECONDS > lifecycle.TICK_SECONDS
+    assert periods[STARTING] is periods[OFFLINE] is periods[DRAINED] is None, (
+        "no clock moves these states: the thread waits to be woken"
+    )
+
+
+def test_a_ready_pod_waiting_for_a_workers_marker_looks_for_it_every_second(tmp_path: Path) -> None:
+    machine, clock = make(delay=0.0, warmup_start="first-request")
+    machine.marker_path = str(tmp_path / "marker")
+    machine.app_listening()
+    settle(machine)
+    assert machine.state == READY and machine.warmup.started_at is None
+    assert machine.tick_period() == lifecycle.MARKER_TICK_SECONDS < lifecycle.READY_TICK_SECONDS
+    (tmp_path / "marker").write_text("%.6f\n" % clock.now)
+    machine.tick()
+    assert machine.warmup.started_by == "first-request"
+    assert machine.tick_period() == lifecycle.READY_TICK_SECONDS, "found: back to the backstop"
+
+
+def test_any_evaluation_of_the_gates_records_a_fall_back_at_once() -> None:
+    """The thread sleeps in ready; kubelet's /readiness (or /status, /metrics) records the change."""
+    machine, _ = make(delay=0.0)
+    machine.app_listening()
+    settle(machine)
+    assert machine.state == READY
+    machine.observe(False, {"workers": {"ok": False, "reason": "no worker alive"}, "online": {"ok": True}})
+    assert machine.state == REGISTERED
+    assert machine.transitions[-1]["why"] == "a readiness gate failed: workers: no worker alive"
+    recorded = len(machine.transitions)
+    machine.observe(False, {})
+    assert len(machine.transitions) == recorded, "a second look at the same answer records nothing"
+    machine.observe(True, {})
+    assert machine.state == READY
+    machine.go_offline("SIGTERM")
+    machine.observe(True, {})
+    assert machine.state == OFFLINE, "an evaluation never brings an offline pod back"
 
 
 class CountingLifecycle(lifecycle.Lifecycle):
@@ -327,9 +362,8 @@ class CountingLifecycle(lifecycle.Lifecycle):
         super().tick()
 
 
-def test_an_idle_ready_pod_is_not_woken_ten_times_a_second(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_idle_ready_pod_is_not_woken_ten_times_a_second() -> None:
     # Real thread, real time, fake clock frozen: nothing can advance, so it should sleep.
-    monkeypatch.setattr(lifecycle, "IDLE_TICK_SECONDS", 10.0)
     current = settings.build({"delay_register_seconds": 0.0}, {})
     machine = CountingLifecycle(lambda: current, FakeRegistrar(), FakeProbe(), clock=FakeClock())
     machine.start_thread()
