@@ -16,6 +16,8 @@ below is wired here, downwards only: nothing this module starts imports it or th
 Order: central config first (its answer may set the lifecycle's delay and warm-up), then the
 lifecycle, which waits a bounded time for that first answer before judging the delay.
 Each step is guarded: one that fails is logged once, and the others still start.
+Without a config service (``PILOTFISH_CONFIG_URL`` unset) the central modules that would
+only talk to it (the config client, the HTTP transport) are never imported.
 """
 
 from __future__ import annotations
@@ -26,8 +28,11 @@ import time
 from typing import Any, Callable, Dict, Optional
 
 from . import lifecycle, log, offline, probe, settings, shared, stats, status_server, warmup
-from .central import config as central_config
-from .central import registration, transport
+from .central import registration
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .central import config as central_config
 
 _lock = threading.Lock()
 _config_client: Optional[central_config.ConfigClient] = None
@@ -63,6 +68,11 @@ def start_central_config() -> bool:
             if _config_thread is not None and _config_thread.is_alive():
                 return True
             current = settings.current()
+            if not current.config_url:
+                return False
+            from .central import config as central_config
+            from .central import transport
+
             found = transport.from_settings(current)
             if found is None:
                 return False

@@ -24,10 +24,18 @@ the child shares: a child forked mid-release held the lock forever, and every
 later worker blocked behind it.) The thread lock is replaced in a forked child
 (:func:`forget_slot_after_fork`) for the same reason.
 
-Lifetime: the file is allocated in full when it is created (a sparse file on a
-full tmpfs would kill the first reader with SIGBUS); when that fails the owner
-counts its own requests in private memory (:meth:`Segment.process_private`) and says so
-in ``/status``. The owner holds a shared ``flock`` on the file for its whole
+Room: a page of a tmpfs file is memory the moment anyone touches it, a read
+included, and a page a full tmpfs cannot back kills whoever touches it with
+SIGBUS. So no process touches a page that has not been given real pages first
+(``posix_fallocate``): the header and the first ``PREALLOCATED_SLOTS`` slots when
+the file is created, each later slot by the worker that claims it, and readers
+look only below the high-water mark of slots ever claimed (a header word). A pod
+with a few workers so holds ~36 KiB, not the whole table. When the file cannot be
+created the owner counts its own requests in private memory
+(:meth:`Segment.process_private`) and says so in ``/status``; a later worker
+without room for its slot serves uncounted, and ``/status`` says how many.
+
+Lifetime: the owner holds a shared ``flock`` on the file for its whole
 life: it tells a later owner that the file is still in use, whatever pid
 namespace its holder lives in. The owner removes the file at exit, when SIGTERM
 is handed on to the app, and removes its predecessors' files at start
@@ -52,11 +60,12 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from . import log
 
-MAGIC = b"PILOTFS4"
+MAGIC = b"PILOTFS5"
 SLOTS = 256
-# magic, offline flag, slot count, owner pid, created at. The offline flag is a
-# whole int64 word so that a wrapper reads it from the same ``ints`` view it counts in.
-HEADER = struct.Struct("=8sqI4xqd24x")
+# magic, offline flag, slot count, owner pid, created at, slots ever claimed (the
+# high-water mark readers stop at), claims refused. The offline flag is a whole int64
+# word so that a wrapper reads it from the same ``ints`` view it counts in.
+HEADER = struct.Struct("=8sqI4xqdqq8x")
 assert HEADER.size == 64
 # The slot's head: pid, then five unused words (the counters live in the cells),
 # started_at, one spare. ``read_slots`` sums the cells into
@@ -74,6 +83,7 @@ CELLS_AT = COUNTERS.size + TAGS * TAG_ENTRY.size
 SLOT_SIZE = 2048
 assert CELLS_AT + CELLS * CELL_SIZE <= SLOT_SIZE
 SIZE = HEADER.size + SLOTS * SLOT_SIZE
+PREALLOCATED_SLOTS = 16  # given real pages with the header; later slots get theirs when claimed
 OTHER_TAG = "__other__"
 PREFIX, SUFFIX = "pilotfish-", ".shm"  # pilotfish-<status port>-<owner pid>.shm
 MARKER_SUFFIX = ".first-consumer"  # the warm-up marker (see warmup.py), named after the segment
@@ -86,6 +96,8 @@ CLAIM_WAIT = 10.0  # a worker gives up counting (and serves) if the table stays 
 RELEASE_WAIT = 0.5  # the owner frees a dead worker's slot on a later read if it cannot now
 
 OFFLINE_WORD = 1  # ``Segment.ints[OFFLINE_WORD]``: nonzero while the pod is offline
+HIGH_WORD = 5  # slots ever claimed: no process reads a slot at or above it (its pages may not exist)
+REFUSED_WORD = 6  # claims refused (no room in the tmpfs, or every slot taken)
 # Private cells (a Slot of the owner process, see Slot): a list with the offline flag
 # mirrored at OFFLINE_WORD and the cells from PRIVATE_FIRST_CELL on.
 PRIVATE_FIRST_CELL = CELL_WORDS
@@ -121,7 +133,9 @@ class Segment:
 
     @classmethod
     def create(cls, key: str, directory: Optional[str] = None) -> Segment:
-        """Create and fully allocate the file; OSError (ENOSPC, EBUSY, ...) when it cannot."""
+        """Create the file with real pages for the header and the first slots.
+
+        OSError (ENOSPC, EBUSY, ...) when it cannot."""
         path = segment_path(key, os.getpid(), directory)
         if os.path.exists(path) and not _remove_if_unused(path):
             # pid reuse, and the file's owner still runs (in another pid namespace)
@@ -129,13 +143,14 @@ class Segment:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_SH)  # "in use" for as long as this file description lives
-            _allocate(fd, SIZE)
+            os.ftruncate(fd, SIZE)
+            _allocate(fd, 0, slot_offset(PREALLOCATED_SLOTS))
             buf = mmap.mmap(fd, SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         except BaseException:
             os.close(fd)
             _unlink(path)
             raise
-        HEADER.pack_into(buf, 0, MAGIC, 0, SLOTS, os.getpid(), time.time())
+        HEADER.pack_into(buf, 0, MAGIC, 0, SLOTS, os.getpid(), time.time(), 0, 0)
         return cls(path, buf, owner=True, fd=fd)
 
     @classmethod
@@ -145,7 +160,7 @@ class Segment:
         Plain memory, no mapping: whatever made the segment fail cannot fail this too.
         """
         buf = bytearray(SIZE)
-        HEADER.pack_into(buf, 0, MAGIC, 0, SLOTS, os.getpid(), time.time())
+        HEADER.pack_into(buf, 0, MAGIC, 0, SLOTS, os.getpid(), time.time(), 0, 0)
         segment = cls("", buf, owner=True)
         segment.unavailable = reason
         return segment
@@ -218,22 +233,60 @@ class Segment:
             index = self._claim_locked(pid)
         finally:
             self._unlock_table()
-        if index is None:
-            log.once("shm-full", "warning", "more than %d worker processes; others are not counted" % SLOTS)
         return index
 
+    def high_water(self) -> int:
+        """Slots ever claimed: every slot below has real pages, none at or above is read."""
+        return min(max(int(self.ints[HIGH_WORD]), 0), SLOTS)
+
+    def refused(self) -> int:
+        """Claims refused so far: worker processes that serve uncounted."""
+        return int(self.ints[REFUSED_WORD])
+
     def _claim_locked(self, pid: int) -> Optional[int]:
-        # Free slots first: the slot of a dead worker is left for the owner to
-        # reap, so that it notices the death and keeps its request counts.
-        for reuse_dead in (False, True):
-            for index in range(SLOTS):
-                offset = slot_offset(index)
-                holder = struct.unpack_from("=q", self.buf, offset)[0]
-                if holder in (0, pid) or (reuse_dead and not process_alive(holder)):
-                    self.buf[offset : offset + SLOT_SIZE] = bytes(SLOT_SIZE)
-                    COUNTERS.pack_into(self.buf, offset, pid, 0, 0, 0, 0, 0.0, time.monotonic(), 0)
-                    return index
+        # Free slots first, a never-used one next: the slot of a dead worker is left for
+        # the owner to reap, so that it notices the death and keeps its request counts.
+        high = self.high_water()
+        index = self._find_locked(range(high), lambda holder: holder in (0, pid))
+        if index is None and high < SLOTS and self._give_pages(high, pid):
+            index = high
+            self.ints[HIGH_WORD] = high + 1
+        if index is None:
+            index = self._find_locked(range(high), lambda holder: not process_alive(holder))
+        if index is None:
+            self.ints[REFUSED_WORD] += 1
+            if high >= SLOTS:
+                log.once(
+                    "shm-full", "warning", "more than %d worker processes; others are not counted" % SLOTS
+                )
+            return None
+        offset = slot_offset(index)
+        self.buf[offset : offset + SLOT_SIZE] = bytes(SLOT_SIZE)
+        COUNTERS.pack_into(self.buf, offset, pid, 0, 0, 0, 0, 0.0, time.monotonic(), 0)
+        return index
+
+    def _find_locked(self, indexes: range, takes: Callable[[int], bool]) -> Optional[int]:
+        for index in indexes:
+            if takes(int(self.ints[_FIRST_PID + index * _SLOT_WORDS])):
+                return index
         return None
+
+    def _give_pages(self, index: int, pid: int) -> bool:
+        """Real pages for a never-used slot before anyone touches it (else SIGBUS on a full tmpfs)."""
+        if not self.shared or index < PREALLOCATED_SLOTS:
+            return True
+        try:
+            _allocate(self.fd, slot_offset(index), SLOT_SIZE)
+            return True
+        except OSError as error:
+            log.once(
+                "shm-slot-room",
+                "warning",
+                "no room in %s for worker %d's counters (%s): it serves, uncounted; "
+                "/status shared_memory.workers_not_counted says how many"
+                % (os.path.dirname(self.path), pid, error.strerror or error),
+            )
+            return False
 
     def release_slot(self, index: int, pid: int, wait: float = RELEASE_WAIT) -> bool:
         """Free the slot if ``pid`` still holds it; False if the table stayed locked (try later)."""
@@ -258,10 +311,10 @@ class Segment:
         slots = []
         ints, floats = self.ints, self.floats
         me = os.getpid()
-        # The owner reads every slot once a second (readiness gates): the pid words of all
-        # 256 slots in one strided slice, then only the occupied ones, instead of a Python
-        # step per slot (~0.25 ms of CPU a second in an idle pod).
-        pids = ints[_FIRST_PID : _FIRST_PID + SLOTS * _SLOT_WORDS : _SLOT_WORDS].tolist()
+        # Every readiness probe reads the slots: the pid words below the high-water mark in
+        # one strided slice, then only the occupied ones, instead of a Python step per slot.
+        # Never above the mark: those pages may not exist (and a read would create them).
+        pids = ints[_FIRST_PID : _FIRST_PID + self.high_water() * _SLOT_WORDS : _SLOT_WORDS].tolist()
         for index, pid in enumerate(pids):
             if pid == 0:
                 continue
@@ -319,21 +372,21 @@ class Segment:
             self.fd = -1
 
 
-def _allocate(fd: int, size: int) -> None:
-    """Give the file real pages now: touching a page a full tmpfs cannot back is SIGBUS."""
+def _allocate(fd: int, offset: int, length: int) -> None:
+    """Give ``length`` bytes of the file from ``offset`` real pages: touching a page a full tmpfs
+    cannot back is SIGBUS. Only for bytes nobody uses yet (the fall-back writes zeros)."""
     allocate = getattr(os, "posix_fallocate", None)
     if allocate is not None:
         try:
-            allocate(fd, 0, size)
+            allocate(fd, offset, length)
             return
         except OSError as error:
             if error.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
                 raise
-    os.ftruncate(fd, 0)
-    chunk = bytes(65536)
-    for _ in range(size // len(chunk)):
-        os.write(fd, chunk)
-    os.fsync(fd)
+    while length > 0:
+        written = os.pwrite(fd, bytes(min(length, 65536)), offset)
+        offset, length = offset + written, length - written
+    os.fsync(fd)  # a disk's delayed allocation would otherwise find ENOSPC at the first write fault
 
 
 def _remove_prefixed(segment_path: str) -> None:
@@ -752,7 +805,7 @@ def describe() -> Dict[str, Any]:
         return {"path": None, "workers_counted": False}
     if not current.shared:
         return {"path": None, "workers_counted": False, "reason": current.unavailable}
-    return {"path": current.path, "workers_counted": True}
+    return {"path": current.path, "workers_counted": True, "workers_not_counted": current.refused()}
 
 
 def segment() -> Optional[Segment]:

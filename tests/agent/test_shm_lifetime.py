@@ -5,7 +5,9 @@ containers and kept across container restarts.
 
 - A tmpfs without room for the segment must not kill the app (a sparse file
   there is SIGBUS at the first read): the owner counts its own requests, warns
-  once, and ``/status`` says workers are not counted.
+  once, and ``/status`` says workers are not counted. The segment takes real
+  pages for its first slots only (~36 KiB), and a worker that finds no room
+  for a later slot serves uncounted: no process ever touches a page without room.
 - The owner removes its files when it stops (SIGTERM), and the files of owners
   that are gone at its start (a crash, SIGKILL), but never a file of a live
   process: not another port's, not a running pid's, not one a process holds.
@@ -19,6 +21,7 @@ directory of the test, or a small tmpfs, mounted on ``/dev/shm``.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import shutil
 import subprocess
@@ -57,9 +60,9 @@ def _ours(directory: Path) -> List[str]:
 @pytest.mark.parametrize(
     "tmpfs",
     [
-        pytest.param("mount -t tmpfs -o size=64k tmpfs /dev/shm", id="tmpfs-of-64k"),
+        pytest.param("mount -t tmpfs -o size=16k tmpfs /dev/shm", id="tmpfs-of-16k"),
         pytest.param(
-            "mount -t tmpfs -o size=1m tmpfs /dev/shm; head -c 900k /dev/zero > /dev/shm/other-container",
+            "mount -t tmpfs -o size=1m tmpfs /dev/shm; head -c 1000k /dev/zero > /dev/shm/other-container",
             id="tmpfs-nearly-full",
         ),
     ],
@@ -90,6 +93,59 @@ def test_without_room_for_the_segment_the_app_serves_and_the_owner_counts_alone(
         assert server.proc.poll() is None  # type: ignore[union-attr]
     warnings = [line for line in server.output().splitlines() if "no shared memory" in line]
     assert len(warnings) == 1, server.output()
+
+
+ROOM_FOR_LATER_SLOTS = r"""
+import json, os, subprocess, sys
+from pilotfish import shared
+
+directory = sys.argv[1]
+segment = shared.Segment.create("room", directory=directory)
+filler = os.open(os.path.join(directory, "other-container"), os.O_WRONLY | os.O_CREAT)
+try:
+    while os.write(filler, bytes(4096)):
+        pass
+except OSError:
+    pass  # the tmpfs is full now
+# live workers: a dead worker's slot would be taken over instead of a new one
+workers = [subprocess.Popen(["sleep", "60"]) for _ in range(shared.PREALLOCATED_SLOTS + 4)]
+pids = [worker.pid for worker in workers]
+claimed = [segment.claim_slot(pid) for pid in pids]
+for worker in workers:
+    worker.kill()
+read = segment.read_slots()
+print(json.dumps({
+    "claimed": claimed,
+    "refused": segment.refused(),
+    "read": [values[0] for _, values, _ in read],
+    "pids": pids,
+}))
+"""
+
+
+def test_a_worker_without_room_for_its_slot_serves_uncounted_and_nothing_touches_a_page_without_room(
+    tmp_path: Path,
+) -> None:
+    agent_source = Path(__file__).resolve().parents[2] / "agent"
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    program = (sys.executable, "-c", ROOM_FOR_LATER_SLOTS, str(shm))
+    result = subprocess.run(
+        _private_shm('mount -t tmpfs -o size=64k tmpfs "$0"', str(shm), *program),
+        env={**os.environ, "PYTHONPATH": str(agent_source)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr  # -7 is SIGBUS
+    report = json.loads(result.stdout)
+    counted = [index for index in report["claimed"] if index is not None]
+    first = report["claimed"][:16]
+    assert first == list(range(16)), report  # the preallocated slots are always there
+    assert None in report["claimed"], report  # the tmpfs ran out for a later one
+    assert report["refused"] == report["claimed"].count(None)
+    assert report["read"] == report["pids"][: len(counted)]  # read back, and nothing above the mark
+    assert "no room in" in result.stderr and "uncounted" in result.stderr
 
 
 @pytest.mark.parametrize("kind", ["gunicorn-sync", "uvicorn", "uvicorn-workers"])

@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import sys
 
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
@@ -45,3 +46,8 @@ def run_subprocess():
     from subprocess_probe import run_child
 
     return run_child()
+
+
+@app.get("/agent-modules")
+async def agent_modules():
+    return {"modules": sorted(name for name in sys.modules if name.startswith("_pilotfish_agent"))}

@@ -1,6 +1,7 @@
 """A Flask app with the endpoints the tests use."""
 
 import os
+import sys
 import time
 
 from flask import Flask, Response, jsonify, request
@@ -46,3 +47,8 @@ def run_subprocess():
     from subprocess_probe import run_child
 
     return run_child()
+
+
+@app.get("/agent-modules")
+def agent_modules():
+    return jsonify(modules=sorted(name for name in sys.modules if name.startswith("_pilotfish_agent")))

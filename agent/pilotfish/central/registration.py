@@ -16,8 +16,10 @@ import threading
 from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 
 from .. import log, settings
-from . import transport
-from .transport import CallFailed, Transport
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .transport import Transport
 
 REGISTER_WAIT_SECONDS = 10.0
 """How long readiness waits for the config service before failing open."""
@@ -71,6 +73,9 @@ class Registration:
         self._lock = threading.Lock()
 
     def _call(self, path: str, body: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+        from . import transport
+        from .transport import CallFailed
+
         try:
             status, data = self.transport.request("POST", path, body=body, timeout=transport.CALL_TIMEOUT)
             if status != 200:
@@ -160,6 +165,9 @@ class LazyRegistration:
     def _ensure(self) -> Optional[Registration]:
         with self._lock:
             if self.registration is None:
+                # Here, not at the top: an agent without a config service never loads the HTTP client.
+                from . import transport
+
                 current = self.settings_fn()
                 found = transport.from_settings(current)
                 if found is None:

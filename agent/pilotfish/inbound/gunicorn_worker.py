@@ -34,7 +34,7 @@ from typing import Any, Callable, FrozenSet, List, Optional, Tuple
 from .. import log, settings, shared
 from . import request as rq
 from .recompile import count_out as end
-from .recompile import rebuild
+from .recompile import rebuild, source_lines
 from .wsgi import offline_start_response
 
 STATE = "_pilotfish_state"
@@ -175,7 +175,7 @@ def counting_handle_request(function: Any) -> Optional[Callable[..., Any]]:
     ):
         return None
     try:
-        lines, first = inspect.getsourcelines(function)
+        lines, first = source_lines(function)
         tree = ast.parse(textwrap.dedent("".join(lines)))
     except (OSError, TypeError, SyntaxError, IndentationError):
         return None

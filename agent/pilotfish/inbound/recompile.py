@@ -7,7 +7,7 @@ statements a line of their own so tracebacks keep the server's file and line num
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Set, Tuple
 
 from .. import log, shared
 
@@ -22,6 +22,24 @@ def count_out(state: Tuple[shared.Slot, int]) -> None:
             counter.end(cell)
     except Exception:
         log.exception_once("inbound-count-out", "could not count a request out")
+
+
+def source_lines(function: Any) -> Tuple[List[str], int]:
+    """``inspect.getsourcelines(function)``, without keeping the file in ``linecache``.
+
+    Reading the source caches the whole server module there (~40 KiB for uvicorn's
+    protocol, per process, for good); an entry that was not there before goes again.
+    A traceback later reads the file afresh. OSError/TypeError as ``getsourcelines``."""
+    import inspect
+    import linecache
+
+    filename = getattr(getattr(function, "__code__", None), "co_filename", None)
+    cached = filename in linecache.cache
+    try:
+        return inspect.getsourcelines(function)
+    finally:
+        if not cached:
+            linecache.cache.pop(filename, None)  # type: ignore[arg-type]
 
 
 def locate_added(nodes: Any, line: int, keep: Any = ()) -> None:

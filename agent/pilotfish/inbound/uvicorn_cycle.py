@@ -43,7 +43,7 @@ from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple
 from .. import log, shared
 from . import asgi as _asgi
 from . import request as rq
-from .recompile import count_out, rebuild
+from .recompile import count_out, rebuild, source_lines
 
 _USER_AGENT = _asgi.USER_AGENT
 _PROBE_AGENT = rq.PROBE_AGENT_BYTES
@@ -244,7 +244,7 @@ def counting_run_asgi(function: Any) -> Optional[Callable[..., Any]]:
     if not rewritable(function):
         return None
     try:
-        lines, first = inspect.getsourcelines(function)
+        lines, first = source_lines(function)
         tree = ast.parse(textwrap.dedent("".join(lines)))
     except (OSError, TypeError, SyntaxError, IndentationError):
         return None

@@ -4,9 +4,16 @@
 and, like the tag patches, imports nothing: it registers post-import hooks, so
 a client library is hooked when the app imports it, and :mod:`.core` (with its
 long-poll) loads only then or at wake-up.
+
+The routing table comes only from the config service. Without one (``PILOTFISH_CONFIG_URL``
+unset, read once at start like every setting the config service cannot change) no call
+could be routed: no hook is put in place, nothing of the routing package loads, and
+``/status`` says why routing is off.
 """
 
 from __future__ import annotations
+
+import os
 
 from .. import PACKAGE, importhooks, log
 
@@ -26,6 +33,10 @@ HOOKS = (
 
 installed: List[str] = []
 """Modules whose routing hook is in place in this process (for /status and tests)."""
+OFF_WITHOUT_CONFIG_SERVICE = {
+    "enabled": False,
+    "reason": "no config service (PILOTFISH_CONFIG_URL unset): outbound calls take the ordinary path",
+}
 
 
 def _hook(watched: str, module_path: str, function: str) -> Callable[[Any], None]:
@@ -44,13 +55,23 @@ def _start() -> None:
     core.start()
 
 
+def _show_off() -> None:
+    import importlib
+
+    status_server: Any = importlib.import_module(PACKAGE + ".status_server")
+    status_server.add_status_section("routing", lambda: dict(OFF_WITHOUT_CONFIG_SERVICE))
+
+
 def install() -> None:
     """Register the routing hooks and the owner's wake-up start. Never raises."""
     try:
-        for watched, module_path, function in HOOKS:
-            importhooks.when_imported(watched, _hook(watched, module_path, function))
         from .. import runtime
 
+        if not os.environ.get("PILOTFISH_CONFIG_URL", "").strip():  # not settings: not loaded yet
+            runtime.on_wake(_show_off)
+            return
+        for watched, module_path, function in HOOKS:
+            importhooks.when_imported(watched, _hook(watched, module_path, function))
         runtime.on_wake(_start)
     except Exception:
         log.exception_once("routing:install", "routing is off in this process")
