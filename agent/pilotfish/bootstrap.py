@@ -6,8 +6,6 @@ modules Python has already loaded, reads the kill switch, and hands over to
 server actually starts listening.
 """
 
-from __future__ import annotations
-
 import os
 
 TYPE_CHECKING = False  # typing is not loaded at start-up; importing it costs ms
@@ -20,7 +18,7 @@ loaded = False
 _FALSE = ("0", "false", "no", "off", "disabled")
 
 
-def enabled(environ: Mapping[str, str] = os.environ) -> bool:
+def enabled(environ: "Mapping[str, str]" = os.environ) -> bool:
     """The kill switch: ``PILOTFISH_ENABLED=false`` turns the whole agent off."""
     return environ.get("PILOTFISH_ENABLED", "true").strip().lower() not in _FALSE
 

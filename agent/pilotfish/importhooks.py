@@ -13,8 +13,6 @@ loader's ``exec_module``. After the module has executed, ``__loader__`` and
 ``pkgutil`` and ``isinstance`` checks see exactly what they would without us.
 """
 
-from __future__ import annotations
-
 import _thread  # not threading/typing: neither is loaded yet at interpreter start-up
 import sys
 
@@ -26,12 +24,12 @@ if TYPE_CHECKING:
 
     Hook = Callable[[Any], None]
 
-_hooks: Dict[str, List[Hook]] = {}
+_hooks: "Dict[str, List[Hook]]" = {}
 _lock = _thread.RLock()
 _resolving = _thread._local()
 
 
-def when_imported(name: str, hook: Hook) -> None:
+def when_imported(name: str, hook: "Hook") -> None:
     """Run ``hook(module)`` once ``name`` is imported (now, if it already is)."""
     module = sys.modules.get(name)
     if module is not None and getattr(getattr(module, "__spec__", None), "_initializing", False) is False:
@@ -42,13 +40,13 @@ def when_imported(name: str, hook: Hook) -> None:
     _install_finder()
 
 
-def pending() -> List[str]:
+def pending() -> "List[str]":
     """Names still waiting for their import (for /status)."""
     with _lock:
         return sorted(_hooks)
 
 
-def _run(name: str, hook: Hook, module: Any) -> None:
+def _run(name: str, hook: "Hook", module: "Any") -> None:
     try:
         hook(module)
     except Exception:
@@ -58,7 +56,7 @@ def _run(name: str, hook: Hook, module: Any) -> None:
         )
 
 
-def _fire(name: str, module: Any) -> None:
+def _fire(name: str, module: "Any") -> None:
     with _lock:
         hooks = _hooks.pop(name, [])
     for hook in hooks:
@@ -68,18 +66,18 @@ def _fire(name: str, module: Any) -> None:
 class _HookedLoader:
     """Delegates to the real loader and fires the hooks after ``exec_module``."""
 
-    def __init__(self, loader: Any, name: str) -> None:
+    def __init__(self, loader: "Any", name: str) -> None:
         self._loader = loader
         self._name = name
 
-    def __getattr__(self, attr: str) -> Any:
+    def __getattr__(self, attr: str) -> "Any":
         return getattr(self._loader, attr)
 
-    def create_module(self, spec: Any) -> Any:
+    def create_module(self, spec: "Any") -> "Any":
         create = getattr(self._loader, "create_module", None)
         return create(spec) if create is not None else None
 
-    def exec_module(self, module: Any) -> None:
+    def exec_module(self, module: "Any") -> None:
         try:
             module.__loader__ = self._loader
             if getattr(module, "__spec__", None) is not None:
@@ -93,7 +91,7 @@ class _HookedLoader:
 class _Finder:
     """A meta-path finder that only ever answers for watched module names."""
 
-    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Optional[Any]:
+    def find_spec(self, fullname: str, path: "Any" = None, target: "Any" = None) -> "Optional[Any]":
         if fullname not in _hooks:
             return None
         busy = getattr(_resolving, "names", None)
@@ -117,7 +115,7 @@ class _Finder:
         pass
 
 
-def _find_real_spec(fullname: str, path: Any, target: Any) -> Optional[Any]:
+def _find_real_spec(fullname: str, path: "Any", target: "Any") -> "Optional[Any]":
     for finder in list(sys.meta_path):
         if isinstance(finder, _Finder):
             continue
@@ -130,7 +128,7 @@ def _find_real_spec(fullname: str, path: Any, target: Any) -> Optional[Any]:
     return None
 
 
-_finder: Optional[_Finder] = None
+_finder: "Optional[_Finder]" = None
 
 
 def _install_finder() -> None:

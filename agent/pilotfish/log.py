@@ -8,8 +8,6 @@ default ``warning``), and every failure path logs through :func:`once` so a
 broken patch cannot flood the app's logs.
 """
 
-from __future__ import annotations
-
 import _thread  # not threading: it is not loaded yet at start-up
 import os
 import sys
@@ -17,9 +15,9 @@ import sys
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "off": 100}
 _DEFAULT_LEVEL = "warning"
 
-_seen: set[str] = set()
+_seen: "set[str]" = set()
 _seen_lock = _thread.allocate_lock()
-_threshold: int | None = None
+_threshold: "int | None" = None
 
 ENV_WARNING_KEY = "setting:env:%s:%r"
 """The :func:`once` key of the warning about a bad ``PILOTFISH_*`` env value (field name, raw value)."""

@@ -19,8 +19,6 @@ when a gRPC server starts, whose C core listens without Python seeing it):
   registration, graceful offline) and those of the feature packages.
 """
 
-from __future__ import annotations
-
 import _thread  # not threading/typing: neither is loaded yet at interpreter start-up
 import os
 import sys
@@ -40,12 +38,12 @@ FAILED = "failed"  # the wake raised: what it opened is closed, and it is not tr
 bootstrap_dir = ""
 _role = DORMANT
 _lock = _thread.RLock()
-_wake_callbacks: List[Callable[[], None]] = []
+_wake_callbacks: "List[Callable[[], None]]" = []
 _woken_callbacks_ran = False
 _started = False  # every wake callback has returned: the readiness gates are all in place
-_app_addresses: List[Tuple[str, Any]] = []
-_listening_since: Optional[float] = None
-_ignored_fds: Set[int] = set()
+_app_addresses: "List[Tuple[str, Any]]" = []
+_listening_since: "Optional[float]" = None
+_ignored_fds: "Set[int]" = set()
 
 # Integrations: (module that triggers the patch, integration module in pilotfish.integrations).
 SERVER_INTEGRATIONS = (
@@ -62,12 +60,12 @@ def role() -> str:
     return _role
 
 
-def app_addresses() -> List[Tuple[str, Any]]:
+def app_addresses() -> "List[Tuple[str, Any]]":
     """Where the app listens: (family, address) pairs seen through ``listen()``."""
     return list(_app_addresses)
 
 
-def app_port() -> Optional[int]:
+def app_port() -> "Optional[int]":
     """The app's TCP port: the first ``AF_INET``/``AF_INET6`` (or gRPC TCP) address it listens on.
 
     None while unknown (the app does not listen yet, or only on Unix sockets). What consumers
@@ -81,7 +79,7 @@ def app_port() -> Optional[int]:
     return None
 
 
-def listening_since() -> Optional[float]:
+def listening_since() -> "Optional[float]":
     """``time.monotonic()`` of the app's first ``listen()`` in this container's owner."""
     return _listening_since
 
@@ -93,7 +91,7 @@ def install(bootstrap_dir: str = "") -> None:
     for trigger, name in SERVER_INTEGRATIONS:
         importhooks.when_imported(trigger, _integration_hook(name))
     _install_optional(PACKAGE + ".tags.install")
-    _install_optional(PACKAGE + ".routing.install")
+    _install_optional(PACKAGE + ".routing")
     on_wake(_start_owner)
     if hasattr(os, "register_at_fork"):
         os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -129,8 +127,8 @@ def _follow_central_config() -> None:
         log.exception_once("config-follow", "central config is not followed in this worker")
 
 
-def _integration_hook(name: str) -> Callable[[Any], None]:
-    def hook(_module: Any) -> None:
+def _integration_hook(name: str) -> "Callable[[Any], None]":
+    def hook(_module: "Any") -> None:
         integration = __import__(PACKAGE + ".integrations." + name, fromlist=["patch"])
         integration.patch()
 
@@ -157,19 +155,19 @@ _wake_claim = _thread.allocate_lock()  # taken, never released, by the one wake 
 _wake_done = _thread.allocate_lock()  # held while the wake runs
 _wake_thread = 0  # ident of the wake thread: its own listen() (the status port) is not the app's
 _waker_thread = 0  # ident of the thread whose listen() started the wake
-_waker_loop: Any = None  # that thread's running event loop, if any
-_listener_steps: List[Callable[[], Any]] = []
+_waker_loop: "Any" = None  # that thread's running event loop, if any
+_listener_steps: "List[Callable[[], Any]]" = []
 _REAL_START_THREAD = _thread.start_new_thread  # taken at interpreter start, before any monkey-patching
 
 
-def _patch_socket(socket_module: Any) -> None:
+def _patch_socket(socket_module: "Any") -> None:
     cls = socket_module.socket
     original = cls.listen
     if getattr(original, "__pilotfish__", False):
         return
     stream = socket_module.SOCK_STREAM
 
-    def listen(self: Any, *args: Any) -> None:
+    def listen(self: "Any", *args: "Any") -> None:
         original(self, *args)
         try:
             if _thread.get_ident() != _wake_thread and self.fileno() not in _ignored_fds:
@@ -183,13 +181,13 @@ def _patch_socket(socket_module: Any) -> None:
     cls.listen = listen
 
 
-def ignore_socket(sock: Any) -> None:
+def ignore_socket(sock: "Any") -> None:
     """A listening socket of ours that is not the app's. (The status server needs none of this:
     it listens on the wake thread, whose listen() calls the hook leaves alone.)"""
     _ignored_fds.add(sock.fileno())
 
 
-def _on_listen(sock: Any, stream: int) -> None:
+def _on_listen(sock: "Any", stream: int) -> None:
     """Only a TCP listener is a server that wakes the agent.
 
     ``multiprocessing.Manager()`` and the forkserver listen on AF_UNIX sockets before
@@ -207,7 +205,7 @@ def _on_listen(sock: Any, stream: int) -> None:
     wake(family, address)
 
 
-def wake(family: str = "", address: Any = None) -> None:
+def wake(family: str = "", address: "Any" = None) -> None:
     """The app listens (or serves gRPC): decide this process's role, once.
 
     The first call starts the wake on the agent's own thread; a caller that is not an
@@ -222,6 +220,12 @@ def wake(family: str = "", address: Any = None) -> None:
         _wake_done.acquire()
         _listening_since = time.monotonic()
         _waker_thread, _waker_loop = _thread.get_ident(), loop
+        if loop is None and "threading" not in sys.modules:
+            # threading takes the thread that first imports it for the main thread. An app that
+            # listens without having imported it (a bare socket server) would otherwise have the
+            # wake thread named main: SIGTERM left unhandled ("non-main thread"), and on 3.8 an
+            # AssertionError from threading._shutdown at exit. (An event loop has imported it.)
+            import threading  # noqa: F401
         if _thread.start_new_thread is not _REAL_START_THREAD:
             # gevent/eventlet made threads greenlets of this thread's hub: one would not run
             # before the caller yields, and its own threads would be lost. Wake here, as before.
@@ -236,7 +240,7 @@ def wake(family: str = "", address: Any = None) -> None:
         _run_listener_steps()
 
 
-def _running_loop() -> Any:
+def _running_loop() -> "Any":
     """The event loop running on this thread (asyncio, or trio's token), else None. No I/O."""
     asyncio = sys.modules.get("asyncio")
     if asyncio is not None:
@@ -290,7 +294,12 @@ def _wake() -> None:
                 log.set_level(current.log_level)
                 settings.subscribe(_follow_log_level)
                 key = "%d" % current.status_port
-                role = WORKER if shared.attach_to_parent(key) is not None else _become_owner(current)
+                if shared.attach_to_parent(key) is not None:
+                    role = WORKER
+                else:
+                    from . import ownership
+
+                    role = ownership.become_owner(current, _listening_gate, describe)
                 if role == WORKER:
                     shared.claim()
                     log.debug("worker %d attached to %s" % (os.getpid(), shared.segment().path))  # type: ignore[union-attr]
@@ -302,7 +311,7 @@ def _wake() -> None:
     _run_wake_callbacks()  # the owner's start-up steps (and the list cleared in any other role)
 
 
-def on_listener_thread(step: Callable[[], Any]) -> None:
+def on_listener_thread(step: "Callable[[], Any]") -> None:
     """Run ``step()`` on the thread whose ``listen()`` woke the agent (the app's main thread,
     usually): what only that thread may do, such as installing a signal handler.
 
@@ -341,217 +350,12 @@ def _run_listener_steps() -> None:
         _call(step)
 
 
-def _follow_log_level(old: Settings, new: Settings) -> None:
+def _follow_log_level(old: "Settings", new: "Settings") -> None:
     if old.log_level != new.log_level:
         log.set_level(new.log_level)
 
 
-def _become_owner(current: Settings) -> str:
-    """Owner if this process binds the status port; else a worker of the owner that did
-    (found through its pointer file), else standalone. Whatever fails closes what it opened."""
-    from . import shared, stats, status_server
-
-    key = "%d" % current.status_port
-    with _StatusPortLock(current.status_port):
-        try:
-            server = status_server.bind(current.status_host, current.status_port)
-        except OSError as problem:
-            if _port_taken(problem) and _attach_to_sibling_owner(current.status_port):
-                return WORKER
-            log.once("status-bind", "warning", _bind_problem(current, problem))
-            shared.create(key)  # its own slots: the wrappers count as usual
-            return STANDALONE
-        try:
-            # Holding the status port makes this process the container's one owner: files of
-            # this port left by owners that are gone (a crash, SIGKILL) are ours to remove.
-            removed = shared.remove_stale(key)
-            if removed:
-                log.info("removed %d shared-memory files left by exited processes" % removed)
-            segment = shared.create(key)
-            try:
-                status_server.add_gate("app-listening", _listening_gate)
-                status_server.add_gate("workers", stats.workers_gate)
-                status_server.add_status_section("runtime", describe)
-                status_server.add_status_section("shared_memory", shared.describe)
-                status_server.serve(server)
-            except BaseException:
-                shared.discard()
-                raise
-        except BaseException:
-            server.server_close()
-            raise
-        if segment.shared:
-            _publish_owner(current.status_port, segment.path)
-    log.info(
-        "agent %s serving status on %s:%d (pid %d)"
-        % (__import__(PACKAGE).__version__, current.status_host, current.status_port, os.getpid())
-    )
-    return OWNER
-
-
-def _port_taken(problem: OSError) -> bool:
-    import errno
-
-    return getattr(problem, "errno", None) == errno.EADDRINUSE
-
-
-def _bind_problem(current: Settings, problem: OSError) -> str:
-    """Why there is no status server, in the words of the setting that caused it."""
-    import errno
-    import socket
-
-    where = "%s:%d" % (current.status_host, current.status_port)
-    tail = "; this process serves the app without readiness or /status"
-    if _port_taken(problem):
-        return "status port %s is in use by another process%s (set PILOTFISH_STATUS_PORT to a free port)" % (
-            where,
-            tail,
-        )
-    if isinstance(problem, socket.gaierror):
-        return "PILOTFISH_STATUS_HOST=%r is not a valid or resolvable address (%s)%s" % (
-            current.status_host,
-            problem.strerror or problem,
-            tail,
-        )
-    if getattr(problem, "errno", None) == errno.EADDRNOTAVAIL:
-        return "PILOTFISH_STATUS_HOST=%r is not an address of this host (%s)%s" % (
-            current.status_host,
-            problem.strerror or problem,
-            tail,
-        )
-    return "cannot serve status on %s (%s)%s" % (where, problem.strerror or problem, tail)
-
-
-# -- processes that fork before they listen (SO_REUSEPORT prefork servers) --------------
-#
-# A parent that forks its workers before anyone listens leaves every worker dormant;
-# each then listens on the same port (SO_REUSEPORT) and wakes on its own. The first to
-# bind the status port becomes the owner; the others are its workers, but they cannot
-# find the owner's shared memory by their parent (it was created after the fork). So the
-# owner leaves a pointer to its segment next to it, and the deciding runs under a lock
-# file, so that a sibling never looks before the owner has written the pointer.
-
-LOCK_WAIT_SECONDS = 2.0
-
-
-class _StatusPortLock:
-    """``flock`` on ``pilotfish-<port>.lock`` in the shared-memory directory; best effort."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.fd = -1
-
-    def __enter__(self) -> _StatusPortLock:
-        import fcntl
-
-        try:
-            from . import shared
-
-            path = os.path.join(shared.directory(), "pilotfish-%d.lock" % self.port)
-            self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError:
-            return self  # no lock: the decision is made without it, as before
-        deadline = time.monotonic() + LOCK_WAIT_SECONDS
-        while True:
-            try:
-                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return self
-            except OSError:
-                if time.monotonic() > deadline:
-                    return self
-                time.sleep(0.01)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)  # releases the flock
-            self.fd = -1
-
-
-def _pointer_path(port: int) -> str:
-    from . import shared
-
-    return os.path.join(shared.directory(), "pilotfish-%d.owner" % port)
-
-
-def _mount_namespace() -> str:
-    """Another container of the pod may share /dev/shm and the port space, never the mounts."""
-    try:
-        return os.readlink("/proc/self/ns/mnt")
-    except OSError:
-        return ""
-
-
-def _process_identity(pid: int) -> str:
-    """``pid`` and its start time (clock ticks since boot): a pid the kernel reuses differs."""
-    try:
-        with open("/proc/%d/stat" % pid, "rb") as handle:
-            return "%d:%s" % (pid, handle.read().rsplit(b")", 1)[1].split()[19].decode())
-    except (OSError, IndexError):
-        return ""
-
-
-def _publish_owner(port: int, segment_path: str) -> None:
-    try:
-        path = _pointer_path(port)
-        record = "%s\n%s\n%s\n%d\n" % (
-            _mount_namespace(),
-            segment_path,
-            _process_identity(os.getpid()),
-            os.getppid(),
-        )
-        tmp = "%s.%d.tmp" % (path, os.getpid())
-        with open(tmp, "w") as handle:
-            handle.write(record)
-        os.replace(tmp, path)
-    except OSError as problem:
-        log.once(
-            "owner-pointer",
-            "info",
-            "cannot leave a pointer to the shared memory (%s); workers forked before the app "
-            "listens will not be counted" % (problem.strerror or problem),
-        )
-        return
-    import atexit
-
-    owner = os.getpid()
-
-    def remove() -> None:
-        try:
-            if os.getpid() == owner:
-                with open(path) as handle:
-                    if handle.read() == record:
-                        os.unlink(path)
-        except OSError:
-            pass
-
-    atexit.register(remove)
-
-
-def _attach_to_sibling_owner(port: int) -> bool:
-    """A worker of the process that owns the status port in this container, if there is one.
-
-    Only a sibling of the owner (forked by the same parent): any other process that
-    listens, such as a subprocess the app starts, is none of the owner's workers.
-    """
-    from . import shared
-
-    try:
-        with open(_pointer_path(port)) as handle:
-            fields = (handle.read().split("\n") + ["", "", "", ""])[:4]
-    except OSError:
-        return False
-    namespace, segment_path, identity, parent = fields
-    if namespace != _mount_namespace() or not segment_path or not identity:
-        return False
-    if parent != str(os.getppid()):
-        return False  # not forked by the owner's parent: an app's subprocess, say
-    pid = identity.split(":")[0]
-    if not pid.isdigit() or _process_identity(int(pid)) != identity:
-        return False  # the owner that wrote it is gone (its pid may belong to another process now)
-    return shared.attach(segment_path) is not None
-
-
-def _listening_gate() -> Tuple[bool, str]:
+def _listening_gate() -> "Tuple[bool, str]":
     if not _app_addresses:
         return False, "the app has not opened its listening socket yet"
     if not _started:
@@ -561,13 +365,13 @@ def _listening_gate() -> Tuple[bool, str]:
     return True, "app listens on %s" % ", ".join(_describe(a) for _, a in _app_addresses)
 
 
-def _describe(address: Any) -> str:
+def _describe(address: "Any") -> str:
     if isinstance(address, tuple) and len(address) >= 2:
         return "%s:%s" % (address[0], address[1])
     return str(address)
 
 
-def on_wake(callback: Callable[[], None]) -> None:
+def on_wake(callback: "Callable[[], None]") -> None:
     """Run ``callback()`` in the owner once the app listens (now, if that already happened)."""
     with _lock:
         if not _woken_callbacks_ran:
@@ -590,7 +394,7 @@ def _run_wake_callbacks() -> None:
         _started = True  # even if a step failed: its gates are absent, the others decide
 
 
-def _call(callback: Callable[[], Any]) -> None:
+def _call(callback: "Callable[[], Any]") -> None:
     try:
         callback()
     except Exception:
@@ -640,7 +444,7 @@ def _after_fork_in_child() -> None:
         log.exception_once("after-fork", "could not set up the agent in a forked worker")
 
 
-def describe() -> Dict[str, Any]:
+def describe() -> "Dict[str, Any]":
     """For ``/status``: this process's view of the runtime."""
     return {
         "role": _role,

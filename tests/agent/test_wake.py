@@ -249,3 +249,19 @@ def test_a_status_host_that_does_not_resolve_is_named_not_reported_as_a_busy_por
     assert "PILOTFISH_STATUS_HOST='not-a-host' is not a valid or resolvable address" in log, log
     assert "in use" not in log
     assert log.count("pilotfish: warning") == 1
+
+
+@pytest.mark.parametrize("minor", matrix_versions())
+def test_an_app_that_never_imported_threading_keeps_its_main_thread_and_exits_cleanly(minor: str) -> None:
+    # threading names main whichever thread imports it first: had that been the agent's wake
+    # thread, SIGTERM was left unhandled and Python 3.8 printed an AssertionError at exit.
+    python = require_interpreter(minor)
+    with AgentScript(python, WAKE / "bare_socket_server.py", args=["3"]) as app:
+        app.line("listening")
+        status = app.wait_status(lambda s: s["runtime"]["role"] == "owner")
+        assert status["pid"] == app.proc.pid  # type: ignore[union-attr]
+        app.line("exiting", timeout=30)
+        assert app.proc.wait(timeout=30) == 0  # type: ignore[union-attr]
+        log = app.stderr()
+    assert "non-main thread" not in log, log
+    assert "Traceback" not in log and "Exception ignored" not in log, log

@@ -7,8 +7,6 @@ even ``threading`` or ``typing``) and only registers post-import hooks with
 imports the library, or at once if it already has.
 """
 
-from __future__ import annotations
-
 from .. import PACKAGE, importhooks, log
 
 TYPE_CHECKING = False
@@ -26,11 +24,11 @@ PATCHES = (
     ("grpc.aio._channel", PACKAGE + ".integrations.grpc_client", "patch_aio"),
 )
 
-installed: List[str] = []
+installed: "List[str]" = []
 """Modules whose tag patch is in place in this process (for /status and tests)."""
 
 
-def status() -> Dict[str, Any]:
+def status() -> "Dict[str, Any]":
     """The ``tags`` section of /status: how requests are tagged here, and what is patched.
 
     (This instance's own tag is the top-level ``tag`` of /status, from the status server.)
@@ -56,8 +54,8 @@ def _add_status_section() -> None:
         log.exception_once("tags:status", "could not add the tags section to /status")
 
 
-def _hook(watched: str, module_path: str, function: str) -> Callable[[Any], None]:
-    def hook(module: Any) -> None:
+def _hook(watched: str, module_path: str, function: str) -> "Callable[[Any], None]":
+    def hook(module: "Any") -> None:
         integration = __import__(module_path, fromlist=[function])
         getattr(integration, function)(module)
         installed.append(watched)
