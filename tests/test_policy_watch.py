@@ -62,7 +62,9 @@ class RecordingStore(PolicyStore):
         self.published.append(dict(self.snapshot.effective("shop", "x").config))
 
     def current(self) -> Dict[str, Any]:
-        return dict(self.snapshot.effective("shop", "x").config)
+        """The last config published, read from the record itself: the watcher's thread sets
+        ``snapshot`` before it appends, so reading ``snapshot`` could run ahead of the record."""
+        return self.published[-1] if self.published else {}
 
 
 class Watching:
