@@ -40,6 +40,20 @@ def when_imported(name: str, hook: "Hook") -> None:
     _install_finder()
 
 
+def patch_when_imported(watched: str, module_path: str, function: str, label: str, done: "List[str]") -> None:
+    """Once ``watched`` is imported, call ``function`` of ``module_path`` with it and append
+    ``watched`` to ``done`` (a feature's list of what is patched, for /status). The patching
+    module is imported only then; ``label`` names the hook in the log if it raises."""
+
+    def hook(module: "Any") -> None:
+        integration = __import__(module_path, fromlist=[function])
+        getattr(integration, function)(module)
+        done.append(watched)
+
+    hook.__qualname__ = label + ":" + watched
+    when_imported(watched, hook)
+
+
 def pending() -> "List[str]":
     """Names still waiting for their import (for /status)."""
     with _lock:

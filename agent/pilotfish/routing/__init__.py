@@ -32,7 +32,7 @@ from .. import PACKAGE, importhooks, log
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, List
+    from typing import Any, List
 
 # module to watch -> (integration module, function called with the imported module)
 HOOKS = (
@@ -50,16 +50,6 @@ OFF_WITHOUT_CONFIG_SERVICE = {
     "enabled": False,
     "reason": "no config service (PILOTFISH_CONFIG_URL unset): outbound calls take the ordinary path",
 }
-
-
-def _hook(watched: str, module_path: str, function: str) -> "Callable[[Any], None]":
-    def hook(module: "Any") -> None:
-        integration = __import__(module_path, fromlist=[function])
-        getattr(integration, function)(module)
-        installed.append(watched)
-
-    hook.__qualname__ = "routing:" + watched
-    return hook
 
 
 def _start() -> None:
@@ -84,7 +74,7 @@ def install() -> None:
             runtime.on_wake(_show_off)
             return
         for watched, module_path, function in HOOKS:
-            importhooks.when_imported(watched, _hook(watched, module_path, function))
+            importhooks.patch_when_imported(watched, module_path, function, "routing", installed)
         runtime.on_wake(_start)
     except Exception:
         log.exception_once("routing:install", "routing is off in this process")

@@ -11,7 +11,7 @@ from .. import PACKAGE, importhooks, log
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Dict, List
+    from typing import Any, Dict, List
 
 # module to watch -> (integration module, function called with the imported module)
 PATCHES = (
@@ -54,21 +54,11 @@ def _add_status_section() -> None:
         log.exception_once("tags:status", "could not add the tags section to /status")
 
 
-def _hook(watched: str, module_path: str, function: str) -> "Callable[[Any], None]":
-    def hook(module: "Any") -> None:
-        integration = __import__(module_path, fromlist=[function])
-        getattr(integration, function)(module)
-        installed.append(watched)
-
-    hook.__qualname__ = "tags:" + watched
-    return hook
-
-
 def install() -> None:
     """Register every tag patch as a post-import hook, and the /status section on wake. Never raises."""
     try:
         for watched, module_path, function in PATCHES:
-            importhooks.when_imported(watched, _hook(watched, module_path, function))
+            importhooks.patch_when_imported(watched, module_path, function, "tags", installed)
         from .. import runtime
 
         runtime.on_wake(_add_status_section)
