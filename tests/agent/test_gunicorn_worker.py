@@ -72,7 +72,9 @@ def test_requests_are_counted_in_the_worker_with_no_wrapper_around_the_app(kind:
         assert server.get("/fail").status == 500
         for _ in range(2):
             assert server.get("/", headers=PROBE).status == 200
-        after = server.wait_status(lambda s: s["requests_total"] >= before["requests_total"] + 7)
+        after = server.wait_status(
+            lambda s: s["requests_total"] >= before["requests_total"] + 7 and s["in_flight"] == 0
+        )
         assert after["requests_total"] == before["requests_total"] + 7
         assert after["probes_total"] == before["probes_total"] + 2
         assert after["in_flight"] == 0
@@ -116,7 +118,9 @@ def test_a_tag_probe_or_consumer_mark_after_plain_requests_still_takes_the_full_
         assert server.get("/", headers=PROBE).status == 200
         assert server.get("/", headers={"X-Pilotfish-Consumer": "1"}).status == 200
         assert server.get("/tag").json() == {"tag": None}
-        after = server.wait_status(lambda s: s["requests_total"] >= before["requests_total"] + 14)
+        after = server.wait_status(
+            lambda s: s["requests_total"] >= before["requests_total"] + 14 and s["in_flight"] == 0
+        )
         assert after["requests_total"] == before["requests_total"] + 14
         assert after["probes_total"] == before["probes_total"] + 1
         assert after["in_flight"] == 0

@@ -45,7 +45,9 @@ def test_one_status_server_counts_traffic_from_every_worker_and_keeps_probes_out
             assert server.get("/").status == 200
         for _ in range(3):
             assert server.get("/", headers=PROBE).status == 200
-        after = server.wait_status(lambda s: s["requests_total"] >= before["requests_total"] + 8)
+        after = server.wait_status(
+            lambda s: s["requests_total"] >= before["requests_total"] + 8 and s["in_flight"] == 0
+        )
         assert after["requests_total"] == before["requests_total"] + 8
         assert after["probes_total"] == before["probes_total"] + 3
         assert after["in_flight"] == 0
@@ -115,7 +117,7 @@ def test_grpc_server_calls_are_counted_and_wake_the_agent(minor: str) -> None:
             count = channel.unary_stream("/demo.Demo/Count")
             assert echo(b"hi", timeout=5) == b"hi"
             assert [bytes(x) for x in count(b"3", timeout=5)] == [b"0", b"1", b"2"]
-        status = server.wait_status(lambda s: s["requests_total"] >= 2)
+        status = server.wait_status(lambda s: s["requests_total"] >= 2 and s["in_flight"] == 0)
         assert status["requests_total"] == 2 and status["in_flight"] == 0
 
 

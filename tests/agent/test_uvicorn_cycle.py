@@ -81,7 +81,9 @@ def test_requests_are_counted_in_the_cycle_with_no_wrapper_around_the_app(kind: 
             assert server.get("/").status == 200
         for _ in range(2):
             assert server.get("/", headers=PROBE).status == 200
-        after = server.wait_status(lambda s: s["requests_total"] >= before["requests_total"] + 6)
+        after = server.wait_status(
+            lambda s: s["requests_total"] >= before["requests_total"] + 6 and s["in_flight"] == 0
+        )
         assert after["requests_total"] == before["requests_total"] + 6
         assert after["probes_total"] == before["probes_total"] + 2
         assert after["in_flight"] == 0
@@ -113,7 +115,9 @@ def test_pipelined_requests_are_counted_each_when_it_runs() -> None:
                 chunk = sock.recv(65536)
                 assert chunk
                 received += chunk
-        after = server.wait_status(lambda s: s["requests_total"] >= before["requests_total"] + 2)
+        after = server.wait_status(
+            lambda s: s["requests_total"] >= before["requests_total"] + 2 and s["in_flight"] == 0
+        )
         assert after["requests_total"] == before["requests_total"] + 2
         assert after["in_flight"] == 0
 
@@ -157,7 +161,9 @@ def test_a_protocol_class_of_the_apps_own_gets_the_wrapper_and_counts_once(minor
         for _ in range(3):
             assert server.get("/").status == 200
         assert server.get("/", headers=PROBE).status == 200
-        after = server.wait_status(lambda s: s["requests_total"] >= before["requests_total"] + 4)
+        after = server.wait_status(
+            lambda s: s["requests_total"] >= before["requests_total"] + 4 and s["in_flight"] == 0
+        )
         assert after["requests_total"] == before["requests_total"] + 4
         assert after["probes_total"] == before["probes_total"] + 1
         assert after["in_flight"] == 0
